@@ -1,0 +1,34 @@
+# dip-inpainting: make setup && make test; then make reproduce (full scale on a GPU), make lab.
+PY      := .venv/bin/python
+TORCH   ?= torch==2.13.0
+SHARED  := $(abspath ../shared/data)
+# tests and CI use the shared folder as a local mirror of the public files when it exists
+export DIP_DATA_MIRROR ?= $(if $(wildcard $(SHARED)/MANIFEST.tsv),$(SHARED),)
+PROFILE ?= $(shell $(PY) -c "import torch; print('paper' if torch.cuda.is_available() else 'quick')" 2>/dev/null || echo quick)
+
+.PHONY: setup test bench reproduce report lab clean
+
+setup:
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[all]"
+	$(PY) -m ipykernel install --user --name python3 >/dev/null 2>&1 || true
+
+test:
+	DIP_DATA_DIR=$(CURDIR)/.cache/test-data $(PY) -m pytest -q
+
+bench:
+	$(PY) -m dip_lib bench --out results/bench-$(shell hostname)-cpu.json
+
+reproduce:
+	$(PY) -m dip_lib report --profile $(PROFILE) --execute
+
+report:
+	$(PY) -m dip_lib report --profile $(PROFILE)
+
+lab:
+	.venv/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf .cache report/smoke results/smoke

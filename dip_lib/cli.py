@@ -1,0 +1,161 @@
+"""Command line: ``python -m dip_lib {inpaint,presets,...}``. User errors: one line, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DipError
+
+log = logging.getLogger("dip_lib")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def resize_longer_side(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize (C, H, W) so that its longer side is ``size`` (anti-aliased), keeping the aspect."""
+    from skimage.transform import resize
+
+    c, h, w = img.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) == (h, w):
+        return img
+    out = resize(np.moveaxis(img, 0, -1), (nh, nw), anti_aliasing=scale < 1, preserve_range=True)
+    return np.clip(np.moveaxis(out, -1, 0), 0, 1).astype(np.float32)
+
+
+def center_crop_multiple(img: np.ndarray, d: int) -> np.ndarray:
+    """Center-crop (C, H, W) so H and W are multiples of ``d`` (the original's ``crop_image``)."""
+    h, w = img.shape[-2:]
+    nh, nw = h - h % d, w - w % d
+    top, left = (h - nh) // 2, (w - nw) // 2
+    return img[..., top : top + nh, left : left + nw]
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from . import masks
+    from .fit import fit
+    from .imageio import atomic_write_bytes, load_image, load_mask, save_image
+    from .metrics import psnr
+    from .presets import get_preset
+
+    preset = get_preset(args.preset)
+    if args.iterations is not None and args.iterations <= 0:
+        raise DipError(f"--iterations must be positive, got {args.iterations}")
+    if args.bernoulli is not None and not 0 < args.bernoulli < 1:
+        raise DipError(f"--bernoulli must be in (0, 1), got {args.bernoulli}")
+    img = load_image(args.image)
+    if args.size:
+        if args.mask:
+            raise DipError("--size cannot be combined with --mask (the mask would no longer match)")
+        img = resize_longer_side(img, args.size)
+    if args.crop:
+        img = center_crop_multiple(img, 2**preset.net.depth)
+    c, h, w = img.shape
+    need = 2**preset.net.depth
+    if min(h, w) < need:
+        raise DipError(f"image is {w}x{h} but preset {preset.name!r} (depth {preset.net.depth}) needs at least {need}x{need}")
+
+    ground_truth = None
+    if args.mask:
+        mask = load_mask(args.mask, (h, w))
+    elif args.bernoulli is not None:
+        mask = masks.bernoulli_mask((h, w), args.bernoulli, seed=args.seed, channels=c if args.per_channel else 1)
+        ground_truth = img
+    else:
+        mask = masks.recipe_text_mask((h, w), args.text[len("recipe:"):]) if args.text.startswith("recipe:") else masks.user_text_mask((h, w), args.text)
+        ground_truth = img
+    observed = img * mask
+
+    net = preset.build_net(c, seed=args.seed)
+    z = preset.make_input(h, w, seed=args.seed)
+    cfg = preset.fit_config(iterations=args.iterations, lr=args.lr, seed=args.seed, device=args.device)
+    callbacks = []
+    if args.stop == "es-wmv":
+        from .stopping import ESWMV
+
+        callbacks.append(ESWMV.for_iterations(cfg.iterations))
+    result = fit(net, z, observed, mask, cfg, ground_truth=ground_truth, callbacks=callbacks)
+    chosen = result.final
+    if callbacks and getattr(callbacks[0], "best_output", None) is not None:
+        chosen = callbacks[0].best_output
+
+    save_image(args.output, chosen)
+    if args.masked:
+        save_image(args.masked, observed)
+    if args.history:
+        payload = {"preset": preset.name, "image": str(args.image), "summary": result.summary(), "history": result.history.to_dict()}
+        atomic_write_bytes(args.history, json.dumps(payload, indent=1).encode())
+    print(f"preset {preset.name}, {w}x{h}x{c}, {result.iterations_run} iterations on {result.device} in {result.wall_time:.1f} s")
+    if ground_truth is not None:
+        print(f"masked input PSNR {psnr(ground_truth, observed):.2f} dB")
+        print(f"final PSNR {result.final_psnr:.2f} dB, best PSNR {result.best_psnr:.2f} dB at iteration {result.best_iteration}")
+        if chosen is not result.final:
+            print(f"es-wmv stopped at {callbacks[0].stop_iteration}, PSNR {psnr(ground_truth, chosen):.2f} dB")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import PRESETS
+
+    print(f"{'preset':<16}{'params (1 ch)':>15}{'params (3 ch)':>15}  iterations  lr      description")
+    for p in PRESETS.values():
+        print(f"{p.name:<16}{p.param_count(1):>15,}{p.param_count(3):>15,}  {p.iterations:>10}  {p.lr:<7g} {p.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dip_lib", description="Deep Image Prior inpainting")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inpaint", help="inpaint one image")
+    p.add_argument("image", type=Path)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--mask", type=Path, help="mask file, white = known (the image is the corrupted one)")
+    g.add_argument("--bernoulli", type=float, metavar="P", help="drop a fraction P of pixels (image = ground truth)")
+    g.add_argument("--text", help="text to write over the image, or recipe:seed (image = ground truth)")
+    p.add_argument("--per-channel", action="store_true", help="Bernoulli draw per channel, as the original")
+    p.add_argument("--preset", default="text")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=_positive_int, help="resize so the longer side is N px")
+    p.add_argument("--crop", action="store_true", help="center-crop to a multiple of 2^depth, as the original")
+    p.add_argument("--stop", choices=["none", "es-wmv"], default="none", help="no-reference early stopping")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--history", type=Path)
+    p.add_argument("--masked", type=Path)
+    p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("presets", help="list the named recipes with their parameter counts")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except DipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

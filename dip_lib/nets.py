@@ -1,0 +1,247 @@
+"""The encoder-decoder "skip" network of Deep Image Prior (Ulyanov et al., CVPR 2018).
+
+f_theta: (N, C_in, H, W) -> (N, C_out, H, W) in (0, 1) (sigmoid output).
+
+Level i of n (structure and parameter counts equal the original ``models/skip.py``):
+  skip branch   = conv k_skip -> n_skip[i], BN, act            (absent when n_skip[i] == 0)
+  deeper branch = conv k_down stride 2 -> n_down[i], BN, act, conv k_down -> n_down[i], BN, act,
+                  level i+1 (if any), upsample x2
+  then concat(skip, deeper), BN, conv k_up -> n_up[i], BN, act, [1x1 conv, BN, act]
+After level 0: 1x1 conv -> C_out, sigmoid. Branches whose sizes differ (odd sizes) are
+center-cropped to the smaller one before concatenation, as the original ``Concat`` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+ACTIVATIONS = ("LeakyReLU", "Swish", "ELU", "ReLU", "none")
+UPSAMPLE_MODES = ("nearest", "bilinear", "deconv")
+DOWNSAMPLE_MODES = ("stride", "avg", "max", "lanczos2")
+PADS = ("zero", "reflection")
+
+
+@dataclass(frozen=True)
+class SkipConfig:
+    """Hyper-parameters of a skip network; lists are per level, level 0 outermost."""
+
+    in_channels: int = 32
+    out_channels: int = 3
+    channels_down: tuple[int, ...] = (128,) * 5
+    channels_up: tuple[int, ...] = (128,) * 5
+    channels_skip: tuple[int, ...] = (4,) * 5
+    kernel_down: int = 3
+    kernel_up: int = 3
+    kernel_skip: int = 1
+    upsample_mode: str = "bilinear"
+    downsample_mode: str = "stride"
+    pad: str = "reflection"
+    act: str = "LeakyReLU"
+    need_1x1_up: bool = True
+    need_sigmoid: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("channels_down", "channels_up", "channels_skip"):
+            object.__setattr__(self, name, tuple(int(c) for c in getattr(self, name)))
+        n = len(self.channels_down)
+        if n == 0 or len(self.channels_up) != n or len(self.channels_skip) != n:
+            raise ValueError("channels_down, channels_up and channels_skip need the same non-zero length")
+        if self.upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}")
+        if self.downsample_mode not in DOWNSAMPLE_MODES:
+            raise ValueError(f"downsample_mode must be one of {DOWNSAMPLE_MODES}")
+        if self.pad not in PADS:
+            raise ValueError(f"pad must be one of {PADS}")
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {ACTIVATIONS}")
+
+    @property
+    def depth(self) -> int:
+        return len(self.channels_down)
+
+    def with_channels(self, in_channels: int | None = None, out_channels: int | None = None) -> "SkipConfig":
+        return replace(
+            self,
+            in_channels=self.in_channels if in_channels is None else in_channels,
+            out_channels=self.out_channels if out_channels is None else out_channels,
+        )
+
+
+def activation(name: str) -> nn.Module:
+    if name == "LeakyReLU":
+        return nn.LeakyReLU(0.2, inplace=False)
+    if name == "Swish":
+        return nn.SiLU()
+    if name == "ELU":
+        return nn.ELU()
+    if name == "ReLU":
+        return nn.ReLU()
+    return nn.Identity()
+
+
+def lanczos2_kernel(factor: int = 2, support: int = 2) -> np.ndarray:
+    """The original's 'lanczos2' downsampling kernel (size 4*factor+1, phase 0.5, normalised)."""
+    size = 4 * factor + 1
+    kernel = np.zeros((size - 1, size - 1))
+    center = (size + 1) / 2.0
+    for i in range(1, size):
+        for j in range(1, size):
+            di = abs(i + 0.5 - center) / factor
+            dj = abs(j + 0.5 - center) / factor
+            val = 1.0
+            for d in (di, dj):
+                if d != 0:
+                    val *= support * np.sin(np.pi * d) * np.sin(np.pi * d / support) / (np.pi * np.pi * d * d)
+                if d >= support:
+                    val = 0.0
+            kernel[i - 1, j - 1] = val
+    return kernel / kernel.sum()
+
+
+class Lanczos2Down(nn.Module):
+    """Fixed (not learned) depthwise lanczos2 filter with stride 2.
+
+    The original stores this kernel in a learnable dense conv that the optimiser then updates;
+    here it is a buffer, so it stays the anti-aliasing filter it is meant to be.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        k = torch.tensor(lanczos2_kernel(), dtype=torch.float32)
+        self.register_buffer("weight", k.expand(channels, 1, *k.shape).clone())
+        self.channels = channels
+        self.pad = (k.shape[0] - 1) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (self.pad, self.pad + 1, self.pad, self.pad + 1), mode="replicate")
+        return F.conv2d(x, self.weight, stride=2, groups=self.channels)
+
+
+def conv(in_ch: int, out_ch: int, k: int, stride: int = 1, pad: str = "reflection", downsample_mode: str = "stride") -> nn.Module:
+    """Conv with bias keeping the size ('same' padding); stride 2 done by the chosen downsampler."""
+    layers: list[nn.Module] = []
+    down: nn.Module | None = None
+    if stride != 1 and downsample_mode != "stride":
+        if downsample_mode == "avg":
+            down = nn.AvgPool2d(stride, stride)
+        elif downsample_mode == "max":
+            down = nn.MaxPool2d(stride, stride)
+        else:
+            down = Lanczos2Down(out_ch)
+        stride = 1
+    p = (k - 1) // 2
+    if pad == "reflection" and p > 0:
+        layers.append(nn.ReflectionPad2d(p))
+        layers.append(nn.Conv2d(in_ch, out_ch, k, stride, padding=0, bias=True))
+    else:
+        layers.append(nn.Conv2d(in_ch, out_ch, k, stride, padding=p, bias=True))
+    if down is not None:
+        layers.append(down)
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def upsample(channels: int, mode: str) -> nn.Module:
+    if mode == "deconv":
+        return nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=True)
+    return nn.Upsample(scale_factor=2, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+
+
+def center_crop_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    dh, dw = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+    return x[..., dh : dh + h, dw : dw + w]
+
+
+class Level(nn.Module):
+    """One scale of the skip network (see the module docstring)."""
+
+    def __init__(self, cfg: SkipConfig, i: int, in_ch: int) -> None:
+        super().__init__()
+        n_down, n_up, n_skip = cfg.channels_down[i], cfg.channels_up[i], cfg.channels_skip[i]
+        last = i == cfg.depth - 1
+        self.skip = (
+            nn.Sequential(conv(in_ch, n_skip, cfg.kernel_skip, pad=cfg.pad), nn.BatchNorm2d(n_skip), activation(cfg.act))
+            if n_skip
+            else None
+        )
+        self.down = nn.Sequential(
+            conv(in_ch, n_down, cfg.kernel_down, 2, cfg.pad, cfg.downsample_mode),
+            nn.BatchNorm2d(n_down),
+            activation(cfg.act),
+            conv(n_down, n_down, cfg.kernel_down, pad=cfg.pad),
+            nn.BatchNorm2d(n_down),
+            activation(cfg.act),
+        )
+        self.inner = None if last else Level(cfg, i + 1, n_down)
+        k = n_down if last else cfg.channels_up[i + 1]
+        self.up = upsample(k, cfg.upsample_mode)
+        merge: list[nn.Module] = [
+            nn.BatchNorm2d(n_skip + k),
+            conv(n_skip + k, n_up, cfg.kernel_up, pad=cfg.pad),
+            nn.BatchNorm2d(n_up),
+            activation(cfg.act),
+        ]
+        if cfg.need_1x1_up:
+            merge += [conv(n_up, n_up, 1, pad=cfg.pad), nn.BatchNorm2d(n_up), activation(cfg.act)]
+        self.merge = nn.Sequential(*merge)
+        self.checkpoint = False
+
+    def _deeper(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.down(x)
+        if self.inner is not None:
+            d = self.inner(d)
+        return self.up(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and torch.is_grad_enabled():
+            d = _checkpoint(self._deeper, x, use_reentrant=False)
+        else:
+            d = self._deeper(x)
+        if self.skip is None:
+            y = d
+        else:
+            s = self.skip(x)
+            if s.shape[-2:] != d.shape[-2:]:
+                h, w = min(s.shape[-2], d.shape[-2]), min(s.shape[-1], d.shape[-1])
+                s, d = center_crop_to(s, h, w), center_crop_to(d, h, w)
+            y = torch.cat([s, d], dim=1)
+        return self.merge(y)
+
+
+class SkipNet(nn.Module):
+    """DIP skip network built from a :class:`SkipConfig`."""
+
+    def __init__(self, cfg: SkipConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.body = Level(cfg, 0, cfg.in_channels)
+        self.head = conv(cfg.channels_up[0], cfg.out_channels, 1, pad=cfg.pad)
+        self.sigmoid = nn.Sigmoid() if cfg.need_sigmoid else nn.Identity()
+
+    def set_checkpointing(self, enabled: bool) -> "SkipNet":
+        """Recompute each level's deeper branch in backward instead of storing it (saves memory)."""
+        for m in self.modules():
+            if isinstance(m, Level):
+                m.checkpoint = enabled
+        return self
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        y = self.body(z)
+        if y.shape[-2:] != z.shape[-2:]:
+            # odd sizes without skip branches come back larger; keep the input's size
+            y = center_crop_to(y, z.shape[-2], z.shape[-1])
+        return self.sigmoid(self.head(y))
+
+
+def count_params(net: nn.Module) -> int:
+    """Number of trainable parameters (what the original notebooks print)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def min_size(cfg: SkipConfig) -> int:
+    """Smallest image side the network accepts: 2**depth."""
+    return 2 ** cfg.depth
