@@ -50,6 +50,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from .fit import fit
     from .imageio import atomic_write_bytes, load_image, load_mask, save_image
     from .metrics import psnr
+    from .nets import min_size
     from .presets import get_preset
 
     preset = get_preset(args.preset)
@@ -65,7 +66,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if args.crop:
         img = center_crop_multiple(img, 2**preset.net.depth)
     c, h, w = img.shape
-    need = 2**preset.net.depth
+    need = min_size(preset.net)
     if min(h, w) < need:
         raise DipError(f"image is {w}x{h} but preset {preset.name!r} (depth {preset.net.depth}) needs at least {need}x{need}")
 
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the named recipes with their parameter counts")
     p.set_defaults(func=cmd_presets)
+    __import__("dip_lib.data").data.add_cli(sub)  # data {fetch,list,import}
     return parser
 
 

@@ -59,6 +59,10 @@ class SkipConfig:
             raise ValueError(f"pad must be one of {PADS}")
         if self.act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {ACTIVATIONS}")
+        if min(self.kernel_down, self.kernel_up, self.kernel_skip) < 1 or not all(
+            k % 2 for k in (self.kernel_down, self.kernel_up, self.kernel_skip)
+        ):
+            raise ValueError("kernel sizes must be odd (convolutions keep the size)")
 
     @property
     def depth(self) -> int:
@@ -127,10 +131,11 @@ def conv(in_ch: int, out_ch: int, k: int, stride: int = 1, pad: str = "reflectio
     layers: list[nn.Module] = []
     down: nn.Module | None = None
     if stride != 1 and downsample_mode != "stride":
+        # ceil_mode: every downsampler maps a side h to ceil(h / 2), as the strided conv does
         if downsample_mode == "avg":
-            down = nn.AvgPool2d(stride, stride)
+            down = nn.AvgPool2d(stride, stride, ceil_mode=True)
         elif downsample_mode == "max":
-            down = nn.MaxPool2d(stride, stride)
+            down = nn.MaxPool2d(stride, stride, ceil_mode=True)
         else:
             down = Lanczos2Down(out_ch)
         stride = 1
@@ -201,14 +206,10 @@ class Level(nn.Module):
             d = _checkpoint(self._deeper, x, use_reentrant=False)
         else:
             d = self._deeper(x)
-        if self.skip is None:
-            y = d
-        else:
-            s = self.skip(x)
-            if s.shape[-2:] != d.shape[-2:]:
-                h, w = min(s.shape[-2], d.shape[-2]), min(s.shape[-1], d.shape[-1])
-                s, d = center_crop_to(s, h, w), center_crop_to(d, h, w)
-            y = torch.cat([s, d], dim=1)
+        if d.shape[-2:] != x.shape[-2:]:
+            # an odd side h comes back as 2 * ceil(h / 2) = h + 1; crop to h, as the original's Concat does
+            d = center_crop_to(d, x.shape[-2], x.shape[-1])
+        y = d if self.skip is None else torch.cat([self.skip(x), d], dim=1)
         return self.merge(y)
 
 
@@ -230,11 +231,7 @@ class SkipNet(nn.Module):
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        y = self.body(z)
-        if y.shape[-2:] != z.shape[-2:]:
-            # odd sizes without skip branches come back larger; keep the input's size
-            y = center_crop_to(y, z.shape[-2], z.shape[-1])
-        return self.sigmoid(self.head(y))
+        return self.sigmoid(self.head(self.body(z)))
 
 
 def count_params(net: nn.Module) -> int:
@@ -243,5 +240,12 @@ def count_params(net: nn.Module) -> int:
 
 
 def min_size(cfg: SkipConfig) -> int:
-    """Smallest image side the network accepts: 2**depth."""
-    return 2 ** cfg.depth
+    """Smallest image side the network accepts (2**depth + 1 with 3x3 kernels).
+
+    Each level maps a side h to ceil(h / 2). With batch 1, BatchNorm needs more than one pixel in
+    the deepest map, and reflection padding needs every map larger than the padding.
+    """
+    pad = (lambda k: (k - 1) // 2) if cfg.pad == "reflection" else (lambda k: 0)
+    deepest = max(2, pad(cfg.kernel_down) + 1)
+    deepest_level_input = max(2 * deepest - 1, pad(cfg.kernel_up) + 1, pad(cfg.kernel_skip) + 1)
+    return 2 ** (cfg.depth - 1) * (deepest_level_input - 1) + 1
