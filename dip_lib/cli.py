@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -146,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the named recipes with their parameter counts")
     p.set_defaults(func=cmd_presets)
-    __import__("dip_lib.data").data.add_cli(sub)  # data {fetch,list,import}
+    # subcommands defined beside the code they drive; each module has add_cli(sub)
+    for module in ("data", "experiments", "report"):
+        importlib.import_module(f"dip_lib.{module}").add_cli(sub)
     return parser
 
 

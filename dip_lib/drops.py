@@ -1,0 +1,58 @@
+"""Find the "sudden drops" of PSNR during a fit and keep the output at the bottom of each."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .fit import CheckState
+
+
+@dataclass
+class Drop:
+    start_iteration: int
+    bottom_iteration: int
+    from_psnr: float
+    to_psnr: float
+    output: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def depth(self) -> float:
+        return self.from_psnr - self.to_psnr
+
+
+class DropRecorder:
+    """Fit callback: a drop starts when PSNR (ground truth, else observed) falls by more than
+    ``threshold_db`` from one check to the next and lasts while it keeps falling; the
+    ``keep`` deepest drops are kept with the output at their bottom."""
+
+    def __init__(self, threshold_db: float = 1.0, keep: int = 3) -> None:
+        self.threshold_db = threshold_db
+        self.keep = keep
+        self.drops: list[Drop] = []
+        self._prev: tuple[int, float] | None = None
+        self._open: Drop | None = None
+
+    def on_check(self, state: CheckState) -> None:
+        value = state.psnr if state.psnr is not None else state.psnr_observed
+        if self._open is not None:
+            if value < self._open.to_psnr:
+                self._open.to_psnr, self._open.bottom_iteration = value, state.iteration
+                self._open.output = state.output.detach().float().cpu().numpy()[0]
+            else:
+                self._close()
+        elif self._prev is not None and self._prev[1] - value > self.threshold_db:
+            self._open = Drop(self._prev[0], state.iteration, self._prev[1], value,
+                              state.output.detach().float().cpu().numpy()[0])
+        self._prev = (state.iteration, value)
+
+    def _close(self) -> None:
+        if self._open is not None:
+            self.drops.append(self._open)
+            self.drops.sort(key=lambda d: d.depth, reverse=True)
+            del self.drops[self.keep:]
+            self._open = None
+
+    def result(self) -> list[Drop]:
+        self._close()
+        return list(self.drops)

@@ -1,0 +1,339 @@
+"""Tables (pandas) and figures (matplotlib) for the notebooks, built from stored run records.
+
+Every function takes ``records``: a list of (Run, record dict) as returned by
+``experiments.load_records``. Nothing here computes a fit.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .experiments import ResultStore, Run, get_profile
+
+Records = list[tuple[Run, dict[str, Any]]]
+
+
+def _pd():
+    import pandas as pd
+
+    return pd
+
+
+def banner(profile: str) -> str:
+    """One paragraph saying what the profile is and whether it is comparable to the paper."""
+    prof = get_profile(profile)
+    note = "Full scale: comparable to the paper." if prof.comparable else (
+        "REDUCED SCALE: these numbers are not comparable to the paper's; they show trends only.")
+    return f"Profile '{prof.name}': {prof.description}. {note}"
+
+
+def _mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(vals)), float(np.std(vals)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def fmt(mean: float, std: float, n: int) -> str:
+    if n == 0 or not np.isfinite(mean):
+        return "-"
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def _by(records: Records, key) -> dict[Any, list[tuple[Run, dict]]]:
+    out: dict[Any, list] = defaultdict(list)
+    for run, rec in records:
+        out[key(run)].append((run, rec))
+    return out
+
+
+# ---------------------------------------------------------------- Table 1
+
+
+def table1_values(records: Records, preset: str) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """Per image: mean/std/n of oracle best, final, EMA, ES-WMV PSNR and the peers' PSNR."""
+    out: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for image, rows in _by(records, lambda r: r.image).items():
+        dip = [rec for run, rec in rows if run.method == "dip" and run.preset == preset]
+        cell = {
+            "oracle": _mean_std(r["summary"]["best_psnr"] for r in dip),
+            "final": _mean_std(r["summary"]["final_psnr"] for r in dip),
+            "ema": _mean_std(r["summary"]["ema_psnr"] for r in dip),
+            "eswmv": _mean_std(r["eswmv"]["psnr"] for r in dip),
+            "best_it": _mean_std(r["summary"]["best_iteration"] for r in dip),
+            "restores": _mean_std(r["summary"]["guard_restores"] for r in dip),
+            "seconds": _mean_std(r["summary"]["wall_time"] for r in dip),
+            "masked": _mean_std(r["summary"]["masked_psnr"] for r in dip),
+        }
+        for method in ("biharmonic", "csc"):
+            peer = [rec for run, rec in rows if run.method == method]
+            cell[method] = _mean_std(r["summary"]["final_psnr"] for r in peer)
+            cell[method + "_s"] = _mean_std(r["summary"]["wall_time"] for r in peer)
+        out[image] = cell
+    return out
+
+
+def table1_table(records: Records, preset: str, comparable: bool):
+    """The Table-1 comparison: ours (oracle, final, EMA, ES-WMV), peers, the paper's values."""
+    from .data import TABLE1_ORDER, paper_table1
+
+    pd = _pd()
+    paper = {row["image"]: row for row in paper_table1()}
+    names = dict(TABLE1_ORDER)
+    values = table1_values(records, preset)
+    rows = []
+    for image, v in values.items():
+        ref = paper.get(names.get(image, ""), {}) if comparable else {}
+        dip_paper = float(ref["dip_psnr"]) if ref else float("nan")
+        rows.append({
+            "image": names.get(image, image),
+            "masked input": v["masked"][0],
+            "DIP oracle": fmt(*v["oracle"]), "DIP final": fmt(*v["final"]), "DIP EMA": fmt(*v["ema"]),
+            "DIP ES-WMV": fmt(*v["eswmv"]), "best it": round(v["best_it"][0]) if v["best_it"][2] else None,
+            "restores": v["restores"][0],
+            "biharmonic": v["biharmonic"][0], "CSC (sporco)": v["csc"][0],
+            "paper DIP": dip_paper, "paper Papyan": float(ref["papyan_psnr"]) if ref else float("nan"),
+            "oracle - paper DIP": v["oracle"][0] - dip_paper,
+            "_oracle": v["oracle"][0], "_final": v["final"][0], "_ema": v["ema"][0], "_eswmv": v["eswmv"][0],
+        })
+    df = pd.DataFrame(rows)
+    mean = {"image": "mean", "masked input": df["masked input"].mean()}
+    for col in ("DIP oracle", "DIP final", "DIP EMA", "DIP ES-WMV"):
+        mean[col] = f"{df['_' + col.split()[1].lower().replace('-', '')].mean():.2f}"
+    for col in ("biharmonic", "CSC (sporco)", "paper DIP", "paper Papyan", "oracle - paper DIP", "restores"):
+        mean[col] = df[col].mean()
+    df = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
+    df = df.drop(columns=[c for c in df.columns if c.startswith("_")])
+    if not comparable:
+        df = df.drop(columns=["paper DIP", "paper Papyan", "oracle - paper DIP"])
+    return df.round(2)
+
+
+def peers_timing(records: Records):
+    pd = _pd()
+    rows = []
+    for method in ("biharmonic", "csc"):
+        secs = [rec["summary"]["wall_time"] for run, rec in records if run.method == method]
+        rows.append({"method": method, "runs": len(secs), "median seconds": float(np.median(secs)) if secs else float("nan")})
+    for preset, rows_p in _by([(r, x) for r, x in records if r.method == "dip"], lambda r: r.preset).items():
+        secs = [rec["summary"]["wall_time"] for _, rec in rows_p]
+        devs = sorted({rec["environment"]["device_name"] for _, rec in rows_p})
+        rows.append({"method": f"DIP {preset} ({', '.join(devs)})", "runs": len(secs), "median seconds": float(np.median(secs))})
+    return pd.DataFrame(rows).round(2)
+
+
+def psnr_curves(records: Records, group, title: str, ncols: int = 4, label=None):
+    """One panel per group value, one line per run: PSNR (ground truth) vs iteration."""
+    groups = _by(records, group)
+    n = len(groups)
+    ncols = min(ncols, n) or 1
+    nrows = int(np.ceil(n / ncols)) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
+    for ax, (key, rows) in zip(axes.flat, groups.items()):
+        for run, rec in rows:
+            h = rec["history"]
+            ax.plot(h["iteration"], [np.nan if p is None else p for p in h["psnr"]], lw=0.8,
+                    label=label(run) if label else None)
+        ax.set_title(str(key))
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("PSNR (dB)")
+        if label:
+            ax.legend(fontsize=7)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float = 2.2):
+    """rows: (row title, [(panel title, (C, H, W) image), ...])."""
+    ncols = max(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False)
+    for i, (title, panels) in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j < len(panels):
+                name, img = panels[j]
+                img = np.clip(img, 0, 1)
+                ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{title}\n{name}" if j == 0 else name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table1_grid(records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None):
+    from .experiments import load_problem
+
+    rows = []
+    for image, recs in _by(records, lambda r: r.image).items():
+        if images is not None and image not in images:
+            continue
+        dip = [(r, x) for r, x in recs if r.method == "dip" and r.preset == preset and r.seed == min(rr.seed for rr, _ in recs)]
+        if not dip:
+            continue
+        run, rec = dip[0]
+        gt, _ = load_problem(run)
+        panels = [("ground truth", gt), ("masked", store.image(run, "observed")),
+                  (f"best {rec['summary']['best_psnr']:.2f}", store.image(run, "best")),
+                  (f"final {rec['summary']['final_psnr']:.2f}", store.image(run, "final"))]
+        peer = [(r, x) for r, x in recs if r.method == "csc"]
+        if peer:
+            panels.append((f"CSC {peer[0][1]['summary']['final_psnr']:.2f}", store.image(peer[0][0], "final")))
+        rows.append((image, panels))
+    return image_grid(rows)
+
+
+# ---------------------------------------------------------------- architecture sweep
+
+
+def _label_value(run: Run, key: str) -> str:
+    return dict(part.split("=") for part in run.label.split(","))[key]
+
+
+def arch_tables(records: Records):
+    """(filters table, depth table): oracle best and final PSNR, mean ± std over seeds, per mask."""
+    pd = _pd()
+    f_rows, d_rows = [], []
+    for (label, mask), rows in _by(records, lambda r: (r.label, r.mask)).items():
+        best = _mean_std(rec["summary"]["best_psnr"] for _, rec in rows)
+        final = _mean_std(rec["summary"]["final_psnr"] for _, rec in rows)
+        params = rows[0][1]["summary"]["params"]
+        run = rows[0][0]
+        if label.startswith("filters="):
+            f_rows.append({"mask": mask, "filters": int(_label_value(run, "filters")), "params": params,
+                           "best PSNR": fmt(*best), "final PSNR": fmt(*final), "_best": best[0]})
+        else:
+            d_rows.append({"mask": mask, "depth": int(_label_value(run, "depth")), "skip": bool(int(_label_value(run, "skip"))),
+                           "params": params, "best PSNR": fmt(*best), "final PSNR": fmt(*final), "_best": best[0]})
+    fdf = pd.DataFrame(f_rows).sort_values(["mask", "filters"]).reset_index(drop=True) if f_rows else pd.DataFrame()
+    ddf = pd.DataFrame(d_rows).sort_values(["mask", "skip", "depth"]).reset_index(drop=True) if d_rows else pd.DataFrame()
+    return fdf, ddf
+
+
+def arch_plots(records: Records):
+    fdf, ddf = arch_tables(records)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for mask, sub in fdf.groupby("mask"):
+        a.plot(sub["filters"], sub["_best"], "o-", label=f"mask {mask}")
+    a.set_xscale("log", base=2)
+    a.set_xlabel("filters per layer (depth 5)")
+    a.set_ylabel("best PSNR (dB)")
+    a.legend()
+    for (mask, skip), sub in ddf.groupby(["mask", "skip"]):
+        b.plot(sub["depth"], sub["_best"], "o-" if skip else "s--", label=f"{mask}, {'skip' if skip else 'no skip'}")
+    b.set_xlabel("depth (levels)")
+    b.set_ylabel("best PSNR (dB)")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def arch_outputs(records: Records, store: ResultStore, mask: str):
+    from .experiments import load_problem
+
+    rows = []
+    sel = [(r, x) for r, x in records if r.mask == mask and r.seed == min(rr.seed for rr, _ in records)]
+    if not sel:
+        return None
+    gt, _ = load_problem(sel[0][0])
+    rows.append(("input", [("ground truth", gt), ("masked", store.image(sel[0][0], "observed"))]))
+    for prefix in ("filters=", "depth="):
+        group = [(r, x) for r, x in sel if r.label.startswith(prefix)]
+        if prefix == "depth=":
+            group = [(r, x) for r, x in group if r.label.endswith("skip=1")] + [(r, x) for r, x in group if r.label.endswith("skip=0")]
+        for start in range(0, len(group), 8):
+            chunk = group[start : start + 8]
+            rows.append((prefix.rstrip("="), [(f"{r.label} {x['summary']['best_psnr']:.1f}", store.image(r, "best")) for r, x in chunk]))
+    return image_grid(rows, size=1.8)
+
+
+def prior_samples(configs: dict[str, Any], size: int, n: int = 3, seed: int = 0, in_channels: int = 32):
+    """What each architecture outputs from random input with random weights (no fitting)."""
+    import torch
+
+    from dataclasses import replace
+
+    from .inputs import noise_input
+    from .nets import SkipNet
+
+    rows = []
+    for name, cfg in configs.items():
+        panels = []
+        for k in range(n):
+            torch.manual_seed(seed + k)
+            net = SkipNet(replace(cfg, in_channels=in_channels, out_channels=3))
+            with torch.no_grad():
+                out = net(noise_input(in_channels, size, size, seed=seed + k))[0].numpy()
+            out = (out - out.min()) / max(1e-8, float(out.max() - out.min()))  # stretch: raw outputs sit near 0.5
+            panels.append((f"sample {k}", out))
+        rows.append((name, panels))
+    return image_grid(rows, size=1.8)
+
+
+# ---------------------------------------------------------------- optimiser sweep
+
+
+def optim_table(records: Records):
+    pd = _pd()
+    rows = []
+    for label, recs in _by(records, lambda r: r.label).items():
+        best = _mean_std(x["summary"]["best_psnr"] for _, x in recs)
+        final = _mean_std(x["summary"]["final_psnr"] for _, x in recs)
+        ms = float(np.median([x["summary"]["ms_per_iteration"] for _, x in recs]))
+        drops = [d for _, x in recs for d in x["drops"]]
+        biggest = max((d["from_psnr"] - d["to_psnr"] for d in drops), default=0.0)
+        rows.append({"optimizer": label, "best PSNR": fmt(*best), "best it": round(np.mean([x["summary"]["best_iteration"] for _, x in recs])),
+                     "final PSNR": fmt(*final), "best - final (dB)": best[0] - final[0],
+                     "drops > 1 dB": len(drops) / len(recs), "largest drop (dB)": biggest, "ms / iteration": ms,
+                     "device": recs[0][1]["environment"]["device_name"]})
+    return pd.DataFrame(rows).round(2)
+
+
+def optim_curves(records: Records):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for run, rec in records:
+        h = rec["history"]
+        ax.plot(h["iteration"], h["psnr"], lw=0.8, label=f"{run.label} (seed {run.seed})")
+    ax.set_xlabel("iteration (L-BFGS: function evaluation)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def optim_drops(records: Records, store: ResultStore):
+    rows = []
+    for run, rec in records:
+        if not rec["drops"]:
+            continue
+        panels = [(f"it {d['bottom_iteration']}: {d['from_psnr']:.1f}->{d['to_psnr']:.1f}", store.image(run, d["image"])) for d in rec["drops"]]
+        rows.append((f"{run.label} s{run.seed}", panels))
+    return image_grid(rows) if rows else None
+
+
+def reference_table():
+    """The published numbers with their sources (the only typed-in values, from data/*.csv)."""
+    from .data import TABLE1_ORDER, group71_table1, paper_table1
+
+    pd = _pd()
+    g71 = {row["image"]: row for row in group71_table1()}
+    rows = []
+    for file_name, display in TABLE1_ORDER:
+        p = next(r for r in paper_table1() if r["image"] == display)
+        g = next((v for k, v in g71.items() if k.startswith(file_name[:4])), None)
+        rows.append({"image": display, "Papyan et al. (paper)": float(p["papyan_psnr"]), "DIP (paper)": float(p["dip_psnr"]),
+                     "group-71 max PSNR": float(g["max_psnr"]) if g else float("nan")})
+    df = pd.DataFrame(rows)
+    mean = {"image": "mean", **{c: df[c].mean() for c in df.columns if c != "image"}}
+    return pd.concat([df, pd.DataFrame([mean])], ignore_index=True).round(2)
+
+
+def reference_sources() -> str:
+    from .data import group71_table1, paper_table1
+
+    return f"Sources: {paper_table1()[0]['source']}; group-71: {group71_table1()[0]['source']}."
