@@ -172,7 +172,9 @@ def fit(
     params = [p for p in net.parameters() if p.requires_grad]
     conv_weights = [p for p in params if p.dim() == 4]
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    hooks = [(cb if hasattr(cb, "on_check") else None, cb) for cb in callbacks]
+    callbacks = list(callbacks)
+    # objects may define on_check and/or on_iteration; a plain function is an on_check
+    hooks = [cb.on_check if hasattr(cb, "on_check") else cb for cb in callbacks if hasattr(cb, "on_check") or not hasattr(cb, "on_iteration")]
     iter_hooks = [cb for cb in callbacks if hasattr(cb, "on_iteration")]
 
     hist = History()
@@ -232,9 +234,8 @@ def fit(
         hist.elapsed.append(elapsed)
         hist.restored.append(restored)
         check = CheckState(it, loss_v, p_gt, p_obs, elapsed, o, restored)
-        for on_check, cb in hooks:
-            stop = on_check.on_check(check) if on_check is not None else cb(check)
-            if stop:
+        for on_check in hooks:
+            if on_check(check):
                 state["stop"] = it
         if bar is not None:
             bar.set_postfix(loss=f"{loss_v:.2e}", psnr=f"{p_gt:.2f}" if p_gt is not None else "-", obs=f"{p_obs:.2f}")
