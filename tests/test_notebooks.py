@@ -1,0 +1,54 @@
+"""Every notebook runs end to end with papermill in the smoke profile (computing its runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+pytest.importorskip("papermill")
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("smoke-results")
+
+
+def test_notebooks_are_committed_clean():
+    import nbformat
+
+    for name in NOTEBOOKS:
+        nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
+        assert "parameters" in code[0].metadata.get("tags", []), f"{name}: first code cell is not tagged 'parameters'"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_smoke(name, smoke_results, tmp_path):
+    from dip_lib.report import execute_notebook
+
+    out = tmp_path / name
+    execute_notebook(ROOT / "notebooks" / name, out,
+                     {"profile": "smoke", "results_dir": str(smoke_results), "compute": True, "device": "cpu"},
+                     cwd=tmp_path, timeout=600)
+    assert out.exists()
+
+
+def test_report_without_results_lists_missing_runs(tmp_path):
+    """`make report` on an empty results folder fails naming the missing runs, computing nothing."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dip_lib", "reproduce", "--profile", "smoke", "--only", "optim",
+                           "--results-dir", str(tmp_path / "r"), "--budget-seconds", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 remain" in proc.stdout
+    from dip_lib import experiments as ex
+    from dip_lib.errors import DipError
+
+    with pytest.raises(DipError, match="4 of 4 runs have no stored result"):
+        ex.load_records(ex.plan("optim", "smoke"), ex.ResultStore(tmp_path / "r"), compute=False)
