@@ -85,7 +85,7 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         "paper", "full size, full iteration counts, 128 filters (a GPU job)", ALL_TABLE1, None, None,
         {"table1-paper": 11000, "table1-seed": 6001}, (0, 1, 2), (0, 1), 512,
-        (4, 16, 32, 64, 128), (1, 2, 3, 4, 5, 6, 7, 8), 128, ("text-seed", "file"), ("text-seed", "file"), 6001, 128, 6001, 200, 10, True),
+        (4, 16, 32, 64, 128), (1, 2, 3, 4, 5, 6, 7, 8), 128, ("text-seed", "file"), ("text-seed", "file"), 6001, 128, 6001, 200, 50, True),
 }
 
 
@@ -182,11 +182,6 @@ def _plan_table1(prof: Profile, seeds: tuple[int, ...], images: tuple[str, ...])
     source = "table1"
     if images and images[0] not in ALL_TABLE1:
         source = "embedded"
-    for k, image in enumerate(images):
-        base = Run("table1", prof.name, image, source, crop=prof.table1_crop, mask="bernoulli", missing=0.5,
-                   mask_seed=1000 + k, log_every=prof.log_every)
-        for method in ("biharmonic", "csc"):
-            runs.append(replace(base, method=method, preset="", csc_iterations=prof.csc_iterations if method == "csc" else None))
     for seed in seeds:
         for preset in ("table1-paper", "table1-seed"):
             skip = 4 if preset == "table1-paper" else prof.table1_width
@@ -194,6 +189,12 @@ def _plan_table1(prof: Profile, seeds: tuple[int, ...], images: tuple[str, ...])
                 runs.append(Run("table1", prof.name, image, source, crop=prof.table1_crop, mask="bernoulli", missing=0.5,
                                 mask_seed=1000 + k, preset=preset, net=_width(prof.table1_width, skip),
                                 iterations=prof.table1_iterations[preset], seed=seed, log_every=prof.log_every))
+    # the CPU peers go last, so that a GPU budget is spent on DIP first
+    for k, image in enumerate(images):
+        base = Run("table1", prof.name, image, source, crop=prof.table1_crop, mask="bernoulli", missing=0.5,
+                   mask_seed=1000 + k, log_every=prof.log_every)
+        for method in ("biharmonic", "csc"):
+            runs.append(replace(base, method=method, preset="", csc_iterations=prof.csc_iterations if method == "csc" else None))
     return runs
 
 
@@ -475,7 +476,11 @@ def run_all(runs: list[Run], store: ResultStore | None = None, device: str = "au
         more = f" and {len(todo) - 20} more" if len(todo) > 20 else ""
         raise DipError(f"{len(todo)} of {len(runs)} runs have no stored result in {store.root}: {listing}{more}")
     dev = resolve_device(device)
-    size = (8 if dev.type == "cuda" else 1) if batch == "auto" else int(batch)
+    if batch == "auto":
+        # on a GPU, batch problems up to about two 512x512 images per pass; on a CPU one at a time
+        size = (lambda shape: max(1, min(8, 2 * 512 * 512 // (shape[-2] * shape[-1])))) if dev.type == "cuda" else (lambda shape: 1)
+    else:
+        size = (lambda shape, k=int(batch): k)
     groups = _group(todo, size)
     started, slowest = time.perf_counter(), 0.0
     bar = tqdm(total=len(todo), desc="runs", disable=not progress or not todo)
@@ -497,10 +502,9 @@ def run_all(runs: list[Run], store: ResultStore | None = None, device: str = "au
     return [store.load(r) for r in runs if store.exists(r)]
 
 
-def _group(runs: list[Run], size: int) -> list[list[Run]]:
-    """Batches of DIP runs that share shape and configuration; peers and L-BFGS run alone."""
-    if size <= 1:
-        return [[r] for r in runs]
+def _group(runs: list[Run], size) -> list[list[Run]]:
+    """Batches of DIP runs that share shape and configuration (at most ``size(shape)`` each);
+    peers and L-BFGS run alone."""
     groups: dict[tuple, list[list[Run]]] = {}
     order: list[list[Run]] = []
     shapes: dict[str, tuple] = {}
@@ -512,7 +516,7 @@ def _group(runs: list[Run], size: int) -> list[list[Run]]:
             shapes[r.image] = load_problem(r)[0].shape
         key = (_batch_key(r), shapes[r.image])
         bucket = groups.setdefault(key, [])
-        if not bucket or len(bucket[-1]) >= size:
+        if not bucket or len(bucket[-1]) >= size(shapes[r.image]):
             bucket.append([])
             order.append(bucket[-1])
         bucket[-1].append(r)
