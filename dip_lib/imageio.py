@@ -35,7 +35,9 @@ def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        # older Pillow opens 16-bit PNGs as mode "I": a PNG in that mode is 16-bit even when dark
+        sixteen = mode.startswith("I;16") or img.format == "PNG" or arr.max(initial=0) > 255
+        scale = 65535.0 if sixteen else 255.0
         return (np.clip(arr / scale, 0, 1)[None]).astype(np.float32)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         log.warning("%s has an alpha channel; dropping it", name)

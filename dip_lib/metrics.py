@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
 def _hwc(x: np.ndarray) -> np.ndarray:
@@ -12,11 +11,16 @@ def _hwc(x: np.ndarray) -> np.ndarray:
 
 def psnr(reference: np.ndarray, estimate: np.ndarray) -> float:
     """10 log10(1 / mean((ref - clip(est, 0, 1))^2)) for (C, H, W) arrays."""
+    # imported here: skimage.metrics pulls in scipy.stats (about a second), slowing every CLI start
+    from skimage.metrics import peak_signal_noise_ratio
+
     return float(peak_signal_noise_ratio(np.asarray(reference, np.float64), np.clip(estimate, 0, 1).astype(np.float64), data_range=1.0))
 
 
 def ssim(reference: np.ndarray, estimate: np.ndarray) -> float:
     """Structural similarity (scikit-image defaults, data_range 1) for (C, H, W) arrays."""
+    from skimage.metrics import structural_similarity
+
     ref, est = _hwc(reference), _hwc(np.clip(estimate, 0, 1))
     channel_axis = None if ref.ndim == 2 else -1
     return float(structural_similarity(ref, est, data_range=1.0, channel_axis=channel_axis))

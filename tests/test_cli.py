@@ -1,0 +1,169 @@
+"""The command line on bad and good inputs (subprocesses, as a user runs it), and strict image I/O."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from dip_lib.errors import DipError
+from dip_lib.imageio import load_image, load_mask, pil_to_array
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def run_cli(repo_root: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dip_lib", *map(str, args)],
+        cwd=repo_root, capture_output=True, text=True, env=ENV, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Small input files shared by the tests of this module."""
+    d = tmp_path_factory.mktemp("cli_inputs")
+    rgb = data.astronaut()[::8, ::8][:48, :48]  # 48x48x3 uint8
+    gray = data.camera()[100:148, 250:298]  # 48x48 uint8
+    paths = {name: d / f"{name}.png" for name in ("rgb", "gray", "rgba", "small", "mask_other_size", "mask_gray", "not_image", "truncated")}
+    Image.fromarray(rgb).save(paths["rgb"])
+    Image.fromarray(gray).save(paths["gray"])
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])).save(paths["rgba"])
+    Image.fromarray(gray[:16, :16]).save(paths["small"])
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(paths["mask_other_size"])
+    not_binary = np.full((48, 48), 255, np.uint8)
+    not_binary[:10, :10] = 0
+    not_binary[20, 3:10] = 128  # 7 pixels neither 0 nor 255
+    Image.fromarray(not_binary).save(paths["mask_gray"])
+    paths["not_image"].write_text("this is not an image\n")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # incompressible
+    Image.fromarray(noise).save(d / "full.png")
+    whole = (d / "full.png").read_bytes()
+    paths["truncated"].write_bytes(whole[: len(whole) // 2])
+    paths["missing"] = d / "does_not_exist.png"
+    return paths
+
+
+BAD = {
+    "missing file": (["{missing}", "--bernoulli", "0.5"], "file not found"),
+    "not an image": (["{not_image}", "--bernoulli", "0.5"], "not an image"),
+    "truncated png": (["{truncated}", "--bernoulli", "0.5"], "truncated or corrupt"),
+    "mask of another size": (["{gray}", "--mask", "{mask_other_size}"], "40x40 but the image is 48x48"),
+    "mask not binary": (["{gray}", "--mask", "{mask_gray}"], "not binary: 7 pixels are neither 0 nor 255"),
+    "image too small": (["{small}", "--bernoulli", "0.5"], "needs at least 33x33"),
+    "unknown preset": (["{gray}", "--bernoulli", "0.5", "--preset", "nope"], "unknown preset 'nope'"),
+    "bernoulli 0": (["{gray}", "--bernoulli", "0"], "--bernoulli must be in (0, 1)"),
+    "bernoulli 1.5": (["{gray}", "--bernoulli", "1.5"], "--bernoulli must be in (0, 1)"),
+    "iterations 0": (["{gray}", "--bernoulli", "0.5", "--iterations", "0"], "--iterations must be positive"),
+    "iterations -3": (["{gray}", "--bernoulli", "0.5", "--iterations", "-3"], "--iterations must be positive"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(files, repo_root, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every BAD case run once, two at a time (each start mostly imports torch): case -> (process, output folder)."""
+    jobs = {}
+    for case, (args, _) in BAD.items():
+        out_dir = tmp_path_factory.mktemp("bad_out")
+        argv = [a.format(**files) for a in args]
+        if "--preset" not in argv:
+            argv += ["--preset", "table1-paper"]
+        if "--iterations" not in argv:
+            argv += ["--iterations", "2"]  # a bug letting bad input through then fails fast
+        argv += ["-o", out_dir / "out.png", "--history", out_dir / "h.json", "--masked", out_dir / "masked.png"]
+        jobs[case] = (argv, out_dir)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {case: pool.submit(run_cli, repo_root, "inpaint", *argv) for case, (argv, _) in jobs.items()}
+        return {case: (futures[case].result(), jobs[case][1]) for case in jobs}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_one_line_error(case, bad_runs):
+    proc, out_dir = bad_runs[case]
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert BAD[case][1] in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert list(out_dir.iterdir()) == []  # nothing written, not even a temporary file
+
+
+def test_successful_tiny_run_writes_all_outputs(files, repo_root, tmp_path):
+    out, hist, masked = tmp_path / "out.png", tmp_path / "h.json", tmp_path / "masked.png"
+    proc = run_cli(repo_root, "inpaint", files["gray"], "--bernoulli", "0.5", "--preset", "table1-paper",
+                   "--iterations", "3", "-o", out, "--history", hist, "--masked", masked)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "final PSNR" in proc.stdout and "best PSNR" in proc.stdout
+    assert load_image(out).shape == (1, 48, 48)
+    m = load_image(masked)
+    assert m.shape == (1, 48, 48)
+    assert 0.4 < np.mean(m == 0) < 0.6  # the 50% Bernoulli mask shows as black pixels
+    payload = json.loads(hist.read_text())
+    assert payload["preset"] == "table1-paper"
+    assert payload["summary"]["iterations_run"] == 3
+    assert len(payload["history"]["loss"]) == len(payload["history"]["iteration"]) >= 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_rgba_input_works_and_warns_that_alpha_is_dropped(files, repo_root, tmp_path):
+    out = tmp_path / "out.png"
+    proc = run_cli(repo_root, "inpaint", files["rgba"], "--bernoulli", "0.5", "--preset", "table1-paper",
+                   "--iterations", "1", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "alpha" in proc.stderr and "WARNING" in proc.stderr
+    assert load_image(out).shape == (3, 48, 48)
+
+
+def test_presets_command_prints_the_parameter_counts(repo_root):
+    proc = run_cli(repo_root, "presets")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:] if line.strip()}
+    assert {"text", "table1-paper", "table1-seed", "vase", "library-depth6"} <= set(rows)
+    assert "3,002,369" in rows["text"] and "3,002,627" in rows["text"]
+    assert "2,217,573" in rows["table1-paper"]
+    assert "2,157,955" in rows["vase"]
+    assert "2,996,467" in rows["library-depth6"]
+
+
+# ---- image I/O called directly ----
+
+def test_16_bit_grayscale_png_is_scaled_by_65535(tmp_path):
+    values = np.array([[0, 1, 255, 256], [1000, 32768, 65534, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    img = load_image(tmp_path / "g16.png")
+    assert img.shape == (1, 2, 4) and img.dtype == np.float32
+    np.testing.assert_allclose(img[0], values / 65535.0, rtol=0, atol=1e-7)
+
+
+def test_dark_16_bit_png_is_not_mistaken_for_8_bit(tmp_path):
+    values = np.array([[0, 10, 200, 255]], dtype=np.uint16)  # every value fits 8 bits
+    Image.fromarray(values).save(tmp_path / "dark16.png")
+    np.testing.assert_allclose(load_image(tmp_path / "dark16.png")[0], values / 65535.0, atol=1e-7)
+    # older Pillow opens 16-bit PNGs in mode "I"
+    im = Image.open(tmp_path / "dark16.png").convert("I")
+    im.format = "PNG"
+    np.testing.assert_allclose(pil_to_array(im)[0], values / 65535.0, atol=1e-7)
+
+
+def test_8_bit_images_are_scaled_by_255(files):
+    img = load_image(files["rgb"])
+    assert img.shape == (3, 48, 48)
+    np.testing.assert_allclose(img, data.astronaut()[::8, ::8][:48, :48].transpose(2, 0, 1) / 255.0, atol=1e-7)
+
+
+def test_load_mask_checks_size_and_values(files):
+    with pytest.raises(DipError, match="7 pixels"):
+        load_mask(files["mask_gray"], (48, 48))
+    with pytest.raises(DipError, match="40x40"):
+        load_mask(files["mask_other_size"], (48, 48))
+    m = load_mask(files["mask_other_size"], (40, 40))
+    assert m.shape == (1, 40, 40) and m.min() == 1.0
