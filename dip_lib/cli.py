@@ -46,6 +46,22 @@ def center_crop_multiple(img: np.ndarray, d: int) -> np.ndarray:
     return img[..., top : top + nh, left : left + nw]
 
 
+def check_device(name: str) -> None:
+    """Raise DipError unless ``name`` is 'auto' or a torch device that exists here."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DipError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DipError(f"device {name!r} requested but no CUDA device is available")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DipError(f"device {name!r} requested but MPS is not available")
+
+
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from . import masks
     from .fit import fit
@@ -59,6 +75,14 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         raise DipError(f"--iterations must be positive, got {args.iterations}")
     if args.bernoulli is not None and not 0 < args.bernoulli < 1:
         raise DipError(f"--bernoulli must be in (0, 1), got {args.bernoulli}")
+    if args.lr is not None and not args.lr > 0:
+        raise DipError(f"--lr must be positive, got {args.lr}")
+    if args.text is not None and not args.text.strip():
+        raise DipError("--text is empty")
+    for flag, path in (("--output", args.output), ("--history", args.history), ("--masked", args.masked)):
+        if path is not None and path.is_dir():
+            raise DipError(f"{flag} {path} is a folder; give a file name")
+    check_device(args.device)
     img = load_image(args.image)
     if args.size:
         if args.mask:

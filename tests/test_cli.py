@@ -48,6 +48,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     whole = (d / "full.png").read_bytes()
     paths["truncated"].write_bytes(whole[: len(whole) // 2])
     paths["missing"] = d / "does_not_exist.png"
+    paths["folder"] = d / "a_folder.png"
+    paths["folder"].mkdir()
     return paths
 
 
@@ -63,6 +65,9 @@ BAD = {
     "bernoulli 1.5": (["{gray}", "--bernoulli", "1.5"], "--bernoulli must be in (0, 1)"),
     "iterations 0": (["{gray}", "--bernoulli", "0.5", "--iterations", "0"], "--iterations must be positive"),
     "iterations -3": (["{gray}", "--bernoulli", "0.5", "--iterations", "-3"], "--iterations must be positive"),
+    "lr -1": (["{gray}", "--bernoulli", "0.5", "--lr", "-1"], "--lr must be positive"),
+    "unknown device": (["{gray}", "--bernoulli", "0.5", "--device", "foo"], "unknown device 'foo'"),
+    "output is a folder": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}"], "is a folder"),
 }
 
 
@@ -77,7 +82,9 @@ def bad_runs(files, repo_root, tmp_path_factory) -> dict[str, tuple[subprocess.C
             argv += ["--preset", "table1-paper"]
         if "--iterations" not in argv:
             argv += ["--iterations", "2"]  # a bug letting bad input through then fails fast
-        argv += ["-o", out_dir / "out.png", "--history", out_dir / "h.json", "--masked", out_dir / "masked.png"]
+        if "-o" not in argv:
+            argv += ["-o", out_dir / "out.png"]
+        argv += ["--history", out_dir / "h.json", "--masked", out_dir / "masked.png"]
         jobs[case] = (argv, out_dir)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {case: pool.submit(run_cli, repo_root, "inpaint", *argv) for case, (argv, _) in jobs.items()}
@@ -96,31 +103,36 @@ def test_bad_input_is_a_one_line_error(case, bad_runs):
     assert list(out_dir.iterdir()) == []  # nothing written, not even a temporary file
 
 
-def test_successful_tiny_run_writes_all_outputs(files, repo_root, tmp_path):
-    out, hist, masked = tmp_path / "out.png", tmp_path / "h.json", tmp_path / "masked.png"
-    proc = run_cli(repo_root, "inpaint", files["gray"], "--bernoulli", "0.5", "--preset", "table1-paper",
-                   "--iterations", "3", "-o", out, "--history", hist, "--masked", masked)
+@pytest.fixture(scope="module")
+def good_run(files, repo_root, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One tiny successful run (48x48 RGBA, 3 iterations) writing every output: (process, output folder)."""
+    d = tmp_path_factory.mktemp("good_out")
+    proc = run_cli(repo_root, "inpaint", files["rgba"], "--bernoulli", "0.5", "--preset", "table1-paper",
+                   "--iterations", "3", "-o", d / "out.png", "--history", d / "h.json", "--masked", d / "masked.png")
+    return proc, d
+
+
+def test_successful_tiny_run_writes_all_outputs(good_run):
+    proc, d = good_run
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "final PSNR" in proc.stdout and "best PSNR" in proc.stdout
-    assert load_image(out).shape == (1, 48, 48)
-    m = load_image(masked)
-    assert m.shape == (1, 48, 48)
-    assert 0.4 < np.mean(m == 0) < 0.6  # the 50% Bernoulli mask shows as black pixels
-    payload = json.loads(hist.read_text())
+    assert load_image(d / "out.png").shape == (3, 48, 48)
+    masked = load_image(d / "masked.png")
+    assert masked.shape == (3, 48, 48)
+    assert 0.4 < np.mean(np.all(masked == 0, axis=0)) < 0.6  # the 50% pixelwise mask shows as black pixels
+    payload = json.loads((d / "h.json").read_text())
     assert payload["preset"] == "table1-paper"
     assert payload["summary"]["iterations_run"] == 3
     assert len(payload["history"]["loss"]) == len(payload["history"]["iteration"]) >= 2
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert sorted(p.name for p in d.iterdir()) == ["h.json", "masked.png", "out.png"]  # no temporary files left
 
 
-def test_rgba_input_works_and_warns_that_alpha_is_dropped(files, repo_root, tmp_path):
-    out = tmp_path / "out.png"
-    proc = run_cli(repo_root, "inpaint", files["rgba"], "--bernoulli", "0.5", "--preset", "table1-paper",
-                   "--iterations", "1", "-o", out)
+def test_rgba_input_works_and_warns_that_alpha_is_dropped(good_run):
+    proc, d = good_run
     assert proc.returncode == 0, proc.stderr
-    assert "alpha" in proc.stderr and "WARNING" in proc.stderr
-    assert load_image(out).shape == (3, 48, 48)
+    assert "WARNING" in proc.stderr and "alpha" in proc.stderr
+    assert load_image(d / "out.png").shape == (3, 48, 48)
 
 
 def test_presets_command_prints_the_parameter_counts(repo_root):
