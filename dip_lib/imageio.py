@@ -25,6 +25,8 @@ def _open(path: Path) -> Image.Image:
         img.load()
     except UnidentifiedImageError:
         raise DipError(f"not an image file: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise DipError(f"image {path} is too large: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DipError(f"cannot read image {path} (truncated or corrupt): {exc}") from None
     return img

@@ -179,3 +179,17 @@ def test_load_mask_checks_size_and_values(files):
         load_mask(files["mask_other_size"], (48, 48))
     m = load_mask(files["mask_other_size"], (40, 40))
     assert m.shape == (1, 40, 40) and m.min() == 1.0
+
+
+def test_unreadable_images_are_user_errors(files, tmp_path, monkeypatch):
+    with pytest.raises(DipError, match="file not found"):
+        load_image(files["missing"])
+    with pytest.raises(DipError, match="not a file"):
+        load_image(tmp_path)
+    with pytest.raises(DipError, match="not an image"):
+        load_image(files["not_image"])
+    with pytest.raises(DipError, match="truncated or corrupt"):
+        load_image(files["truncated"])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 48x48 > 2 * 100 pixels: a "decompression bomb"
+    with pytest.raises(DipError, match="too large"):
+        load_image(files["gray"])
