@@ -1,0 +1,422 @@
+"""A live DIP explorer for JupyterLab (ipywidgets): pick an image, a mask, a preset; watch the fit.
+
+``Explorer().widget`` is the whole interface. Run starts ``dip_lib.fit.fit`` in a background
+thread, so the kernel stays free; a callback pushes the output, the PSNR curve and a snapshot to the
+widgets at fit's checks (at most one redraw per ``refresh_s`` seconds, and always at the last
+check) and asks fit to stop once Stop was pressed. Afterwards a slider scrubs through the snapshots
+(one per check, thinned to at most ``max_snapshots``) and Save writes the shown one atomically.
+
+Headless use (tests, scripts): ``ex = Explorer(image=arr); ex.run(); ex.join()``.
+ipywidgets is imported lazily; images are (C, H, W) float32 in [0, 1] as everywhere in dip_lib.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DipError
+from .imageio import to_uint8
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("embedded", "Table 1", "DIP examples", "upload")
+MASKS = ("bernoulli", "text", "file", "example")
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """(C, H, W) float in [0, 1] -> PNG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def curve_png(iterations: list[int], psnr: list[float | None], psnr_observed: list[float],
+              stop_iteration: int | None = None, width_px: int = 360) -> bytes:
+    """The PSNR curve (ground truth and observed pixels) rendered off-screen to PNG (no pyplot: thread-safe)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_px / 100, 0.7 * width_px / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if any(p is not None for p in psnr):
+        ax.plot(iterations, [np.nan if p is None else p for p in psnr], label="vs ground truth")
+    ax.plot(iterations, psnr_observed, "--", label="observed pixels")
+    if stop_iteration is not None:
+        ax.axvline(stop_iteration, color="gray", lw=1, label="ES-WMV stop")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+@dataclass
+class Snapshots:
+    """Outputs kept at checks as uint8 (C, H, W); past ``limit`` every other one is dropped."""
+
+    limit: int = 120
+    iterations: list[int] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    psnr: list[float | None] = field(default_factory=list)
+    stride: int = 1
+    _seen: int = 0
+
+    def add(self, iteration: int, image: np.ndarray, psnr: float | None) -> None:
+        self._seen += 1
+        if (self._seen - 1) % self.stride:
+            return
+        self.iterations.append(iteration)
+        self.images.append(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+        self.psnr.append(psnr)
+        if len(self.images) > self.limit:
+            for seq in (self.iterations, self.images, self.psnr):
+                del seq[1::2]
+            self.stride *= 2
+
+    def image(self, k: int) -> np.ndarray:
+        return self.images[k].astype(np.float32) / 255.0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class _LiveCallback:
+    """fit callback: records each check, redraws the explorer now and then, stops on request."""
+
+    def __init__(self, explorer: "Explorer") -> None:
+        self.ex = explorer
+        self.last_draw = 0.0
+
+    def on_check(self, state) -> bool:
+        ex = self.ex
+        out = state.output.detach().float().cpu().numpy()[0]
+        ex.history["iteration"].append(state.iteration)
+        ex.history["psnr"].append(state.psnr)
+        ex.history["psnr_observed"].append(state.psnr_observed)
+        ex.snapshots.add(state.iteration, out, state.psnr)
+        last = state.iteration >= ex.iterations - 1
+        now = time.perf_counter()
+        if last or now - self.last_draw >= ex.refresh_s:
+            self.last_draw = now
+            ex._draw_live(out, state)
+        return ex._stop_event.is_set()
+
+
+class Explorer:
+    """The explorer's widgets and its background fit.
+
+    image: an optional (C, H, W) array offered as the source "given"; size: the longer side images
+    are resized to; preset / iterations / seed / device: the fit; net_overrides: SkipConfig fields
+    changed from the preset's network (e.g. smaller channels for a quick look); log_every: the check
+    interval; refresh_s: least seconds between redraws; es_wmv: mark where ES-WMV would stop.
+    """
+
+    def __init__(self, image: np.ndarray | None = None, size: int = 128, preset: str = "text",
+                 iterations: int | None = None, net_overrides: dict[str, Any] | None = None, device: str = "auto",
+                 seed: int = 0, log_every: int = 10, refresh_s: float = 0.5, max_snapshots: int = 120,
+                 es_wmv: bool = True) -> None:
+        import ipywidgets as w
+
+        from .presets import PRESETS, get_preset
+
+        self.given = None if image is None else np.asarray(image, dtype=np.float32)
+        self.net_overrides = dict(net_overrides or {})
+        self.device, self.seed, self.log_every = device, seed, log_every
+        self.refresh_s, self.max_snapshots, self.es_wmv = refresh_s, max_snapshots, es_wmv
+        self._thread: threading.Thread | None = None
+        self._busy = False  # from Run until the widgets show the finished fit
+        self._stop_event = threading.Event()
+        self.result = None
+        self.error: BaseException | None = None
+        self.stopper = None
+        self.history: dict[str, list] = {"iteration": [], "psnr": [], "psnr_observed": []}
+        self.snapshots = Snapshots(max_snapshots)
+        self.problem: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+
+        sources = (("given",) if self.given is not None else ()) + SOURCES
+        self.source = w.Dropdown(options=sources, value=sources[0], description="source")
+        self.name = w.Dropdown(description="image")
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="image file")
+        self.size = w.BoundedIntText(value=size, min=8, max=4096, description="size (px)")
+        self.mask_kind = w.Dropdown(options=MASKS, value="bernoulli", description="mask")
+        self.fraction = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="missing")
+        self.text = w.Text(value="Deep Image Prior", description="text")
+        self.mask_upload = w.FileUpload(accept="image/*", multiple=False, description="mask file")
+        self.preset = w.Dropdown(options=list(PRESETS), value=get_preset(preset).name, description="preset")
+        self.iterations_box = w.BoundedIntText(value=iterations or PRESETS[preset].iterations, min=1, max=10**6,
+                                               description="iterations")
+        self.run_button = w.Button(description="Run", button_style="success", icon="play")
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.status = w.HTML(value="ready")
+        self.masked_view = w.Image(format="png", layout=w.Layout(width="256px"))
+        self.output_view = w.Image(format="png", layout=w.Layout(width="256px"))
+        self.curve_view = w.Image(format="png", layout=w.Layout(width="360px"))
+        self.slider = w.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True, continuous_update=True)
+        self.snapshot_label = w.Label(value="")
+        self.save_path = w.Text(value="explorer_output.png", description="save as")
+        self.save_button = w.Button(description="Save", icon="save", disabled=True)
+
+        self.source.observe(lambda _: self._on_source(), names="value")
+        self.mask_kind.observe(lambda _: self._on_mask_kind(), names="value")
+        self.slider.observe(lambda _: self._show_snapshot(), names="value")
+        self.preset.observe(lambda ch: setattr(self.iterations_box, "value", PRESETS[ch["new"]].iterations), names="value")
+        self.run_button.on_click(lambda _: self._clicked(self.run))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.save_button.on_click(lambda _: self._clicked(self.save))
+        self._on_source()
+        self._on_mask_kind()
+
+        def label(text: str):
+            return w.HTML(f"<b>{text}</b>")
+
+        self.widget = w.VBox([
+            w.HBox([self.source, self.name, self.upload, self.size]),
+            w.HBox([self.mask_kind, self.fraction, self.text, self.mask_upload]),
+            w.HBox([self.preset, self.iterations_box, self.run_button, self.stop_button]),
+            self.status,
+            w.HBox([w.VBox([label("masked input"), self.masked_view]), w.VBox([label("output"), self.output_view]),
+                    w.VBox([label("PSNR"), self.curve_view])]),
+            w.HBox([self.slider, self.snapshot_label, self.save_path, self.save_button]),
+        ])
+
+    @property
+    def iterations(self) -> int:
+        return int(self.iterations_box.value)
+
+    @property
+    def running(self) -> bool:
+        return self._busy
+
+    # ------------------------------------------------------------ choices
+
+    def _on_source(self) -> None:
+        src = self.source.value
+        names: list[str] = []
+        try:
+            if src == "Table 1":
+                from .data import TABLE1_ORDER
+
+                names = [n for n, _ in TABLE1_ORDER]
+            elif src == "DIP examples":
+                from .data import EXAMPLES
+
+                names = list(EXAMPLES)
+            elif src == "embedded":
+                from .data import EMBEDDED_GRAY, EMBEDDED_RGB
+
+                names = list(EMBEDDED_GRAY + EMBEDDED_RGB)
+        except ImportError:  # the data layer is optional here: skimage's camera stands in
+            names = ["camera"] if src == "embedded" else []
+        self.name.options = names
+        self.name.value = names[0] if names else None
+        self.name.layout.display = "" if names else "none"
+        self.upload.layout.display = "" if src == "upload" else "none"
+
+    def _on_mask_kind(self) -> None:
+        kind = self.mask_kind.value
+        self.fraction.layout.display = "" if kind == "bernoulli" else "none"
+        self.text.layout.display = "" if kind == "text" else "none"
+        self.mask_upload.layout.display = "" if kind == "file" else "none"
+
+    @staticmethod
+    def _uploaded(upload) -> bytes:
+        value = upload.value
+        if not value:
+            raise DipError(f"choose a file with the '{upload.description}' button first")
+        item = value[0] if isinstance(value, (tuple, list)) else next(iter(value.values()))
+        return bytes(item["content"])
+
+    def _load_image(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The chosen image (C, H, W) and the example's own mask, if any."""
+        src, name = self.source.value, self.name.value
+        if src == "given":
+            return self.given, None
+        if src == "upload":
+            from PIL import Image, UnidentifiedImageError
+
+            from .imageio import pil_to_array
+
+            try:
+                return pil_to_array(Image.open(io.BytesIO(self._uploaded(self.upload))), "uploaded image"), None
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DipError(f"cannot read the uploaded image: {exc}") from None
+        try:
+            from . import data
+        except ImportError:
+            from skimage.data import camera
+
+            return (camera()[None] / 255.0).astype(np.float32), None
+        if src == "Table 1":
+            return data.load_table1([name])[0][1], None
+        if src == "DIP examples":
+            return data.load_example(name)
+        return data.load_embedded([name])[0][1], None
+
+    def build_problem(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(ground truth or corrupted image, mask (1 or C, H, W), ground truth or None) from the choices."""
+        from . import masks
+        from .cli import resize_longer_side
+        from .imageio import load_mask
+
+        img, example_mask = self._load_image()
+        kind = self.mask_kind.value
+        if kind == "example":
+            if example_mask is None:
+                raise DipError("this image has no mask of its own; pick bernoulli, text or file")
+            img = resize_longer_side(img, self.size.value)
+            example_mask = (resize_longer_side(example_mask, self.size.value) > 0.5).astype(np.float32)
+            return img, example_mask, img
+        img = resize_longer_side(img, self.size.value)
+        shape = img.shape[1:]
+        if kind == "bernoulli":
+            return img, masks.bernoulli_mask(shape, float(self.fraction.value), seed=self.seed), img
+        if kind == "text":
+            return img, masks.user_text_mask(shape, self.text.value), img
+        with tempfile.TemporaryDirectory() as tmp:  # load_mask validates a file: give it one
+            path = Path(tmp) / "mask.png"
+            path.write_bytes(self._uploaded(self.mask_upload))
+            mask = load_mask(path, shape)
+        return img, mask, None  # with a mask file the image is the corrupted one: no ground truth
+
+    # ------------------------------------------------------------ running
+
+    def _clicked(self, action) -> None:
+        try:
+            action()
+        except DipError as exc:
+            self.status.value = f"<span style='color:#b00'>error: {exc}</span>"
+
+    def run(self, block: bool = False) -> None:
+        """Start a fit with the current choices (in a background thread unless ``block``)."""
+        from .fit import FitConfig
+        from .inputs import make_input
+        from .nets import min_size
+        from .presets import get_preset
+
+        if self.running:
+            raise DipError("a fit is already running; press Stop first")
+        img, mask, gt = self.build_problem()
+        preset = get_preset(self.preset.value)
+        c, h, w = img.shape
+        net = preset.build_net(c, seed=self.seed, **self.net_overrides)
+        need = min_size(net.cfg)
+        if min(h, w) < need:
+            raise DipError(f"the image is {w}x{h} but this network needs at least {need}x{need}; raise the size")
+        z = make_input(preset.input_kind, net.cfg.in_channels, h, w, seed=self.seed)
+        cfg = preset.fit_config(iterations=self.iterations, seed=self.seed, device=self.device, progress=False,
+                                log_every=self.log_every)
+        observed = img * mask
+        self.problem = (img, mask, gt)
+        self.history = {"iteration": [], "psnr": [], "psnr_observed": []}
+        self.snapshots = Snapshots(self.max_snapshots)
+        self.result, self.error = None, None
+        self._stop_event.clear()
+        callbacks: list[Any] = [_LiveCallback(self)]
+        self.stopper = None
+        if self.es_wmv:
+            from .stopping import ESWMV
+
+            self.stopper = ESWMV.for_iterations(cfg.iterations, stop=False)
+            callbacks.append(self.stopper)
+        self.masked_view.value = png_bytes(observed)
+        self.output_view.value = b""
+        self.curve_view.value = b""
+        self.slider.disabled, self.save_button.disabled = True, True
+        self.slider.max, self.slider.value = 0, 0
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        self._busy = True
+        self.status.value = f"running {preset.name} on {w}x{h}x{c} for {cfg.iterations} iterations ..."
+        self._thread = threading.Thread(target=self._work, args=(net, z, observed, mask, cfg, gt, callbacks),
+                                        name="dip-explorer-fit", daemon=True)
+        self._thread.start()
+        if block:
+            self.join()
+
+    def _work(self, net, z, observed, mask, cfg, gt, callbacks) -> None:
+        from .fit import fit
+
+        try:
+            self.result = fit(net, z, observed, mask, cfg, ground_truth=gt, callbacks=callbacks)
+        except Exception as exc:  # shown in the status line; the thread must not die silently
+            log.exception("explorer fit failed")
+            self.error = exc
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._busy = False
+        res = self.result
+        if self.error is not None:
+            self.status.value = f"<span style='color:#b00'>error: {self.error}</span>"
+        elif res is not None:
+            stopped = " (stopped)" if self._stop_event.is_set() else ""
+            parts = [f"done{stopped}: {res.iterations_run} iterations in {res.wall_time:.1f} s on {res.device}"]
+            if res.final_psnr is not None:
+                parts.append(f"final PSNR {res.final_psnr:.2f} dB, best {res.best_psnr:.2f} dB at {res.best_iteration}")
+            if self.stopper is not None and self.stopper.stop_iteration is not None:
+                parts.append(f"ES-WMV would stop at {self.stopper.stop_iteration}")
+            self.status.value = "; ".join(parts)
+        if len(self.snapshots):
+            self.slider.max = len(self.snapshots) - 1
+            self.slider.value = len(self.snapshots) - 1
+            self.slider.disabled, self.save_button.disabled = False, False
+            self._show_snapshot()
+        self.run_button.disabled, self.stop_button.disabled = False, True
+
+    def _draw_live(self, out: np.ndarray, state) -> None:
+        self.output_view.value = png_bytes(out)
+        stop_at = self.stopper.stop_iteration if self.stopper is not None else None
+        h = self.history
+        self.curve_view.value = curve_png(h["iteration"], h["psnr"], h["psnr_observed"], stop_at)
+        self.slider.max = max(0, len(self.snapshots) - 1)
+        self.slider.value = self.slider.max
+        p = f", PSNR {state.psnr:.2f} dB" if state.psnr is not None else ""
+        self.status.value = f"iteration {state.iteration}/{self.iterations}{p}, observed {state.psnr_observed:.2f} dB"
+
+    def stop(self) -> None:
+        """Ask the running fit to stop at its next check."""
+        self._stop_event.set()
+        self.stop_button.disabled = True
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the fit to end; True when it has ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    # ------------------------------------------------------------ snapshots
+
+    def _show_snapshot(self) -> None:
+        if self.running or not len(self.snapshots):
+            return
+        k = min(self.slider.value, len(self.snapshots) - 1)
+        self.output_view.value = png_bytes(self.snapshots.image(k))
+        p = self.snapshots.psnr[k]
+        self.snapshot_label.value = f"iteration {self.snapshots.iterations[k]}" + (f", {p:.2f} dB" if p is not None else "")
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Save the snapshot the slider shows (atomic PNG write); returns the path."""
+        from .imageio import save_image
+
+        if not len(self.snapshots):
+            raise DipError("nothing to save yet: run a fit first")
+        if self.running:
+            raise DipError("the fit is still running; wait or press Stop")
+        target = Path(path if path is not None else self.save_path.value).expanduser()
+        save_image(target, self.snapshots.image(min(self.slider.value, len(self.snapshots) - 1)))
+        self.status.value = f"saved {target}"
+        return target
