@@ -192,6 +192,20 @@ class Explorer:
             w.HBox([self.slider, self.snapshot_label, self.save_path, self.save_button]),
         ])
 
+    @classmethod
+    def for_profile(cls, profile: str = "quick", **kwargs: Any) -> "Explorer":
+        """Defaults by report profile: "smoke" a 32 px image, a tiny network and 20 iterations (a headless
+        check); "quick" 128 px; "paper" 512 px. ``kwargs`` override any of them."""
+        defaults: dict[str, dict[str, Any]] = {
+            "smoke": {"size": 32, "iterations": 20, "log_every": 5, "refresh_s": 0.0,
+                      "net_overrides": {"in_channels": 4, "channels_down": (8, 8), "channels_up": (8, 8), "channels_skip": (2, 2)}},
+            "quick": {"size": 128},
+            "paper": {"size": 512},
+        }
+        if profile not in defaults:
+            raise DipError(f"unknown profile {profile!r}; known: {', '.join(defaults)}")
+        return cls(**{**defaults[profile], **kwargs})
+
     @property
     def iterations(self) -> int:
         return int(self.iterations_box.value)
