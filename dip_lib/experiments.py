@@ -356,12 +356,21 @@ def _cpu_name() -> str:
 # ---------------------------------------------------------------- execution
 
 
-def _fit_config(run: Run, device: str):
+def _fit_config(run: Run, device: str, fast: bool = True):
+    """The run's FitConfig; ``fast`` adds the speed levers that measurably help on the device
+    (``fit.fast_config``: e.g. bf16 autocast where its PSNR parity holds, CUDA graphs)."""
+    from .fit import fast_config
     from .presets import get_preset
 
     preset = get_preset(run.preset)
-    return preset, preset.fit_config(iterations=run.iterations, lr=run.lr, optimizer=run.optimizer, seed=run.seed,
-                                     device=device, log_every=run.log_every, progress=False)
+    cfg = preset.fit_config(iterations=run.iterations, lr=run.lr, optimizer=run.optimizer, seed=run.seed,
+                            device=device, log_every=run.log_every, progress=False)
+    return preset, fast_config(cfg) if fast else cfg
+
+
+def _levers(cfg) -> dict[str, Any]:
+    keys = ("precision", "channels_last", "cudnn_benchmark", "tf32", "adam_impl", "compile", "cuda_graphs", "checkpointing")
+    return {k: getattr(cfg, k) for k in keys if hasattr(cfg, k)}
 
 
 def _dip_record(run: Run, result, image: np.ndarray, mask: np.ndarray, stopper, drops, params: int) -> tuple[dict, dict]:
@@ -388,14 +397,14 @@ def _make_callbacks(iterations: int):
     from .drops import DropRecorder
     from .stopping import ESWMV
 
-    stopper = ESWMV.for_iterations(iterations)
-    stopper.stop = False  # record where ES-WMV would stop; the full run continues for the curves
+    # record where ES-WMV would stop; the full run continues for the curves
+    stopper = ESWMV.for_iterations(iterations, stop=False)
     return stopper, DropRecorder()
 
 
 def execute(run: Run, device: str = "auto") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Compute one run; returns its record and output images (not yet saved)."""
-    from .fit import resolve_device
+    from .fit import fit, resolve_device
     from .nets import count_params, min_size
 
     image, mask = load_problem(run)
@@ -419,10 +428,9 @@ def execute(run: Run, device: str = "auto") -> tuple[dict[str, Any], dict[str, n
             raise DipError(f"{run.image} is {w}x{h}; depth {net.cfg.depth} needs at least {need}x{need}")
         z = preset.make_input(h, w, seed=run.seed)
         stopper, drops = _make_callbacks(cfg.iterations)
-        from .fit import fit as _fit
-
-        result = _fit(net, z, image * mask, mask, cfg, ground_truth=image, callbacks=[stopper, drops])
+        result = fit(net, z, image * mask, mask, cfg, ground_truth=image, callbacks=[stopper, drops])
         record, images = _dip_record(run, result, image, mask, stopper, drops, count_params(net))
+        record["levers"] = _levers(cfg)
     record.update({"run_id": run.run_id, "config": run.to_dict(), "environment": environment(dev),
                    "wall_time": time.perf_counter() - t0})
     return record, images
@@ -455,7 +463,7 @@ def execute_batch(runs: list[Run], device: str) -> list[tuple[dict, dict]]:
     for r, (image, mask), res, (stopper, drops), net in zip(runs, problems, results, cbs, nets):
         record, images = _dip_record(r, res, image, mask, stopper, drops, count_params(net))
         record.update({"run_id": r.run_id, "config": r.to_dict(), "environment": environment(dev),
-                       "wall_time": wall, "batched": len(runs)})
+                       "wall_time": wall, "batched": len(runs), "levers": _levers(cfg)})
         out.append((record, images))
     return out
 

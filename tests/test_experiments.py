@@ -13,7 +13,7 @@ from dip_lib.errors import DipError
 def _tiny_runs(n: int = 2) -> list[ex.Run]:
     net = (("channels_down", (8, 8, 8)), ("channels_skip", (4, 4, 4)), ("channels_up", (8, 8, 8)))
     return [ex.Run("table1", "smoke", "camera", "embedded", crop=48, mask="bernoulli", mask_seed=k, preset="table1-seed",
-                   net=net, iterations=12, seed=k, log_every=3) for k in range(n)]
+                   net=net, iterations=30, seed=k, log_every=3) for k in range(n)]
 
 
 def test_run_id_is_a_stable_hash_of_the_whole_config():
@@ -50,7 +50,7 @@ def test_results_are_stored_and_resumed(tmp_path):
     for run, rec in zip(runs, records):
         assert store.path(run).exists()
         assert rec["config"] == json.loads(json.dumps(run.to_dict()))
-        assert rec["summary"]["best_psnr"] > rec["summary"]["masked_psnr"]
+        assert rec["summary"]["best_psnr"] > rec["history"]["psnr"][0] + 1  # it fits
         assert set(rec["images"]) >= {"final", "best", "observed"}
         assert store.image(run, "final").shape == (1, 48, 48)
         assert rec["environment"]["torch"]
