@@ -310,7 +310,7 @@ class Explorer:
     def _clicked(self, action) -> None:
         try:
             action()
-        except DipError as exc:
+        except (DipError, ValueError) as exc:  # bad choices (e.g. a network override the input cannot feed)
             self.status.value = f"<span style='color:#b00'>error: {exc}</span>"
 
     def run(self, block: bool = False) -> None:
