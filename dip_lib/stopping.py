@@ -28,9 +28,10 @@ class ESWMV:
     True when the rule triggers and ``stop`` is True. With ``stop=False`` the fit runs on and the
     callback only records where it would have stopped (and freezes its choice there).
 
-    Attributes: ``best_output`` (C, H, W) float32 numpy (None before the first full window),
-    ``best_iteration``, ``stop_iteration`` (None if the rule never triggered), ``variances``
-    (list of (iteration, VAR)).
+    Attributes: ``best_output`` (C, H, W) float32 numpy, the iterate at the lowest VAR so far (frozen
+    once the rule triggers; None before the first full window), ``best_iteration``,
+    ``stop_iteration`` (None if the rule never triggered: then ``best_output`` is only the candidate
+    the rule would return at the end of the budget), ``variances`` (list of (iteration, VAR)).
     """
 
     def __init__(self, window: int = 100, patience: int = 1000, stop: bool = True) -> None:
