@@ -130,7 +130,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         print(f"masked input PSNR {psnr(ground_truth, observed):.2f} dB")
         print(f"final PSNR {result.final_psnr:.2f} dB, best PSNR {result.best_psnr:.2f} dB at iteration {result.best_iteration}")
         if chosen is not result.final:
-            print(f"es-wmv stopped at {callbacks[0].stop_iteration}, PSNR {psnr(ground_truth, chosen):.2f} dB")
+            es = callbacks[0]
+            when = f"stopped at {es.stop_iteration}" if es.stop_iteration is not None else "never triggered"
+            print(f"es-wmv {when}; its output (iteration {es.best_iteration}) has PSNR {psnr(ground_truth, chosen):.2f} dB")
     print(f"wrote {args.output}")
     return 0
 
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the named recipes with their parameter counts")
     p.set_defaults(func=cmd_presets)
     # subcommands defined beside the code they drive; each module has add_cli(sub)
-    for module in ("data", "experiments", "report"):
+    for module in ("data", "experiments", "report", "bench"):
         importlib.import_module(f"dip_lib.{module}").add_cli(sub)
     return parser
 
