@@ -71,9 +71,10 @@ def render(profile: str, execute: bool = False, out_dir: Path | None = None, res
     out = out_dir or root / "report" / profile
     if execute:
         reproduce(profile, device=device, results_dir=results_dir)
+    from tqdm.auto import tqdm
+
     pages = []
-    for name in notebooks:
-        log.warning("executing %s (%s profile)", name, profile)
+    for name in tqdm(notebooks, desc=f"notebooks ({profile})"):
         dst = out / name
         execute_notebook(root / "notebooks" / name, dst,
                          {"profile": profile, "results_dir": results_dir, "compute": False, "device": device})
