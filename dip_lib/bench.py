@@ -1,0 +1,648 @@
+"""Benchmark of the DIP loop: time per iteration, FLOP/s and peak memory per preset, size and mode.
+
+``python -m dip_lib bench [--device D] [--sizes ...] [--modes ...] [--iterations N] [--out FILE]``
+writes JSON. Modes:
+  reference  the original notebooks' loop: fp32, eager, NCHW, loss and PSNRs on the host every
+             iteration (``fit`` with log_every=1; on an accelerator a callback also moves the
+             output to the host and computes the PSNRs with numpy, as the notebooks did);
+  fast       ``fit`` with ``fast_config`` (checks every 10 iterations, on the device);
+  batched    ``fit_many`` with K problems in one pass (times are per problem-iteration).
+Modes run interleaved in rounds (reference, fast, batched, reference, ...) so a shared machine's
+load hits them alike. A chunk runs N+1 iterations and times those between its first and last
+check (setup, cudnn autotuning, graph capture and compile land before the first check and are
+reported apart); results are medians over rounds.
+
+Other studies (each writes its own JSON): ``--levers`` (every speed lever's effect, cumulative),
+``--parity`` (bf16 vs fp32 PSNR over 3 seeds), ``--memory-study`` (peak memory with and without
+activation checkpointing), ``--selfcheck`` (CUDA graphs and fit_many against the plain loop).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .batched import fit_many
+from .errors import DipError
+from .fit import FitConfig, FitResult, fast_config, fit, resolve_device
+from .masks import bernoulli_mask
+from .metrics import masked_psnr, psnr
+from .nets import SkipConfig
+from .presets import Preset, get_preset
+
+log = logging.getLogger(__name__)
+
+PRESET_NAMES = ("table1-paper", "text")
+MODES = ("reference", "fast", "batched")
+PARITY_TOLERANCE_DB = 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# analytic FLOPs
+
+
+def conv_flops(cfg: SkipConfig, height: int, width: int) -> dict[str, float]:
+    """FLOPs (2 x multiply-adds) of every convolution of one pass at (height, width).
+
+    forward: sum over convs of 2 k^2 C_in C_out H_out W_out. backward: the weight gradient costs
+    the same again, the input gradient too, except for the convs reading the fixed input z (no
+    gradient needed there). BatchNorm, activations, padding and upsampling are not counted.
+    """
+    fwd = bwd = 0.0
+
+    def add(c_in: int, c_out: int, k: int, h: int, w: int, input_grad: bool = True, weight_grad: bool = True, groups: int = 1) -> None:
+        nonlocal fwd, bwd
+        f = 2.0 * k * k * (c_in // groups) * c_out * h * w
+        fwd += f
+        bwd += f * (int(input_grad) + int(weight_grad))
+
+    h, w, c_in = height, width, cfg.in_channels
+    for i in range(cfg.depth):
+        n_down, n_up, n_skip = cfg.channels_down[i], cfg.channels_up[i], cfg.channels_skip[i]
+        first = i == 0
+        h2, w2 = math.ceil(h / 2), math.ceil(w / 2)
+        if n_skip:
+            add(c_in, n_skip, cfg.kernel_skip, h, w, input_grad=not first)
+        if cfg.downsample_mode == "stride":
+            add(c_in, n_down, cfg.kernel_down, h2, w2, input_grad=not first)
+        else:
+            add(c_in, n_down, cfg.kernel_down, h, w, input_grad=not first)
+            if cfg.downsample_mode == "lanczos2":
+                add(n_down, n_down, 8, h2, w2, weight_grad=False, groups=n_down)
+        add(n_down, n_down, cfg.kernel_down, h2, w2)
+        k = n_down if i == cfg.depth - 1 else cfg.channels_up[i + 1]
+        if cfg.upsample_mode == "deconv":
+            add(k, k, 4, h2, w2)  # a stride-2 4x4 transposed conv: 16 MACs per input pixel and channel pair
+        add(n_skip + k, n_up, cfg.kernel_up, h, w)
+        if cfg.need_1x1_up:
+            add(n_up, n_up, 1, h, w)
+        h, w, c_in = h2, w2, n_down
+    add(cfg.channels_up[0], cfg.out_channels, 1, height, width)
+    return {"forward": fwd, "backward": bwd, "total": fwd + bwd}
+
+
+# ---------------------------------------------------------------------------------------------
+# machine, problems, memory
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU model, core count, GPU name, torch version and the date: what a timing depends on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "host": socket.gethostname(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with contextlib.suppress(OSError):
+        info["load_average"] = list(os.getloadavg())
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["cudnn_allow_tf32_default"] = torch.backends.cudnn.allow_tf32
+    return info
+
+
+def _rss_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _max_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def bench_image(size: int, index: int = 0) -> np.ndarray:
+    """A natural (3, size, size) image in [0, 1]: scikit-image's bundled astronaut, resized; problem
+    ``index`` gets a shifted copy so batched problems differ. Falls back to smooth synthetic data."""
+    from skimage.transform import resize
+
+    try:
+        from skimage import data
+
+        img = data.astronaut().astype(np.float32) / 255.0
+    except Exception:  # no bundled data: a smooth pattern keeps the benchmark running
+        yy, xx = np.mgrid[0:512, 0:512] / 512.0
+        img = np.stack([np.sin(6 * xx) * 0.5 + 0.5, np.cos(5 * yy) * 0.5 + 0.5, xx * yy], -1).astype(np.float32)
+    img = np.roll(img, 37 * index, axis=1)
+    out = resize(img, (size, size), anti_aliasing=True, preserve_range=True)
+    return np.ascontiguousarray(np.clip(out, 0, 1).transpose(2, 0, 1), dtype=np.float32)
+
+
+@dataclass
+class Problems:
+    """K inpainting problems of one preset and size (Bernoulli masks, half the pixels missing)."""
+
+    nets: list[torch.nn.Module]
+    inputs: list[torch.Tensor]
+    observed: list[np.ndarray]
+    masks: list[np.ndarray]
+    truths: list[np.ndarray]
+
+    @classmethod
+    def make(cls, preset: Preset, size: int, k: int = 1, seed: int = 0, **net_overrides: Any) -> "Problems":
+        """Problem i: image shift i, mask seed i, network and input seeded ``seed + i``."""
+        truths = [bench_image(size, i) for i in range(k)]
+        masks = [bernoulli_mask((size, size), 0.5, seed=i) for i in range(k)]
+        return cls(nets=[preset.build_net(3, seed=seed + i, **net_overrides) for i in range(k)],
+                   inputs=[preset.make_input(size, size, seed=seed + i) for i in range(k)],
+                   observed=[t * m for t, m in zip(truths, masks)], masks=masks, truths=truths)
+
+
+class HostMetrics:
+    """The notebooks' per-iteration host work on an accelerator: output to numpy, PSNRs there."""
+
+    def __init__(self, truth: np.ndarray, observed: np.ndarray, mask: np.ndarray) -> None:
+        self.truth, self.observed, self.mask = truth, observed, mask
+
+    def on_check(self, state) -> None:
+        out = state.output.detach().float().cpu().numpy()[0]
+        psnr(self.truth, out)
+        masked_psnr(self.observed, out, self.mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# variants and timing
+
+
+@dataclass
+class Variant:
+    """One way of running the loop: ``fast`` starts from fast_config; ``overrides`` go on top."""
+
+    name: str
+    description: str
+    k: int = 1
+    log_every: int = 10
+    fast: bool = False
+    host_metrics: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+
+    def config(self, preset: Preset, device: torch.device, iterations: int) -> FitConfig:
+        cfg = preset.fit_config(iterations=iterations, seed=0, device=str(device), log_every=self.log_every, progress=False)
+        if self.fast:
+            cfg = fast_config(cfg, device)
+        return replace(cfg, **self.overrides)
+
+
+def reference_variant() -> Variant:
+    return Variant("reference", "original loop: fp32 eager NCHW, loss and PSNR on the host every iteration",
+                   log_every=1, host_metrics=True)
+
+
+def mode_variant(mode: str, k: int, checkpointing: bool = False) -> Variant:
+    extra = {"checkpointing": True} if checkpointing else {}
+    if mode == "reference":
+        return reference_variant()
+    if mode == "fast":
+        return Variant("fast", "fit with fast_config, checks every 10 iterations", fast=True, overrides=extra)
+    if mode == "batched":
+        return Variant("batched", f"fit_many with K={k} problems, fast_config", k=k, fast=True, overrides=extra)
+    raise DipError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, iterations: int) -> dict[str, Any]:
+    """Run ``iterations`` + 1 iterations of variant ``v``; time per problem-iteration between the
+    first and the last check, the time to the first check, and (CUDA) the peak memory."""
+    probs = Problems.make(preset, size, v.k)
+    cfg = v.config(preset, device, iterations + 1)
+    callbacks = [[HostMetrics(t, o, m)] if v.host_metrics and device.type != "cpu" else []
+                 for t, o, m in zip(probs.truths, probs.observed, probs.masks)]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    with _threads(v.threads):
+        results = _fit_problems(probs, cfg, callbacks)
+    h = results[0].history
+    span = h.iteration[-1] - h.iteration[0]
+    out: dict[str, Any] = {
+        "ms": 1000 * (h.elapsed[-1] - h.elapsed[0]) / span / v.k,
+        "first_check_s": h.elapsed[0],
+        "restores": sum(r.guard_restores for r in results),
+    }
+    if device.type == "cuda":
+        out["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
+    return out
+
+
+def _fit_problems(probs: Problems, cfg: FitConfig, callbacks: list[list]) -> list[FitResult]:
+    if len(probs.nets) == 1:
+        return [fit(probs.nets[0], probs.inputs[0], probs.observed[0], probs.masks[0], cfg, probs.truths[0], callbacks[0])]
+    return fit_many(probs.nets, probs.inputs, probs.observed, probs.masks, cfg, probs.truths,
+                    seeds=[cfg.seed + i for i in range(len(probs.nets))], callbacks=callbacks)
+
+
+def time_variants(variants: list[Variant], preset: Preset, size: int, device: torch.device, iterations: int,
+                  rounds: int) -> dict[str, dict[str, Any]]:
+    """Interleave the variants for ``rounds`` rounds; median ms per problem-iteration for each."""
+    samples: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    for r in range(rounds):
+        for v in variants:
+            try:
+                samples[v.name].append(run_chunk(v, preset, size, device, iterations))
+            except torch.cuda.OutOfMemoryError as exc:
+                log.warning("%s at %d px: out of memory (%s)", v.name, size, str(exc).splitlines()[0])
+                samples[v.name].append({"ms": float("nan"), "error": "out of memory"})
+                torch.cuda.empty_cache()
+            log.info("%s %d px %s round %d: %.1f ms", preset.name, size, v.name, r, samples[v.name][-1]["ms"])
+    out = {}
+    for v in variants:
+        s = samples[v.name]
+        ms = [c["ms"] for c in s]
+        entry: dict[str, Any] = {"ms_per_iteration": statistics.median(ms), "samples_ms": [round(x, 3) for x in ms],
+                                 "first_check_s": statistics.median(c.get("first_check_s", float("nan")) for c in s),
+                                 "guard_restores": sum(c.get("restores", 0) for c in s)}
+        peaks = [c["peak_bytes"] for c in s if "peak_bytes" in c]
+        if peaks:
+            entry["peak_memory_mb"] = max(peaks) / 2**20
+        out[v.name] = entry
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# memory on the CPU: peak RSS of a fresh process
+
+
+def memory_probe(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run ``spec['iterations']`` iterations of a variant in this process and return the peak RSS
+    growth over the RSS just before the fit (meaningful in a fresh process: ru_maxrss never falls)."""
+    v = Variant(**spec["variant"])
+    preset = get_preset(spec["preset"])
+    device = torch.device(spec.get("device", "cpu"))
+    probs = Problems.make(preset, spec["size"], v.k)
+    cfg = v.config(preset, device, spec.get("iterations", 1))
+    base = _rss_bytes()
+    with _threads(v.threads):
+        _fit_problems(probs, cfg, [[] for _ in probs.nets])
+    return {"peak_bytes": _max_rss_bytes() - base}
+
+
+def memory_in_subprocess(v: Variant, preset: Preset, size: int, iterations: int = 1, timeout: float = 1800) -> float | None:
+    """Peak RSS growth (MiB) of the variant in a fresh Python process, or None if that failed."""
+    spec = {"variant": asdict(v), "preset": preset.name, "size": size, "iterations": iterations}
+    code = "import json, sys; from dip_lib.bench import memory_probe; print(json.dumps(memory_probe(json.loads(sys.argv[1]))))"
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
+                              timeout=timeout, env=env, check=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"] / 2**20
+    except (subprocess.SubprocessError, ValueError, IndexError, KeyError) as exc:
+        log.warning("memory probe %s %s %d failed: %s", v.name, preset.name, size, exc)
+        return None
+
+
+CPU_MEMORY_METHOD = ("peak RSS growth of a fresh process over one iteration (resource.getrusage ru_maxrss minus the "
+                     "RSS before the fit, psutil or /proc/self/statm); includes Adam state and allocator slack")
+CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated minus memory_allocated before the fit"
+
+
+# ---------------------------------------------------------------------------------------------
+# the studies
+
+
+def default_sizes(device: torch.device) -> list[int]:
+    return [256, 512] if device.type == "cuda" else [64, 128]
+
+
+def default_batch(device: torch.device, size: int) -> int:
+    if device.type == "cuda":
+        return 8 if size <= 256 else 4
+    return 2
+
+
+def bench(device: torch.device, presets: list[str], sizes: list[int], modes: list[str], iterations: int, rounds: int,
+          batch: int | None, checkpointing: bool = False, memory: bool = True) -> dict[str, Any]:
+    """The main table: per preset, size and mode the median ms per problem-iteration and more."""
+    t_start = time.perf_counter()
+    rows = []
+    for name in presets:
+        preset = get_preset(name)
+        for size in sizes:
+            k = batch or default_batch(device, size)
+            variants = [mode_variant(m, k, checkpointing) for m in modes]
+            timed = time_variants(variants, preset, size, device, iterations, rounds)
+            flops = conv_flops(replace(preset.net, out_channels=3), size, size)
+            ref_ms = timed.get("reference", {}).get("ms_per_iteration")
+            for v in variants:
+                e = timed[v.name]
+                ms = e["ms_per_iteration"]
+                row = {"preset": name, "size": size, "mode": v.name, "batch": v.k, "description": v.description,
+                       "config": _config_summary(v.config(preset, device, iterations + 1)),
+                       "ms_per_iteration": round(ms, 3), "iterations_per_s": round(1000 / ms, 3),
+                       "gflop_forward": round(flops["forward"] / 1e9, 3), "gflop_backward": round(flops["backward"] / 1e9, 3),
+                       "gflop_per_iteration": round(flops["total"] / 1e9, 3),
+                       "tflops_achieved": round(flops["total"] / ms / 1e9, 4),
+                       "speedup_vs_reference": round(ref_ms / ms, 3) if ref_ms else None,
+                       **{k2: e[k2] for k2 in ("samples_ms", "first_check_s", "guard_restores")}}
+                if device.type == "cuda":
+                    row["peak_memory_mb"] = round(e.get("peak_memory_mb", float("nan")), 1)
+                elif memory:
+                    mb = memory_in_subprocess(v, preset, size)
+                    row["peak_memory_mb"] = None if mb is None else round(mb, 1)
+                if "peak_memory_mb" in row and row["peak_memory_mb"] is not None and v.k > 1:
+                    row["peak_memory_per_problem_mb"] = round(row["peak_memory_mb"] / v.k, 1)
+                rows.append(row)
+    return {"results": rows, "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets,
+                                          "modes": modes, "checkpointing": checkpointing,
+                                          "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD},
+            "wall_s": round(time.perf_counter() - t_start, 1)}
+
+
+def _config_summary(cfg: FitConfig) -> dict[str, Any]:
+    keys = ("log_every", "precision", "channels_last", "cudnn_benchmark", "tf32", "adam_impl", "compile", "cuda_graphs", "checkpointing")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list[Variant]:
+    """The cumulative ladder from the reference loop to the fastest, one lever per step."""
+    steps: list[tuple[str, str, dict[str, Any]]] = [("checks/10", "checks every 10 iterations (on the device)", {})]
+    steps.append(("+fused adam", "fused Adam", {"adam_impl": "fused"}))
+    if device.type == "cuda":
+        steps += [("+cudnn.benchmark", "cudnn autotuning", {"cudnn_benchmark": True}),
+                  ("+channels_last", "NHWC memory format", {"channels_last": True}),
+                  ("+bf16", "bf16 autocast", {"precision": "bf16"}),
+                  ("+cuda graphs", "forward+backward replayed from a CUDA graph", {"cuda_graphs": True})]
+    else:
+        steps += [("+channels_last", "NHWC memory format", {"channels_last": True}),
+                  ("+bf16", "bf16 autocast", {"precision": "bf16"})]
+    variants = [reference_variant()]
+    acc: dict[str, Any] = {}
+    for name, desc, over in steps:
+        acc = {**acc, **over}
+        variants.append(Variant(name, desc, overrides=dict(acc)))
+    best = dict(acc)
+    if device.type == "cuda":
+        variants.append(Variant("tf32 off (fp32)", "fused Adam + cudnn.benchmark + channels_last in fp32 without TF32",
+                                overrides={"adam_impl": "fused", "cudnn_benchmark": True, "channels_last": True, "tf32": False}))
+        variants.append(Variant("tf32 on (fp32)", "fused Adam + cudnn.benchmark + channels_last in fp32 with TF32",
+                                overrides={"adam_impl": "fused", "cudnn_benchmark": True, "channels_last": True, "tf32": True}))
+    else:
+        variants.append(Variant("1 thread", "fused Adam with torch.set_num_threads(1)", overrides={"adam_impl": "fused"}, threads=1))
+    if compile_:
+        over = {**best, "cuda_graphs": False, "compile": True}
+        variants.append(Variant("compile", "torch.compile instead of CUDA graphs", overrides=over))
+    variants.append(Variant("fast_config", "fit with fast_config", fast=True))
+    variants.append(Variant(f"batched K={k}", f"fit_many with K={k}, fast_config", k=k, fast=True))
+    return variants
+
+
+def lever_study(device: torch.device, presets: list[str], sizes: list[int], iterations: int, rounds: int,
+                batch: int | None, compile_: bool = False) -> dict[str, Any]:
+    rows = []
+    for name in presets:
+        preset = get_preset(name)
+        for size in sizes:
+            k = batch or default_batch(device, size)
+            variants = lever_variants(device, k, compile_)
+            timed = time_variants(variants, preset, size, device, iterations, rounds)
+            ref = timed["reference"]["ms_per_iteration"]
+            prev = ref
+            for v in variants:
+                e = timed[v.name]
+                ms = e["ms_per_iteration"]
+                rows.append({"preset": name, "size": size, "variant": v.name, "description": v.description, "batch": v.k,
+                             "config": _config_summary(v.config(preset, device, iterations + 1)), "threads": v.threads,
+                             "ms_per_iteration": round(ms, 3), "speedup_vs_reference": round(ref / ms, 3),
+                             "speedup_vs_previous_row": round(prev / ms, 3), "samples_ms": e["samples_ms"],
+                             "first_check_s": round(e["first_check_s"], 3), "peak_memory_mb": e.get("peak_memory_mb")})
+                prev = ms
+    return {"levers": rows, "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets,
+                                         "note": "rows up to the last '+' row are cumulative; the others stand alone"}}
+
+
+def parity(device: torch.device, preset_name: str = "table1-paper", size: int = 64, iterations: int = 60,
+           seeds: tuple[int, ...] = (0, 1, 2), base: Variant | None = None, **net_overrides: Any) -> dict[str, Any]:
+    """bf16 autocast against fp32: same problem, seed and levers otherwise (``base``, default the
+    plain loop; on CUDA the fast levers); PSNR against the ground truth at every check. Passes when,
+    for every seed, the PSNR at the last iteration is within 0.3 dB."""
+    preset = get_preset(preset_name)
+    base = base or Variant("fp32", "", log_every=max(1, iterations // 10), fast=device.type == "cuda")
+    per_seed = []
+    for seed in seeds:
+        curves = {}
+        for precision in ("fp32", "bf16"):
+            probs = Problems.make(preset, size, 1, seed=seed, **net_overrides)
+            cfg = replace(base.config(preset, device, iterations), seed=seed, precision=precision)
+            res = fit(probs.nets[0], probs.inputs[0], probs.observed[0], probs.masks[0], cfg, probs.truths[0])
+            curves[precision] = res.history
+        a, b = np.array(curves["fp32"].psnr), np.array(curves["bf16"].psnr)
+        per_seed.append({"seed": seed, "iterations": curves["fp32"].iteration, "psnr_fp32": [round(x, 4) for x in a],
+                         "psnr_bf16": [round(x, 4) for x in b], "final_diff_db": round(float(b[-1] - a[-1]), 4),
+                         "max_abs_diff_db": round(float(np.max(np.abs(b - a))), 4)})
+    passed = all(abs(s["final_diff_db"]) <= PARITY_TOLERANCE_DB for s in per_seed)
+    return {"parity": {"preset": preset_name, "size": size, "iterations": iterations, "device": str(device),
+                       "tolerance_db": PARITY_TOLERANCE_DB, "passed": passed, "per_seed": per_seed,
+                       "rule": "|PSNR_bf16 - PSNR_fp32| at the last iteration <= 0.3 dB for every seed"}}
+
+
+def memory_study(device: torch.device, presets: list[str], sizes: list[int], iterations: int = 1,
+                 precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
+    """Peak memory of one fit iteration with and without activation checkpointing."""
+    rows = []
+    for name in presets:
+        preset = get_preset(name)
+        for size in sizes:
+            for precision in precisions:
+                for ckpt in (False, True):
+                    v = Variant(f"{precision}{' ckpt' if ckpt else ''}", "", fast=device.type == "cuda",
+                                overrides={"precision": precision, "checkpointing": ckpt, "cuda_graphs": False})
+                    if device.type == "cuda":
+                        try:
+                            mb = run_chunk(v, preset, size, device, iterations)["peak_bytes"] / 2**20
+                        except torch.cuda.OutOfMemoryError:
+                            mb = None
+                            torch.cuda.empty_cache()
+                    else:
+                        mb = memory_in_subprocess(v, preset, size, iterations)
+                    rows.append({"preset": name, "size": size, "precision": precision, "checkpointing": ckpt,
+                                 "peak_memory_mb": None if mb is None else round(mb, 1)})
+                    log.info("memory %s %d %s ckpt=%s: %s MiB", name, size, precision, ckpt, mb)
+    for r in list(rows):
+        if r["peak_memory_mb"] is not None and r["size"] < 2048:
+            scale = (2048 / r["size"]) ** 2
+            r["extrapolated_2048_mb"] = round(r["peak_memory_mb"] * scale, 0)
+    return {"memory_study": rows, "settings": {"iterations": iterations, "method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
+                                               "extrapolation": "peak x (2048 / size)^2: activations grow with the pixel count"}}
+
+
+def selfcheck(device: torch.device, preset_name: str = "table1-paper", size: int = 128, iterations: int = 60, k: int = 3) -> dict[str, Any]:
+    """Fast paths against the plain loop on one device: CUDA graphs vs eager (fp32 and bf16) and
+    fit_many vs separate fits; first-check loss and PSNR gap over ``iterations``."""
+    preset = get_preset(preset_name)
+    checks = {}
+
+    def hist(over: dict[str, Any], kk: int = 1) -> list:
+        probs = Problems.make(preset, size, kk)
+        cfg = replace(preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False), **over)
+        res = _fit_problems(probs, cfg, [[] for _ in range(kk)])
+        return [(r.history.loss, r.history.psnr) for r in res]
+
+    pairs = {"cuda_graphs_fp32": ({"cuda_graphs": False}, {"cuda_graphs": True}),
+             "cuda_graphs_bf16": ({"precision": "bf16", "cuda_graphs": False}, {"precision": "bf16", "cuda_graphs": True}),
+             "channels_last": ({}, {"channels_last": True})}
+    if device.type != "cuda":
+        pairs = {"channels_last": pairs["channels_last"]}
+    for name, (a_over, b_over) in pairs.items():
+        (la, pa), = hist(a_over)
+        (lb, pb), = hist(b_over)
+        checks[name] = {"first_loss_rel_diff": abs(lb[0] - la[0]) / abs(la[0]), "max_psnr_diff_db": float(np.max(np.abs(np.subtract(pa, pb)))),
+                        "psnr_a": pa, "psnr_b": pb}
+    fast = {f: v for f, v in _config_summary(fast_config(FitConfig(), device)).items() if f != "log_every"}
+    sep = []
+    for i in range(k):
+        probs = Problems.make(preset, size, k)
+        cfg = replace(preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False, seed=i), **fast)
+        r = fit(probs.nets[i], probs.inputs[i], probs.observed[i], probs.masks[i], cfg, probs.truths[i])
+        sep.append((r.history.loss, r.history.psnr))
+    probs = Problems.make(preset, size, k)
+    cfg = replace(preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False), **fast)
+    many = _fit_problems(probs, cfg, [[] for _ in range(k)])
+    checks["fit_many_vs_fit"] = [{"first_loss_rel_diff": abs(m.history.loss[0] - s[0][0]) / abs(s[0][0]),
+                                  "max_psnr_diff_db": float(np.max(np.abs(np.subtract(m.history.psnr, s[1]))))}
+                                 for m, s in zip(many, sep)]
+    return {"selfcheck": {"preset": preset_name, "size": size, "iterations": iterations, "checks": checks}}
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _print_table(payload: dict[str, Any]) -> None:
+    for r in payload.get("results", []):
+        mem = r.get("peak_memory_mb")
+        print(f"{r['preset']:<13}{r['size']:>5} {r['mode']:<10} K={r['batch']:<2} {r['ms_per_iteration']:>10.1f} ms/it "
+              f"{r['tflops_achieved']:>8.3f} TFLOP/s  x{(r['speedup_vs_reference'] or float('nan')):.2f}  "
+              f"peak {mem if mem is not None else '-'} MiB")
+    for r in payload.get("levers", []):
+        print(f"{r['preset']:<13}{r['size']:>5} {r['variant']:<18} {r['ms_per_iteration']:>10.1f} ms/it  "
+              f"x{r['speedup_vs_reference']:.2f} vs reference, x{r['speedup_vs_previous_row']:.2f} vs previous row")
+    if "parity" in payload:
+        p = payload["parity"]
+        for s in p["per_seed"]:
+            print(f"parity seed {s['seed']}: final PSNR fp32 {s['psnr_fp32'][-1]:.3f} bf16 {s['psnr_bf16'][-1]:.3f} "
+                  f"diff {s['final_diff_db']:+.3f} dB (max |diff| over checks {s['max_abs_diff_db']:.3f})")
+        print(f"parity {'PASSED' if p['passed'] else 'FAILED'} (tolerance {p['tolerance_db']} dB)")
+    for r in payload.get("memory_study", []):
+        print(f"memory {r['preset']:<13}{r['size']:>5} {r['precision']} checkpointing={r['checkpointing']!s:<5} "
+              f"peak {r['peak_memory_mb']} MiB  (~{r.get('extrapolated_2048_mb', '-')} MiB at 2048)")
+    if "selfcheck" in payload:
+        print(json.dumps(payload["selfcheck"]["checks"], default=lambda x: round(x, 4))[:2000])
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .imageio import atomic_write_bytes
+
+    try:
+        device = resolve_device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available")
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise DipError(f"device {args.device!r} is not usable: {exc}") from None
+    for name in args.presets:
+        get_preset(name)
+    t0 = time.perf_counter()
+    info = machine_info(device)
+    sizes = args.sizes or default_sizes(device)
+    if args.parity:
+        payload = parity(device, args.presets[0], (args.sizes or [64 if device.type == "cpu" else 256])[0],
+                         args.parity_iterations or (60 if device.type == "cpu" else 1000))
+    elif args.levers:
+        payload = lever_study(device, args.presets, sizes, args.iterations or _default_iterations(device),
+                              args.rounds or _default_rounds(device), args.batch, args.compile)
+    elif args.memory_study:
+        payload = memory_study(device, args.presets, args.sizes or [512], precisions=("fp32", "bf16") if device.type == "cuda" else ("fp32",))
+    elif args.selfcheck:
+        payload = selfcheck(device, args.presets[0], (args.sizes or [128])[0])
+    else:
+        payload = bench(device, args.presets, sizes, args.modes, args.iterations or _default_iterations(device),
+                        args.rounds or _default_rounds(device), args.batch, args.checkpointing, memory=not args.no_memory)
+    with contextlib.suppress(OSError):
+        info["load_average_end"] = list(os.getloadavg())
+    payload = {"schema": "dip-bench/1", "machine": info, "argv": sys.argv[1:], **payload,
+               "total_s": round(time.perf_counter() - t0, 1)}
+    _print_table(payload)
+    if args.out:
+        atomic_write_bytes(args.out, (json.dumps(payload, indent=1, default=float) + "\n").encode())
+        print(f"wrote {args.out} in {payload['total_s']:.0f} s")
+    return 0
+
+
+def _default_iterations(device: torch.device) -> int:
+    return 20 if device.type == "cuda" else 5
+
+
+def _default_rounds(device: torch.device) -> int:
+    return 3 if device.type == "cuda" else 2
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time the DIP loop per preset, size and mode (JSON)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--presets", nargs="+", default=list(PRESET_NAMES))
+    p.add_argument("--sizes", nargs="+", type=_positive, help="image sides (default: CPU 64 128, GPU 256 512)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--iterations", type=_positive, help="timed iterations per chunk (default: CPU 5, GPU 20)")
+    p.add_argument("--rounds", type=_positive, help="interleaved rounds (default: CPU 2, GPU 3)")
+    p.add_argument("--batch", type=_positive, help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)")
+    p.add_argument("--checkpointing", action="store_true", help="fast and batched modes with activation checkpointing")
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory probes (one fresh process per row)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--levers", action="store_true", help="measure each speed lever (cumulative ladder) instead")
+    g.add_argument("--parity", action="store_true", help="bf16 vs fp32 PSNR parity over 3 seeds instead")
+    g.add_argument("--memory-study", action="store_true", help="peak memory with/without checkpointing (default 512 px) instead")
+    g.add_argument("--selfcheck", action="store_true", help="CUDA graphs / channels_last / fit_many against the plain loop instead")
+    p.add_argument("--parity-iterations", type=_positive)
+    p.add_argument("--compile", action="store_true", help="add torch.compile to the lever study (slow to compile)")
+    p.add_argument("--out", type=Path, help="JSON file to write")
+    p.set_defaults(func=cmd_bench)
