@@ -34,17 +34,17 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from .batched import fit_many
 from .errors import DipError
-from .fit import FitConfig, FitResult, fast_config, fit, resolve_device
+from .fit import FitConfig, FitResult, fast_config, fit, idle_cpu_threads, resolve_device, tf32_flags
 from .masks import bernoulli_mask
 from .metrics import masked_psnr, psnr
-from .nets import SkipConfig
+from .nets import SkipConfig, min_size
 from .presets import Preset, get_preset
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
-        info["cudnn_allow_tf32_default"] = torch.backends.cudnn.allow_tf32
+        info["tf32_default_conv_matmul"] = list(tf32_flags())
     return info
 
 
@@ -203,14 +203,16 @@ class Variant:
     log_every: int = 10
     fast: bool = False
     host_metrics: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)
-    threads: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # threads="idle": the idle cores now
 
     def config(self, preset: Preset, device: torch.device, iterations: int) -> FitConfig:
         cfg = preset.fit_config(iterations=iterations, seed=0, device=str(device), log_every=self.log_every, progress=False)
         if self.fast:
             cfg = fast_config(cfg, device)
-        return replace(cfg, **self.overrides)
+        over = dict(self.overrides)
+        if over.get("threads") == "idle":
+            over["threads"] = idle_cpu_threads()
+        return replace(cfg, **over)
 
 
 def reference_variant() -> Variant:
@@ -229,17 +231,6 @@ def mode_variant(mode: str, k: int, checkpointing: bool = False) -> Variant:
     raise DipError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
 
 
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    saved = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, iterations: int) -> dict[str, Any]:
     """Run ``iterations`` + 1 iterations of variant ``v``; time per problem-iteration between the
     first and the last check, the time to the first check, and (CUDA) the peak memory."""
@@ -251,8 +242,7 @@ def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, itera
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    with _threads(v.threads):
-        results = _fit_problems(probs, cfg, callbacks)
+    results = _fit_problems(probs, cfg, callbacks)
     h = results[0].history
     span = h.iteration[-1] - h.iteration[0]
     out: dict[str, Any] = {
@@ -309,11 +299,14 @@ def memory_probe(spec: dict[str, Any]) -> dict[str, Any]:
     v = Variant(**spec["variant"])
     preset = get_preset(spec["preset"])
     device = torch.device(spec.get("device", "cpu"))
-    probs = Problems.make(preset, spec["size"], v.k)
     cfg = v.config(preset, device, spec.get("iterations", 1))
+    # a first fit at the smallest size loads the kernels and thread pools (~150 MiB here) so that
+    # they do not count; its few MiB of freed activations may be reused (a small undercount)
+    small = Problems.make(preset, min_size(preset.net), v.k)
+    _fit_problems(small, replace(cfg, iterations=1), [[] for _ in small.nets])
+    probs = Problems.make(preset, spec["size"], v.k)
     base = _rss_bytes()
-    with _threads(v.threads):
-        _fit_problems(probs, cfg, [[] for _ in probs.nets])
+    _fit_problems(probs, cfg, [[] for _ in probs.nets])
     return {"peak_bytes": _max_rss_bytes() - base}
 
 
@@ -333,8 +326,9 @@ def memory_in_subprocess(v: Variant, preset: Preset, size: int, iterations: int 
         return None
 
 
-CPU_MEMORY_METHOD = ("peak RSS growth of a fresh process over one iteration (resource.getrusage ru_maxrss minus the "
-                     "RSS before the fit, psutil or /proc/self/statm); includes Adam state and allocator slack")
+CPU_MEMORY_METHOD = ("peak RSS growth of a fresh process over the fit (resource.getrusage ru_maxrss minus the RSS "
+                     "before it, via psutil or /proc/self/statm) after a warm-up fit at the smallest size; includes "
+                     "parameters, gradients, Adam state and allocator slack")
 CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated minus memory_allocated before the fit"
 
 
@@ -391,7 +385,8 @@ def bench(device: torch.device, presets: list[str], sizes: list[int], modes: lis
 
 
 def _config_summary(cfg: FitConfig) -> dict[str, Any]:
-    keys = ("log_every", "precision", "channels_last", "cudnn_benchmark", "tf32", "adam_impl", "compile", "cuda_graphs", "checkpointing")
+    keys = ("log_every", "precision", "channels_last", "cudnn_benchmark", "tf32", "adam_impl", "compile", "cuda_graphs",
+            "checkpointing", "threads")
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -405,8 +400,7 @@ def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list
                   ("+bf16", "bf16 autocast", {"precision": "bf16"}),
                   ("+cuda graphs", "forward+backward replayed from a CUDA graph", {"cuda_graphs": True})]
     else:
-        steps += [("+channels_last", "NHWC memory format", {"channels_last": True}),
-                  ("+bf16", "bf16 autocast", {"precision": "bf16"})]
+        steps.append(("+idle-core threads", "threads = cores the other processes leave idle (fast_config)", {"threads": "idle"}))
     variants = [reference_variant()]
     acc: dict[str, Any] = {}
     for name, desc, over in steps:
@@ -419,7 +413,10 @@ def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list
         variants.append(Variant("tf32 on (fp32)", "fused Adam + cudnn.benchmark + channels_last in fp32 with TF32",
                                 overrides={"adam_impl": "fused", "cudnn_benchmark": True, "channels_last": True, "tf32": True}))
     else:
-        variants.append(Variant("1 thread", "fused Adam with torch.set_num_threads(1)", overrides={"adam_impl": "fused"}, threads=1))
+        variants += [Variant("channels_last", "fused Adam + NHWC", overrides={"adam_impl": "fused", "channels_last": True}),
+                     Variant("bf16", "fused Adam + bf16 autocast", overrides={"adam_impl": "fused", "precision": "bf16"}),
+                     Variant("1 thread", "fused Adam with 1 thread", overrides={"adam_impl": "fused", "threads": 1}),
+                     Variant("2 threads", "fused Adam with 2 threads", overrides={"adam_impl": "fused", "threads": 2})]
     if compile_:
         over = {**best, "cuda_graphs": False, "compile": True}
         variants.append(Variant("compile", "torch.compile instead of CUDA graphs", overrides=over))
@@ -443,7 +440,7 @@ def lever_study(device: torch.device, presets: list[str], sizes: list[int], iter
                 e = timed[v.name]
                 ms = e["ms_per_iteration"]
                 rows.append({"preset": name, "size": size, "variant": v.name, "description": v.description, "batch": v.k,
-                             "config": _config_summary(v.config(preset, device, iterations + 1)), "threads": v.threads,
+                             "config": _config_summary(v.config(preset, device, iterations + 1)),
                              "ms_per_iteration": round(ms, 3), "speedup_vs_reference": round(ref / ms, 3),
                              "speedup_vs_previous_row": round(prev / ms, 3), "samples_ms": e["samples_ms"],
                              "first_check_s": round(e["first_check_s"], 3), "peak_memory_mb": e.get("peak_memory_mb")})
@@ -462,15 +459,21 @@ def parity(device: torch.device, preset_name: str = "table1-paper", size: int = 
     per_seed = []
     for seed in seeds:
         curves = {}
-        for precision in ("fp32", "bf16"):
+        # control: fp32 again with the memory format flipped (other kernels, other rounding), the
+        # run-to-run spread that any change of arithmetic causes in these fits
+        for name, over in (("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"}), ("control", {"precision": "fp32"})):
             probs = Problems.make(preset, size, 1, seed=seed, **net_overrides)
-            cfg = replace(base.config(preset, device, iterations), seed=seed, precision=precision)
+            cfg = replace(base.config(preset, device, iterations), seed=seed, **over)
+            if name == "control":
+                cfg = replace(cfg, channels_last=not cfg.channels_last)
             res = fit(probs.nets[0], probs.inputs[0], probs.observed[0], probs.masks[0], cfg, probs.truths[0])
-            curves[precision] = res.history
-        a, b = np.array(curves["fp32"].psnr), np.array(curves["bf16"].psnr)
+            curves[name] = res.history
+        a, b, c = (np.array(curves[n].psnr) for n in ("fp32", "bf16", "control"))
         per_seed.append({"seed": seed, "iterations": curves["fp32"].iteration, "psnr_fp32": [round(x, 4) for x in a],
                          "psnr_bf16": [round(x, 4) for x in b], "final_diff_db": round(float(b[-1] - a[-1]), 4),
-                         "max_abs_diff_db": round(float(np.max(np.abs(b - a))), 4)})
+                         "max_abs_diff_db": round(float(np.max(np.abs(b - a))), 4),
+                         "control_final_diff_db": round(float(c[-1] - a[-1]), 4),
+                         "control_max_abs_diff_db": round(float(np.max(np.abs(c - a))), 4)})
     passed = all(abs(s["final_diff_db"]) <= PARITY_TOLERANCE_DB for s in per_seed)
     return {"parity": {"preset": preset_name, "size": size, "iterations": iterations, "device": str(device),
                        "tolerance_db": PARITY_TOLERANCE_DB, "passed": passed, "per_seed": per_seed,
@@ -529,7 +532,7 @@ def selfcheck(device: torch.device, preset_name: str = "table1-paper", size: int
         (lb, pb), = hist(b_over)
         checks[name] = {"first_loss_rel_diff": abs(lb[0] - la[0]) / abs(la[0]), "max_psnr_diff_db": float(np.max(np.abs(np.subtract(pa, pb)))),
                         "psnr_a": pa, "psnr_b": pb}
-    fast = {f: v for f, v in _config_summary(fast_config(FitConfig(), device)).items() if f != "log_every"}
+    fast = {f: v for f, v in _config_summary(fast_config(FitConfig(), device)).items() if f not in ("log_every", "threads")}
     sep = []
     for i in range(k):
         probs = Problems.make(preset, size, k)
@@ -562,7 +565,8 @@ def _print_table(payload: dict[str, Any]) -> None:
         p = payload["parity"]
         for s in p["per_seed"]:
             print(f"parity seed {s['seed']}: final PSNR fp32 {s['psnr_fp32'][-1]:.3f} bf16 {s['psnr_bf16'][-1]:.3f} "
-                  f"diff {s['final_diff_db']:+.3f} dB (max |diff| over checks {s['max_abs_diff_db']:.3f})")
+                  f"diff {s['final_diff_db']:+.3f} dB (max |diff| over checks {s['max_abs_diff_db']:.3f}; "
+                  f"fp32 control {s['control_final_diff_db']:+.3f}, max {s['control_max_abs_diff_db']:.3f})")
         print(f"parity {'PASSED' if p['passed'] else 'FAILED'} (tolerance {p['tolerance_db']} dB)")
     for r in payload.get("memory_study", []):
         print(f"memory {r['preset']:<13}{r['size']:>5} {r['precision']} checkpointing={r['checkpointing']!s:<5} "
@@ -611,7 +615,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _default_iterations(device: torch.device) -> int:
-    return 20 if device.type == "cuda" else 5
+    return 40 if device.type == "cuda" else 5
 
 
 def _default_rounds(device: torch.device) -> int:
@@ -632,7 +636,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--presets", nargs="+", default=list(PRESET_NAMES))
     p.add_argument("--sizes", nargs="+", type=_positive, help="image sides (default: CPU 64 128, GPU 256 512)")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--iterations", type=_positive, help="timed iterations per chunk (default: CPU 5, GPU 20)")
+    p.add_argument("--iterations", type=_positive, help="timed iterations per chunk (default: CPU 5, GPU 40)")
     p.add_argument("--rounds", type=_positive, help="interleaved rounds (default: CPU 2, GPU 3)")
     p.add_argument("--batch", type=_positive, help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)")
     p.add_argument("--checkpointing", action="store_true", help="fast and batched modes with activation checkpointing")

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -65,6 +66,7 @@ class FitConfig:
     compile: bool = False  # torch.compile the network (first iterations pay the compile time)
     cuda_graphs: bool = False  # replay forward+backward from one captured CUDA graph (Adam, CUDA only)
     checkpointing: bool = False  # recompute each level's deeper branch in backward (saves memory)
+    threads: int | None = None  # torch intra-op CPU threads during the fit; None keeps torch's setting
 
     def __post_init__(self) -> None:
         if self.iterations <= 0:
@@ -77,6 +79,8 @@ class FitConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}")
         if self.adam_impl not in ADAM_IMPLS:
             raise ValueError(f"adam_impl must be one of {ADAM_IMPLS}")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError("threads must be positive")
         self.snapshots = tuple(int(s) for s in self.snapshots)
 
 
@@ -91,12 +95,45 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def other_cpu_load(window: float = 0.25) -> float | None:
+    """Cores' worth of CPU time that other processes (and, in a VM, the hypervisor's steal) used
+    during ``window`` seconds, from /proc/stat minus this process's own time; None off Linux."""
+    def sample() -> tuple[float, float]:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)  # all but idle and iowait
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return busy, float(own[11]) + float(own[12])  # utime + stime of this process
+
+    try:
+        busy0, own0 = sample()
+        time.sleep(window)
+        busy1, own1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / tick / window)
+
+
+def idle_cpu_threads() -> int | None:
+    """Threads for a CPU fit on a shared machine: the cores the other processes leave idle (at
+    least 1), or None (torch's default) when that is all of them or cannot be measured. OpenMP ops
+    wait for their slowest thread, so threads on busy cores stall every op: on this project's
+    2-core machine under a load of 4-6, one thread ran 10x faster than two."""
+    cores = os.cpu_count() or 1
+    others = other_cpu_load()
+    if others is None:
+        return None
+    free = max(1, int(cores - others + 0.5))
+    return None if free >= min(cores, torch.get_num_threads()) else free
+
+
 def fast_config(cfg: FitConfig | None = None, device: str | torch.device | None = None) -> FitConfig:
     """``cfg`` with the levers that measurably help on ``device`` (default: ``cfg.device``).
 
     CUDA: bf16 autocast (where supported), channels_last, cudnn.benchmark, TF32, fused Adam and
-    CUDA graphs. CPU: fused Adam, plus bf16 only on CPUs with native bf16 (elsewhere it is about
-    3x slower). Other devices: unchanged. Numbers behind these choices: results/bench-*.json.
+    CUDA graphs. CPU: fused Adam, as many threads as there are idle cores (measured now, see
+    ``idle_cpu_threads``), and bf16 only on CPUs with native bf16 (emulated it ran ~3x slower).
+    Other devices: unchanged. Numbers behind these choices: results/bench-*.json.
     """
     cfg = cfg or FitConfig()
     dev = resolve_device(cfg.device if device is None else device)
@@ -105,7 +142,8 @@ def fast_config(cfg: FitConfig | None = None, device: str | torch.device | None 
         return replace(cfg, precision="bf16" if bf16 else "fp32", channels_last=True, cudnn_benchmark=True,
                        tf32=True, adam_impl="fused", cuda_graphs=True)
     if dev.type == "cpu":
-        return replace(cfg, precision="bf16" if cpu_has_native_bf16() else "fp32", adam_impl="fused")
+        return replace(cfg, precision="bf16" if cpu_has_native_bf16() else "fp32", adam_impl="fused",
+                       threads=idle_cpu_threads())
     return cfg
 
 
@@ -412,22 +450,50 @@ class _Problem:
         )
 
 
+def _tf32_places() -> list[tuple[Any, str]]:
+    """Where torch keeps the TF32 switches for convs and matmuls: the fp32_precision API of torch
+    >= 2.9 (mixing it with the legacy allow_tf32 flags raises), else the legacy flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return [(conv, "fp32_precision"), (torch.backends.cuda.matmul, "fp32_precision")]
+    return [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+
+
+def tf32_flags() -> tuple[str, str]:
+    """('tf32' or 'ieee') for (cuDNN convs, matmuls)."""
+    vals = [getattr(obj, name) for obj, name in _tf32_places()]
+    return tuple(v if isinstance(v, str) else ("tf32" if v else "ieee") for v in vals)  # type: ignore[return-value]
+
+
+def set_tf32_flags(flags: tuple[str, str]) -> None:
+    for (obj, name), value in zip(_tf32_places(), flags):
+        setattr(obj, name, value if name == "fp32_precision" else value == "tf32")
+
+
 @contextlib.contextmanager
 def backend_flags(cfg: FitConfig, device: torch.device) -> Iterator[None]:
-    """Set cudnn.benchmark / TF32 as ``cfg`` asks for the duration of a fit, then restore them."""
-    if device.type != "cuda" or (not cfg.cudnn_benchmark and cfg.tf32 is None):
-        yield
-        return
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    """Set CPU threads, cudnn.benchmark and TF32 as ``cfg`` asks for a fit, then restore them."""
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     try:
-        if cfg.cudnn_benchmark:
-            cudnn.benchmark = True
-        if cfg.tf32 is not None:
-            cudnn.allow_tf32 = matmul.allow_tf32 = cfg.tf32
-        yield
+        if device.type != "cuda" or (not cfg.cudnn_benchmark and cfg.tf32 is None):
+            yield
+            return
+        cudnn = torch.backends.cudnn
+        saved_benchmark, saved_tf32 = cudnn.benchmark, tf32_flags()
+        try:
+            if cfg.cudnn_benchmark:
+                cudnn.benchmark = True
+            if cfg.tf32 is not None:
+                set_tf32_flags(("tf32" if cfg.tf32 else "ieee",) * 2)
+            yield
+        finally:
+            cudnn.benchmark = saved_benchmark
+            set_tf32_flags(saved_tf32)
     finally:
-        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+        if cfg.threads is not None:
+            torch.set_num_threads(threads)
 
 
 def prepare_net(net: nn.Module, cfg: FitConfig, device: torch.device) -> nn.Module:

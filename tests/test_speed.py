@@ -274,7 +274,8 @@ def test_fast_config_on_cpu(problems):
     cfg = fast_config(CFG, "cpu")
     assert cfg.adam_impl == "fused" and not cfg.cuda_graphs and not cfg.channels_last
     assert cfg.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert replace(cfg, precision="fp32", adam_impl="auto") == CFG  # nothing else changes
+    assert cfg.threads is None or 1 <= cfg.threads < torch.get_num_threads()  # the idle cores, if fewer
+    assert replace(cfg, precision="fp32", adam_impl="auto", threads=None) == CFG  # nothing else changes
     truths, masks, inputs = problems
     cfg = replace(cfg, precision="fp32")
     fast, plain = (fit(make_nets(k=1)[0], inputs[0], truths[0] * masks[0], masks[0], c, truths[0]) for c in (cfg, CFG))
