@@ -7,6 +7,7 @@ interrupted reproduction resumes where it stopped and the notebooks build everyt
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -485,17 +486,22 @@ def run_all(runs: list[Run], store: ResultStore | None = None, device: str = "au
         raise DipError(f"{len(todo)} of {len(runs)} runs have no stored result in {store.root}: {listing}{more}")
     dev = resolve_device(device)
     if batch == "auto":
-        # on a GPU, batch problems up to about two 512x512 images per pass; on a CPU one at a time
-        size = (lambda shape: max(1, min(8, 2 * 512 * 512 // (shape[-2] * shape[-1])))) if dev.type == "cuda" else (lambda shape: 1)
+        # on a GPU, batch problems up to one 512x512 image's pixels per pass; on a CPU one at a time
+        size = (lambda shape: max(1, min(8, 512 * 512 // (shape[-2] * shape[-1])))) if dev.type == "cuda" else (lambda shape: 1)
     else:
         size = (lambda shape, k=int(batch): k)
     groups = _group(todo, size)
-    started, slowest = time.perf_counter(), 0.0
+    costs = [sum(_cost(r) for r in g) for g in groups]
+    if budget_seconds is not None:
+        # cheapest per run first, so that a short budget finishes as many runs as it can
+        order = sorted(range(len(groups)), key=lambda i: (groups[i][0].method != "dip", costs[i] / len(groups[i])))
+        groups, costs = [groups[i] for i in order], [costs[i] for i in order]
+    started, rate = time.perf_counter(), 0.0  # rate: the slowest seconds per unit of cost so far
     bar = tqdm(total=len(todo), desc="runs", disable=not progress or not todo)
-    for group in groups:
+    for group, cost in zip(groups, costs):
         spent = time.perf_counter() - started
-        if budget_seconds is not None and spent + slowest > budget_seconds:
-            log.warning("budget of %.0f s reached after %.0f s; %d runs remain", budget_seconds, spent, bar.total - bar.n)
+        if budget_seconds is not None and (spent > budget_seconds or spent + rate * cost > budget_seconds):
+            log.warning("budget of %.0f s: stopping after %.0f s; %d runs remain", budget_seconds, spent, bar.total - bar.n)
             break
         t0 = time.perf_counter()
         if len(group) > 1:
@@ -504,10 +510,44 @@ def run_all(runs: list[Run], store: ResultStore | None = None, device: str = "au
             done = [execute(group[0], str(dev))]
         for run, (record, images) in zip(group, done):
             store.save(run, record, images)
-        slowest = max(slowest, time.perf_counter() - t0)
+        if cost > 0:
+            rate = max(rate, (time.perf_counter() - t0) / cost)
         bar.update(len(group))
     bar.close()
     return [store.load(r) for r in runs if store.exists(r)]
+
+
+@functools.lru_cache(maxsize=None)
+def _shape(image: str, source: str, crop: int | None, resize: int | None) -> tuple[int, ...]:
+    if resize:
+        return (resize, resize)
+    if crop:
+        return (crop, crop)
+    if source == "table1":
+        from . import data
+
+        entry = next(e for e in data.registry() if e.name == image)
+        return (int(entry.height), int(entry.width))
+    return tuple(load_problem(Run("table1", "smoke", image, source))[0].shape[-2:])
+
+
+@functools.lru_cache(maxsize=None)
+def _params(preset: str, net: tuple) -> int:
+    from .nets import SkipNet, count_params
+    from .presets import get_preset
+
+    return count_params(SkipNet(replace(get_preset(preset).net, out_channels=1, **dict(net))))
+
+
+def _cost(run: Run) -> float:
+    """Relative compute of a DIP run: pixels x iterations x parameters (0 for the CPU peers)."""
+    if run.method != "dip":
+        return 0.0
+    h, w = _shape(run.image, run.source, run.crop, run.resize)
+    from .presets import get_preset
+
+    iterations = run.iterations or get_preset(run.preset).iterations
+    return float(h * w) * iterations * _params(run.preset, run.net)
 
 
 def _group(runs: list[Run], size) -> list[list[Run]]:
@@ -515,16 +555,14 @@ def _group(runs: list[Run], size) -> list[list[Run]]:
     peers and L-BFGS run alone."""
     groups: dict[tuple, list[list[Run]]] = {}
     order: list[list[Run]] = []
-    shapes: dict[str, tuple] = {}
     for r in runs:
         if r.method != "dip" or r.optimizer == "lbfgs":
             order.append([r])
             continue
-        if r.image not in shapes:
-            shapes[r.image] = load_problem(r)[0].shape
-        key = (_batch_key(r), shapes[r.image])
+        shape = _shape(r.image, r.source, r.crop, r.resize)
+        key = (_batch_key(r), shape)
         bucket = groups.setdefault(key, [])
-        if not bucket or len(bucket[-1]) >= size(shapes[r.image]):
+        if not bucket or len(bucket[-1]) >= size(shape):
             bucket.append([])
             order.append(bucket[-1])
         bucket[-1].append(r)
