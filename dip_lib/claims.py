@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .experiments import Run
+from .plots import oracle
 
 Records = list[tuple[Run, dict[str, Any]]]
 
@@ -20,9 +21,8 @@ def _dip(records: Records) -> Records:
 
 
 def early_stopping(all_records: Records, optim: Records) -> dict[str, Any]:
-    gaps = np.array([x["summary"]["best_psnr"] - x["summary"]["final_psnr"] for _, x in _dip(all_records)
-                     if x["summary"]["best_psnr"] is not None])
-    fallback = [(r.label, x["summary"]["best_psnr"] - x["summary"]["final_psnr"]) for r, x in optim]
+    gaps = np.array([oracle(x) - x["summary"]["final_psnr"] for _, x in _dip(all_records) if oracle(x) is not None])
+    fallback = [(r.label, oracle(x) - x["summary"]["final_psnr"]) for r, x in optim]
     if gaps.size == 0:
         return {"verdict": "no data", "evidence": "no DIP runs"}
     share = float(np.mean(gaps > 1.0))
@@ -47,7 +47,7 @@ def dip_vs_papyan(table1: Records, comparable: bool) -> dict[str, Any]:
         per_image: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r, x in table1:
             if r.method == "dip" and r.preset == preset:
-                per_image[r.image]["oracle"].append(x["summary"]["best_psnr"])
+                per_image[r.image]["oracle"].append(oracle(x))
                 if x["eswmv"]["psnr"] is not None:
                     per_image[r.image]["eswmv"].append(x["eswmv"]["psnr"])
         if not per_image:
@@ -77,7 +77,7 @@ def structure_fits_task(table1: Records, arch: Records) -> dict[str, Any]:
         vals: dict[str, list[float]] = defaultdict(list)
         for r, x in arch:
             if r.mask == mask:
-                vals[r.label].append(x["summary"]["best_psnr"])
+                vals[r.label].append(oracle(x))
         means = {k: float(np.mean(v)) for k, v in vals.items()}
         best = max(means, key=means.get)
         best_by_mask[mask] = best
@@ -86,7 +86,7 @@ def structure_fits_task(table1: Records, arch: Records) -> dict[str, Any]:
         parts.append(f"mask {mask}: best {best} ({means[best]:.2f} dB), spread over {len(means)} architectures {spread:.2f} dB")
     presets: dict[str, list[float]] = defaultdict(list)
     for r, x in _dip(table1):
-        presets[r.preset].append(x["summary"]["best_psnr"])
+        presets[r.preset].append(oracle(x))
     if len(presets) == 2:
         a, b = (float(np.mean(v)) for v in presets.values())
         parts.append(f"Table 1, same images: {' vs '.join(presets)} = {a:.2f} vs {b:.2f} dB")
@@ -100,11 +100,11 @@ def structure_fits_task(table1: Records, arch: Records) -> dict[str, Any]:
 
 
 def network_is_prior(table1: Records, arch: Records) -> dict[str, Any]:
-    gains = [x["summary"]["best_psnr"] - x["summary"]["masked_psnr"] for _, x in _dip(table1 + arch)]
+    gains = [oracle(x) - x["summary"]["masked_psnr"] for _, x in _dip(table1 + arch)]
     bih = {r.image: x["summary"]["final_psnr"] for r, x in table1 if r.method == "biharmonic"}
     dip = defaultdict(list)
     for r, x in _dip(table1):
-        dip[r.image].append(x["summary"]["best_psnr"])
+        dip[r.image].append(oracle(x))
     wins = [np.mean(v) > bih[i] for i, v in dip.items() if i in bih]
     if not gains:
         return {"verdict": "no data", "evidence": "no DIP runs"}
@@ -121,7 +121,7 @@ def _depth_means(arch: Records, skip: int) -> dict[str, dict[int, float]]:
     for r, x in arch:
         if r.label.startswith("depth=") and r.label.endswith(f"skip={skip}"):
             d = int(r.label.split(",")[0].split("=")[1])
-            out[r.mask][d].append(x["summary"]["best_psnr"])
+            out[r.mask][d].append(oracle(x))
     return {m: {d: float(np.mean(v)) for d, v in sorted(ds.items())} for m, ds in out.items()}
 
 
