@@ -136,7 +136,19 @@ def _rss_bytes() -> int:
         return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> None:
+    """Linux: restart the peak-RSS mark (VmHWM) at the current RSS."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def _max_rss_bytes() -> int:
+    """Peak RSS of this process image: VmHWM on Linux (ru_maxrss would carry the parent's peak
+    across fork and exec), else ru_maxrss."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
@@ -235,12 +247,36 @@ def mode_variant(mode: str, k: int, checkpointing: bool = False) -> Variant:
     raise DipError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
 
 
-def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, iterations: int) -> dict[str, Any]:
-    """Run ``iterations`` + 1 iterations of variant ``v``; time per problem-iteration between the
-    first and the last check, the time to the first check, and (CUDA) the peak memory."""
+class Deadline:
+    """Fit callback that ends a timing chunk once ``seconds`` have passed since its first check
+    (so a loop slowed down 10x by a busy machine still finishes); shared by a chunk's problems,
+    which all stop at the same iteration."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.first: float | None = None
+        self.stop_at: int | None = None
+
+    def on_check(self, state) -> bool:
+        if self.stop_at is not None:
+            return state.iteration >= self.stop_at
+        if self.first is None:
+            self.first = state.elapsed
+        elif state.elapsed - self.first >= self.seconds:
+            self.stop_at = state.iteration
+            return True
+        return False
+
+
+def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, iterations: int,
+              budget_s: float | None = None) -> dict[str, Any]:
+    """Run ``iterations`` + 1 iterations of variant ``v`` (fewer if ``budget_s`` runs out); time
+    per problem-iteration between the first and the last check, the time to the first check, and
+    (CUDA) the peak memory."""
     probs = Problems.make(preset, size, v.k)
     cfg = v.config(preset, device, iterations + 1)
-    callbacks = [[HostMetrics(t, o, m)] if v.host_metrics and device.type != "cpu" else []
+    deadline = [Deadline(budget_s)] if budget_s else []
+    callbacks = [([HostMetrics(t, o, m)] if v.host_metrics and device.type != "cpu" else []) + deadline
                  for t, o, m in zip(probs.truths, probs.observed, probs.masks)]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -267,13 +303,13 @@ def _fit_problems(probs: Problems, cfg: FitConfig, callbacks: list[list]) -> lis
 
 
 def time_variants(variants: list[Variant], preset: Preset, size: int, device: torch.device, iterations: int,
-                  rounds: int) -> dict[str, dict[str, Any]]:
+                  rounds: int, budget_s: float | None = None) -> dict[str, dict[str, Any]]:
     """Interleave the variants for ``rounds`` rounds; median ms per problem-iteration for each."""
     samples: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     for r in range(rounds):
         for v in variants:
             try:
-                samples[v.name].append(run_chunk(v, preset, size, device, iterations))
+                samples[v.name].append(run_chunk(v, preset, size, device, iterations, budget_s))
             except torch.cuda.OutOfMemoryError as exc:
                 log.warning("%s at %d px: out of memory (%s)", v.name, size, str(exc).splitlines()[0])
                 samples[v.name].append({"ms": float("nan"), "error": "out of memory"})
@@ -299,16 +335,18 @@ def time_variants(variants: list[Variant], preset: Preset, size: int, device: to
 
 def memory_probe(spec: dict[str, Any]) -> dict[str, Any]:
     """Run ``spec['iterations']`` iterations of a variant in this process and return the peak RSS
-    growth over the RSS just before the fit (meaningful in a fresh process: ru_maxrss never falls)."""
+    growth over the RSS just before the fit (meant for a fresh process: freed memory stays mapped)."""
     v = Variant(**spec["variant"])
     preset = get_preset(spec["preset"])
     device = torch.device(spec.get("device", "cpu"))
-    cfg = v.config(preset, device, spec.get("iterations", 1))
+    # one thread: with more, per-thread malloc arenas keep freed memory and inflate the RSS
+    cfg = replace(v.config(preset, device, spec.get("iterations", 1)), threads=1)
     # a first fit at the smallest size loads the kernels and thread pools (~150 MiB here) so that
     # they do not count; its few MiB of freed activations may be reused (a small undercount)
     small = Problems.make(preset, min_size(preset.net), v.k)
     _fit_problems(small, replace(cfg, iterations=1), [[] for _ in small.nets])
     probs = Problems.make(preset, spec["size"], v.k)
+    _reset_peak_rss()
     base = _rss_bytes()
     _fit_problems(probs, cfg, [[] for _ in probs.nets])
     return {"peak_bytes": _max_rss_bytes() - base}
@@ -321,6 +359,7 @@ def memory_in_subprocess(v: Variant, preset: Preset, size: int, iterations: int 
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
     try:
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
                               timeout=timeout, env=env, check=True)
@@ -351,7 +390,7 @@ def default_batch(device: torch.device, size: int) -> int:
 
 
 def bench(device: torch.device, presets: list[str], sizes: list[int], modes: list[str], iterations: int, rounds: int,
-          batch: int | None, checkpointing: bool = False, memory: bool = True) -> dict[str, Any]:
+          batch: int | None, checkpointing: bool = False, memory: bool = True, budget_s: float | None = None) -> dict[str, Any]:
     """The main table: per preset, size and mode the median ms per problem-iteration and more."""
     t_start = time.perf_counter()
     rows = []
@@ -360,7 +399,7 @@ def bench(device: torch.device, presets: list[str], sizes: list[int], modes: lis
         for size in sizes:
             k = batch or default_batch(device, size)
             variants = [mode_variant(m, k, checkpointing) for m in modes]
-            timed = time_variants(variants, preset, size, device, iterations, rounds)
+            timed = time_variants(variants, preset, size, device, iterations, rounds, budget_s)
             flops = conv_flops(replace(preset.net, out_channels=3), size, size)
             ref_ms = timed.get("reference", {}).get("ms_per_iteration")
             for v in variants:
@@ -376,14 +415,14 @@ def bench(device: torch.device, presets: list[str], sizes: list[int], modes: lis
                        **{k2: e[k2] for k2 in ("samples_ms", "first_check_s", "guard_restores")}}
                 if device.type == "cuda":
                     row["peak_memory_mb"] = round(e.get("peak_memory_mb", float("nan")), 1)
-                elif memory:
+                elif memory and v.name != "reference":  # reference: the same network and precision as fast
                     mb = memory_in_subprocess(v, preset, size)
                     row["peak_memory_mb"] = None if mb is None else round(mb, 1)
                 if "peak_memory_mb" in row and row["peak_memory_mb"] is not None and v.k > 1:
                     row["peak_memory_per_problem_mb"] = round(row["peak_memory_mb"] / v.k, 1)
                 rows.append(row)
     return {"results": rows, "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets,
-                                          "modes": modes, "checkpointing": checkpointing,
+                                          "modes": modes, "checkpointing": checkpointing, "chunk_budget_s": budget_s,
                                           "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD},
             "wall_s": round(time.perf_counter() - t_start, 1)}
 
@@ -417,7 +456,9 @@ def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list
                      Variant("graphs + bf16 + channels_last", "the ladder's top with bf16 autocast in NHWC",
                              overrides={**best, "precision": "bf16", "channels_last": True})]
     else:
-        variants += [Variant("channels_last", "fused Adam + NHWC", overrides={"adam_impl": "fused", "channels_last": True}),
+        variants += [Variant("reference, 1 thread", "the reference loop with 1 thread", log_every=1, host_metrics=True,
+                             overrides={"threads": 1}),
+                     Variant("channels_last", "fused Adam + NHWC", overrides={"adam_impl": "fused", "channels_last": True}),
                      Variant("bf16", "fused Adam + bf16 autocast", overrides={"adam_impl": "fused", "precision": "bf16"}),
                      Variant("1 thread", "fused Adam with 1 thread", overrides={"adam_impl": "fused", "threads": 1}),
                      Variant("2 threads", "fused Adam with 2 threads", overrides={"adam_impl": "fused", "threads": 2})]
@@ -430,14 +471,14 @@ def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list
 
 
 def lever_study(device: torch.device, presets: list[str], sizes: list[int], iterations: int, rounds: int,
-                batch: int | None, compile_: bool = False) -> dict[str, Any]:
+                batch: int | None, compile_: bool = False, budget_s: float | None = None) -> dict[str, Any]:
     rows = []
     for name in presets:
         preset = get_preset(name)
         for size in sizes:
             k = batch or default_batch(device, size)
             variants = lever_variants(device, k, compile_)
-            timed = time_variants(variants, preset, size, device, iterations, rounds)
+            timed = time_variants(variants, preset, size, device, iterations, rounds, budget_s)
             ref = timed["reference"]["ms_per_iteration"]
             prev = ref
             for v in variants:
@@ -593,6 +634,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise DipError(f"device {args.device!r} is not usable: {exc}") from None
     for name in args.presets:
         get_preset(name)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = (8.0 if device.type == "cpu" else None) if args.chunk_budget is None else (args.chunk_budget or None)
     t0 = time.perf_counter()
     info = machine_info(device)
     sizes = args.sizes or default_sizes(device)
@@ -601,14 +645,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          args.parity_iterations or (60 if device.type == "cpu" else 1000))
     elif args.levers:
         payload = lever_study(device, args.presets, sizes, args.iterations or _default_iterations(device),
-                              args.rounds or _default_rounds(device), args.batch, args.compile)
+                              args.rounds or _default_rounds(device), args.batch, args.compile, budget)
     elif args.memory_study:
         payload = memory_study(device, args.presets, args.sizes or [512], precisions=("fp32", "bf16") if device.type == "cuda" else ("fp32",))
     elif args.selfcheck:
         payload = selfcheck(device, args.presets[0], (args.sizes or [128])[0])
     else:
         payload = bench(device, args.presets, sizes, args.modes, args.iterations or _default_iterations(device),
-                        args.rounds or _default_rounds(device), args.batch, args.checkpointing, memory=not args.no_memory)
+                        args.rounds or _default_rounds(device), args.batch, args.checkpointing, memory=not args.no_memory,
+                        budget_s=budget)
     with contextlib.suppress(OSError):
         info["load_average_end"] = list(os.getloadavg())
     payload = {"schema": "dip-bench/1", "machine": info, "argv": sys.argv[1:], **payload,
@@ -647,6 +692,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=_positive, help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)")
     p.add_argument("--checkpointing", action="store_true", help="fast and batched modes with activation checkpointing")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory probes (one fresh process per row)")
+    p.add_argument("--threads", type=_positive, help="pin torch's CPU threads for every variant (default: torch's)")
+    p.add_argument("--chunk-budget", type=float, metavar="S",
+                   help="end a timing chunk after S seconds (default: CPU 8, GPU none); 0 = never")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--levers", action="store_true", help="measure each speed lever (cumulative ladder) instead")
     g.add_argument("--parity", action="store_true", help="bf16 vs fp32 PSNR parity over 3 seeds instead")

@@ -320,3 +320,16 @@ def test_bench_rejects_bad_input(capsys):
 def test_cpu_memory_probe_reports_growth():
     mb = memory_in_subprocess(Variant("fast", "", fast=True), get_preset("table1-paper"), 40)
     assert mb is not None and mb > 1
+
+
+def test_deadline_stops_all_problems_of_a_chunk_at_one_iteration():
+    from types import SimpleNamespace
+
+    from dip_lib.bench import Deadline
+
+    d = Deadline(1.0)
+    state = lambda it, t: SimpleNamespace(iteration=it, elapsed=t)  # noqa: E731
+    assert not d.on_check(state(0, 5.0)) and not d.on_check(state(0, 5.0))
+    assert not d.on_check(state(1, 5.9))
+    assert d.on_check(state(2, 6.1))  # the first problem's check ends the chunk here ...
+    assert d.on_check(state(2, 6.0))  # ... and the others' checks at the same iteration too
