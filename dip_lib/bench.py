@@ -636,7 +636,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         get_preset(name)
     if args.threads:
         torch.set_num_threads(args.threads)
-    budget = (8.0 if device.type == "cpu" else None) if args.chunk_budget is None else (args.chunk_budget or None)
+    budget = (5.0 if device.type == "cpu" else None) if args.chunk_budget is None else (args.chunk_budget or None)
     t0 = time.perf_counter()
     info = machine_info(device)
     sizes = args.sizes or default_sizes(device)
@@ -694,7 +694,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory probes (one fresh process per row)")
     p.add_argument("--threads", type=_positive, help="pin torch's CPU threads for every variant (default: torch's)")
     p.add_argument("--chunk-budget", type=float, metavar="S",
-                   help="end a timing chunk after S seconds (default: CPU 8, GPU none); 0 = never")
+                   help="end a timing chunk after S seconds (default: CPU 5, GPU none); 0 = never")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--levers", action="store_true", help="measure each speed lever (cumulative ladder) instead")
     g.add_argument("--parity", action="store_true", help="bf16 vs fp32 PSNR parity over 3 seeds instead")
