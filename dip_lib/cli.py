@@ -146,10 +146,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``error: ...``, exit 2), like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dip_lib", description="Deep Image Prior inpainting")
+    parser = _Parser(prog="python -m dip_lib", description="Deep Image Prior inpainting")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("inpaint", help="inpaint one image")
     p.add_argument("image", type=Path)

@@ -193,3 +193,16 @@ def test_unreadable_images_are_user_errors(files, tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 48x48 > 2 * 100 pixels: a "decompression bomb"
     with pytest.raises(DipError, match="too large"):
         load_image(files["gray"])
+
+
+def test_usage_errors_are_one_line(capsys):
+    """argparse's own errors (bad int, missing -o, unknown command) follow the one-line rule too."""
+    from dip_lib.cli import main
+
+    for argv in (["inpaint", "x.png", "--bernoulli", "0.5", "--iterations", "abc", "-o", "y.png"],
+                 ["inpaint", "x.png", "--bernoulli", "0.5"], ["nope"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
