@@ -375,7 +375,7 @@ def _levers(cfg) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in keys if hasattr(cfg, k)}
 
 
-def _dip_record(run: Run, result, image: np.ndarray, mask: np.ndarray, stopper, drops, params: int) -> tuple[dict, dict]:
+def _dip_record(run: Run, result, image: np.ndarray, mask: np.ndarray, stopper, drops, params: int, cfg) -> tuple[dict, dict]:
     s = result.summary()
     s["params"] = params
     s["masked_psnr"] = psnr(image, image * mask)
@@ -391,7 +391,7 @@ def _dip_record(run: Run, result, image: np.ndarray, mask: np.ndarray, stopper, 
         drop_list.append({"start_iteration": d.start_iteration, "bottom_iteration": d.bottom_iteration,
                           "from_psnr": d.from_psnr, "to_psnr": d.to_psnr, "image": f"drop{k}"})
         images[f"drop{k}"] = d.output
-    record = {"summary": s, "history": result.history.to_dict(), "eswmv": es, "drops": drop_list}
+    record = {"summary": s, "history": result.history.to_dict(), "eswmv": es, "drops": drop_list, "levers": _levers(cfg)}
     return record, images
 
 
@@ -431,11 +431,14 @@ def execute(run: Run, device: str = "auto") -> tuple[dict[str, Any], dict[str, n
         z = preset.make_input(h, w, seed=run.seed)
         stopper, drops = _make_callbacks(cfg.iterations)
         result = fit(net, z, image * mask, mask, cfg, ground_truth=image, callbacks=[stopper, drops])
-        record, images = _dip_record(run, result, image, mask, stopper, drops, count_params(net))
-        record["levers"] = _levers(cfg)
-    record.update({"run_id": run.run_id, "config": run.to_dict(), "environment": environment(dev),
-                   "wall_time": time.perf_counter() - t0})
-    return record, images
+        record, images = _dip_record(run, result, image, mask, stopper, drops, count_params(net), cfg)
+    return _finish(record, run, dev, time.perf_counter() - t0), images
+
+
+def _finish(record: dict[str, Any], run: Run, device: torch.device, wall: float, **extra: Any) -> dict[str, Any]:
+    """Stamp a record with what identifies it and where and how long it ran."""
+    record.update({"run_id": run.run_id, "config": run.to_dict(), "environment": environment(device), "wall_time": wall, **extra})
+    return record
 
 
 def _batch_key(run: Run) -> tuple:
@@ -463,10 +466,8 @@ def execute_batch(runs: list[Run], device: str) -> list[tuple[dict, dict]]:
     wall = time.perf_counter() - t0
     out = []
     for r, (image, mask), res, (stopper, drops), net in zip(runs, problems, results, cbs, nets):
-        record, images = _dip_record(r, res, image, mask, stopper, drops, count_params(net))
-        record.update({"run_id": r.run_id, "config": r.to_dict(), "environment": environment(dev),
-                       "wall_time": wall, "batched": len(runs), "levers": _levers(cfg)})
-        out.append((record, images))
+        record, images = _dip_record(r, res, image, mask, stopper, drops, count_params(net), cfg)
+        out.append((_finish(record, r, dev, wall, batched=len(runs)), images))
     return out
 
 
@@ -572,9 +573,8 @@ def _group(runs: list[Run], size) -> list[list[Run]]:
 
 def load_records(runs: list[Run], store: ResultStore | None = None, compute: bool = False, device: str = "auto") -> list[tuple[Run, dict]]:
     """(run, record) for each run, in order; computes missing ones only when ``compute``."""
-    store = store or ResultStore()
-    run_all(runs, store, device=device, compute=compute)
-    return [(r, store.load(r)) for r in runs]
+    records = run_all(runs, store or ResultStore(), device=device, compute=compute)
+    return list(zip(runs, records))
 
 
 def reproduce(profile: str, only: Iterable[str] | None = None, device: str = "auto", budget_seconds: float | None = None,
