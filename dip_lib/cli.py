@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from .errors import DipError
 
@@ -25,64 +22,48 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def resize_longer_side(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize (C, H, W) so that its longer side is ``size`` (anti-aliased), keeping the aspect."""
-    from skimage.transform import resize
-
-    c, h, w = img.shape
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if (nh, nw) == (h, w):
-        return img
-    out = resize(np.moveaxis(img, 0, -1), (nh, nw), anti_aliasing=scale < 1, preserve_range=True)
-    return np.clip(np.moveaxis(out, -1, 0), 0, 1).astype(np.float32)
-
-
-def center_crop_multiple(img: np.ndarray, d: int) -> np.ndarray:
-    """Center-crop (C, H, W) so H and W are multiples of ``d`` (the original's ``crop_image``)."""
-    h, w = img.shape[-2:]
-    nh, nw = h - h % d, w - w % d
-    top, left = (h - nh) // 2, (w - nw) // 2
-    return img[..., top : top + nh, left : left + nw]
-
-
-def check_device(name: str) -> None:
-    """Raise DipError unless ``name`` is 'auto' or a torch device that exists here."""
-    import torch
-
-    if name == "auto":
-        return
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise DipError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DipError(f"device {name!r} requested but no CUDA device is available")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DipError(f"device {name!r} requested but MPS is not available")
-
-
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from . import masks
+    from .device import resolve_device
     from .fit import fit
-    from .imageio import atomic_write_bytes, load_image, load_mask, save_image
+    from .imageio import (
+        atomic_write_bytes,
+        center_crop_multiple,
+        check_writable,
+        image_format,
+        load_image,
+        load_mask,
+        resize_longer_side,
+        save_image,
+    )
     from .metrics import psnr
-    from .nets import min_size
     from .presets import get_preset
+    from .store import dumps
 
+    # everything that can be refused is refused here, before the image is read or a fit starts
     preset = get_preset(args.preset)
     if args.iterations is not None and args.iterations <= 0:
         raise DipError(f"--iterations must be positive, got {args.iterations}")
     if args.bernoulli is not None and not 0 < args.bernoulli < 1:
         raise DipError(f"--bernoulli must be in (0, 1), got {args.bernoulli}")
-    if args.lr is not None and not args.lr > 0:
-        raise DipError(f"--lr must be positive, got {args.lr}")
+    if args.lr is not None and not (0 < args.lr < float("inf")):
+        raise DipError(f"--lr must be a positive finite number, got {args.lr}")
+    if not 0 <= args.seed < 2**63:
+        raise DipError(f"--seed must be in [0, 2^63), got {args.seed}")
     if args.text is not None and not args.text.strip():
         raise DipError("--text is empty")
-    for flag, path in (("--output", args.output), ("--history", args.history), ("--masked", args.masked)):
-        if path is not None and path.is_dir():
-            raise DipError(f"{flag} {path} is a folder; give a file name")
-    check_device(args.device)
+    outputs = [("--output", args.output), ("--history", args.history), ("--masked", args.masked)]
+    for flag, path in outputs:
+        if path is not None:
+            check_writable(path, flag)
+    image_format(args.output)
+    if args.masked is not None:
+        image_format(args.masked)
+    named = [p.resolve() for _, p in outputs if p is not None]
+    if len(set(named)) < len(named) or args.image.resolve() in named:
+        raise DipError("--output, --history, --masked and the input image must be different files")
+    device = resolve_device(args.device)
+
     img = load_image(args.image)
     if args.size:
         if args.mask:
@@ -91,24 +72,24 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if args.crop:
         img = center_crop_multiple(img, 2**preset.net.depth)
     c, h, w = img.shape
-    need = min_size(preset.net)
-    if min(h, w) < need:
-        raise DipError(f"image is {w}x{h} but preset {preset.name!r} (depth {preset.net.depth}) needs at least {need}x{need}")
 
     ground_truth = None
     if args.mask:
         mask = load_mask(args.mask, (h, w))
+        if not mask.any():
+            raise DipError(f"mask {args.mask} is all black: no pixel is known (white = known)")
     elif args.bernoulli is not None:
         mask = masks.bernoulli_mask((h, w), args.bernoulli, seed=args.seed, channels=c if args.per_channel else 1)
         ground_truth = img
+    elif args.text.startswith("recipe:"):
+        mask = masks.recipe_text_mask((h, w), args.text[len("recipe:"):])
+        ground_truth = img
     else:
-        mask = masks.recipe_text_mask((h, w), args.text[len("recipe:"):]) if args.text.startswith("recipe:") else masks.user_text_mask((h, w), args.text)
+        mask = masks.user_text_mask((h, w), args.text)
         ground_truth = img
     observed = img * mask
 
-    net = preset.build_net(c, seed=args.seed)
-    z = preset.make_input(h, w, seed=args.seed)
-    cfg = preset.fit_config(iterations=args.iterations, lr=args.lr, seed=args.seed, device=args.device)
+    net, z, cfg = preset.setup(img.shape, seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
     callbacks = []
     if args.stop == "es-wmv":
         from .stopping import ESWMV
@@ -123,16 +104,20 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if args.masked:
         save_image(args.masked, observed)
     if args.history:
-        payload = {"preset": preset.name, "image": str(args.image), "summary": result.summary(), "history": result.history.to_dict()}
-        atomic_write_bytes(args.history, json.dumps(payload, indent=1).encode())
-    print(f"preset {preset.name}, {w}x{h}x{c}, {result.iterations_run} iterations on {result.device} in {result.wall_time:.1f} s")
+        payload = {"preset": preset.name, "image": str(args.image), "summary": result.summary(),
+                   "history": result.history.to_dict()}
+        atomic_write_bytes(args.history, dumps(payload))
+    print(f"preset {preset.name}, {w}x{h}x{c}, {result.iterations_run} iterations on {result.device} "
+          f"in {result.wall_time:.1f} s")
     if ground_truth is not None:
         print(f"masked input PSNR {psnr(ground_truth, observed):.2f} dB")
-        print(f"final PSNR {result.final_psnr:.2f} dB, best PSNR {result.best_psnr:.2f} dB at iteration {result.best_iteration}")
+        print(f"final PSNR {result.final_psnr:.2f} dB, best PSNR {result.best_psnr:.2f} dB at iteration "
+              f"{result.best_iteration} (the output for the clean input at each check)")
         if chosen is not result.final:
             es = callbacks[0]
             when = f"stopped at {es.stop_iteration}" if es.stop_iteration is not None else "never triggered"
-            print(f"es-wmv {when}; its output (iteration {es.best_iteration}) has PSNR {psnr(ground_truth, chosen):.2f} dB")
+            print(f"es-wmv {when}; its output (iteration {es.best_iteration}) has PSNR "
+                  f"{psnr(ground_truth, chosen):.2f} dB")
     print(f"wrote {args.output}")
     return 0
 

@@ -22,7 +22,8 @@ class Drop:
 
 
 class DropRecorder:
-    """Fit callback: a drop starts when PSNR (ground truth, else observed) falls by more than
+    """Fit callback: a drop starts when PSNR (of the clean output against the ground truth, else
+    of the iterate, else on observed pixels) falls by more than
     ``threshold_db`` from one check to the next and lasts while it keeps falling; the
     ``keep`` deepest drops are kept with the output at their bottom."""
 
@@ -34,16 +35,18 @@ class DropRecorder:
         self._open: Drop | None = None
 
     def on_check(self, state: CheckState) -> None:
-        value = state.psnr if state.psnr is not None else state.psnr_observed
+        clean = state.psnr_clean is not None and state.clean_output is not None
+        value = state.psnr_clean if clean else (state.psnr if state.psnr is not None else state.psnr_observed)
+        output = state.clean_output if clean else state.output
         if self._open is not None:
             if value < self._open.to_psnr:
                 self._open.to_psnr, self._open.bottom_iteration = value, state.iteration
-                self._open.output = state.output.detach().float().cpu().numpy()[0]
+                self._open.output = output.detach().float().cpu().numpy()[0]
             else:
                 self._close()
         elif self._prev is not None and self._prev[1] - value > self.threshold_db:
             self._open = Drop(self._prev[0], state.iteration, self._prev[1], value,
-                              state.output.detach().float().cpu().numpy()[0])
+                              output.detach().float().cpu().numpy()[0])
         self._prev = (state.iteration, value)
 
     def _close(self) -> None:

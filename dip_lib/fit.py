@@ -4,9 +4,13 @@ min_theta  mean(((f_theta(z + s * eps_t) - y) * m)^2),  eps_t ~ N(0, I) fresh ea
 with y (1, C, H, W) the observed image, m (1 or C, H, W) the mask (1 = observed), z the fixed input.
 
 Every ``log_every`` iterations (a "check") the loop syncs with the host once: it logs the loss,
-the PSNR against the ground truth (when given) and the PSNR on observed pixels, runs the
-destabilisation guard and the callbacks. Between checks nothing leaves the device; on a GPU the
-check itself computes its PSNRs on the device and moves three numbers.
+the PSNR on observed pixels of the iterate (the output for the noise-perturbed input, as the
+original logs it) and, with a ground truth, the PSNR of that iterate and of the *clean* output
+f_theta(z) (one extra no-grad forward), over the whole image and over the missing pixels (the
+hole); then it runs the destabilisation guard and the callbacks. After the last step the final
+clean output is one more check, so the best clean check ("oracle") is >= the final PSNR by
+construction, and ``best`` is the clean output a user who stopped there would get. Between checks
+nothing leaves the device; on a GPU the check computes its PSNRs on the device.
 
 Speed levers (all off by default; ``fast_config`` picks the measured-best ones per device, see
 ``python -m dip_lib bench``): bf16 autocast, channels_last, cudnn.benchmark, TF32, the Adam
@@ -22,7 +26,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -31,6 +34,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .device import cpu_has_native_bf16, resolve_device
+from .errors import DipError
 from .metrics import masked_psnr, psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -82,17 +87,6 @@ class FitConfig:
         if self.threads is not None and self.threads <= 0:
             raise ValueError("threads must be positive")
         self.snapshots = tuple(int(s) for s in self.snapshots)
-
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (avx512_bf16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def other_cpu_load(window: float = 0.25) -> float | None:
@@ -150,7 +144,8 @@ def fast_config(cfg: FitConfig | None = None, device: str | torch.device | None 
 
 @dataclass
 class CheckState:
-    """What callbacks see at a check. ``output`` is the network output (1, C, H, W) on the device."""
+    """What callbacks see at a check. ``output`` is the iterate (1, C, H, W) on the device (the
+    output for the perturbed input); ``clean_output`` f_theta(z) and its PSNRs exist with a ground truth."""
 
     iteration: int
     loss: float
@@ -159,6 +154,9 @@ class CheckState:
     elapsed: float
     output: torch.Tensor
     restored: bool = False
+    psnr_clean: float | None = None
+    psnr_hole: float | None = None
+    clean_output: torch.Tensor | None = None
 
 
 class Callback(Protocol):
@@ -171,10 +169,12 @@ class Callback(Protocol):
 class History:
     iteration: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
-    psnr: list[float | None] = field(default_factory=list)
+    psnr: list[float | None] = field(default_factory=list)  # the iterate (perturbed input); None at the final check
     psnr_observed: list[float] = field(default_factory=list)
     elapsed: list[float] = field(default_factory=list)
     restored: list[bool] = field(default_factory=list)
+    psnr_clean: list[float | None] = field(default_factory=list)  # f_theta(z) vs the ground truth
+    psnr_hole: list[float | None] = field(default_factory=list)  # f_theta(z) on the missing pixels only
 
     def to_dict(self) -> dict[str, list]:
         return asdict(self)
@@ -182,7 +182,10 @@ class History:
 
 @dataclass
 class FitResult:
-    """Outputs are float32 (C, H, W) numpy arrays; PSNRs in dB (None without ground truth)."""
+    """Outputs are float32 (C, H, W) numpy arrays; PSNRs in dB (None without ground truth).
+
+    ``best`` is the clean output at the best clean check (the oracle; the final output is a check,
+    so best_psnr >= final_psnr); ``*_hole_psnr`` are over the missing pixels only."""
 
     history: History
     final: np.ndarray
@@ -193,6 +196,8 @@ class FitResult:
     final_psnr: float | None
     final_ssim: float | None
     ema_psnr: float | None
+    best_hole_psnr: float | None
+    final_hole_psnr: float | None
     snapshots: dict[int, np.ndarray]
     guard_restores: int
     iterations_run: int
@@ -204,7 +209,9 @@ class FitResult:
         return {
             "best_psnr": self.best_psnr,
             "best_iteration": self.best_iteration,
+            "best_hole_psnr": self.best_hole_psnr,
             "final_psnr": self.final_psnr,
+            "final_hole_psnr": self.final_hole_psnr,
             "final_ssim": self.final_ssim,
             "ema_psnr": self.ema_psnr,
             "guard_restores": self.guard_restores,
@@ -213,17 +220,6 @@ class FitResult:
             "wall_time": self.wall_time,
             "device": self.device,
         }
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu."""
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _as_batch(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -248,6 +244,10 @@ def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
 
 class _StopFit(Exception):
     pass
+
+
+class FitDiverged(DipError):
+    """The loss or the output became non-finite and the guard could not restore good weights."""
 
 
 class _GoodCopy:
@@ -322,6 +322,7 @@ class _Problem:
         self.m = m
         self.y_np, self.m_np = _to_numpy(self.y), _to_numpy(self.m)
         self.gt = None if ground_truth is None else np.asarray(ground_truth, np.float32).reshape(self.y_np.shape)
+        self.hole_np = np.broadcast_to(self.m_np < 0.5, self.y_np.shape)
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.conv_weights = [p for p in self.params if p.dim() == 4]
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -335,6 +336,7 @@ class _Problem:
         self.best: np.ndarray | torch.Tensor | None = None
         self.best_it: int | None = None
         self.best_psnr: float | None = None
+        self.best_hole: float | None = None
         self.snap: dict[int, np.ndarray] = {}
         self.restores = 0
         self.good = _GoodCopy(self.params)
@@ -351,6 +353,8 @@ class _Problem:
             self._w = (self.m > 0.5).to(dt).expand_as(self.y)
             self._n_obs = float(self._w.sum())
             self._gt = None if self.gt is None else torch.as_tensor(self.gt[None]).to(device, dt)
+            self._hole = torch.as_tensor(np.ascontiguousarray(self.hole_np)[None]).to(device, dt)
+            self._n_hole = float(self._hole.sum())
 
     def noisy_input(self) -> torch.Tensor:
         """z + s * eps (fresh eps from this problem's generator); param noise first, if on."""
@@ -366,24 +370,46 @@ class _Problem:
     def loss(self, out: torch.Tensor) -> torch.Tensor:
         return ((out - self.y) * self.m).pow(2).mean()
 
-    def _metrics(self, o: torch.Tensor, loss: torch.Tensor) -> tuple[float, float, float | None, np.ndarray | None]:
-        """(loss, PSNR on observed pixels, PSNR against the ground truth, output on the host or None)."""
+    def _gt_psnrs(self, est_np: np.ndarray) -> tuple[float | None, float | None]:
+        """(whole-image PSNR, hole PSNR) of a host output against the ground truth."""
+        if self.gt is None:
+            return None, None
+        hole = masked_psnr(self.gt, est_np, self.hole_np) if self.hole_np.any() else None
+        return psnr(self.gt, est_np), hole
+
+    def _metrics(self, o: torch.Tensor, loss: torch.Tensor, clean: torch.Tensor | None) -> dict[str, Any]:
+        """Loss, PSNR of the iterate on observed pixels and against the ground truth, and the clean
+        output's PSNRs (whole image and hole); host copies of the outputs on the CPU."""
         if self.on_host:
             out_np = _to_numpy(o)
+            clean_np = None if clean is None else _to_numpy(clean)
             p_gt = psnr(self.gt, out_np) if self.gt is not None else None
-            return float(loss.detach()), masked_psnr(self.y_np, out_np, self.m_np), p_gt, out_np
+            p_clean, p_hole = self._gt_psnrs(clean_np) if clean_np is not None else (None, None)
+            return {"loss": float(loss.detach()), "obs": masked_psnr(self.y_np, out_np, self.m_np), "gt": p_gt,
+                    "clean": p_clean, "hole": p_hole, "out_np": out_np, "clean_np": clean_np}
         est = o.to(self._y.dtype).clamp(0, 1)
         mse_obs = ((self._y - est) ** 2 * self._w).sum() / self._n_obs if self._n_obs else est.new_zeros(())
         vals = [loss.detach().to(est.dtype).reshape(()), 10 * torch.log10(1 / mse_obs)]
         if self._gt is not None:
             vals.append(10 * torch.log10(1 / ((self._gt - est) ** 2).mean()))
+            if clean is not None:
+                c = clean.to(self._y.dtype).clamp(0, 1)
+                err = (self._gt - c) ** 2
+                vals.append(10 * torch.log10(1 / err.mean()))
+                vals.append(10 * torch.log10(self._n_hole / (err * self._hole).sum()) if self._n_hole else err.new_zeros(()))
         got = torch.stack(vals).tolist()
-        return got[0], got[1], (got[2] if self._gt is not None else None), None
+        got += [None] * (5 - len(got))
+        hole = got[4] if self._n_hole else None
+        return {"loss": got[0], "obs": got[1], "gt": got[2], "clean": got[3], "hole": hole, "out_np": None, "clean_np": None}
+
+    def is_check(self, it: int) -> bool:
+        return it % self.cfg.log_every == 0 or it == self.cfg.iterations - 1
 
     def after_forward(self, it: int, out: torch.Tensor, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None,
-                      fresh: bool = True) -> bool:
+                      fresh: bool = True, clean: torch.Tensor | None = None) -> bool:
         """Bookkeeping for one evaluated iterate; returns False when the guard restored the weights.
-        ``fresh`` False: ``out`` is a buffer reused next iteration, so callbacks get a copy."""
+        ``fresh`` False: ``out`` is a buffer reused next iteration, so callbacks get a copy.
+        ``clean``: f_theta(z) for the same weights, given at checks when there is a ground truth."""
         cfg = self.cfg
         o = out.detach()
         self.ema = o.clone() if self.ema is None else self.ema.mul_(cfg.ema_decay).add_(o, alpha=1 - cfg.ema_decay)
@@ -394,42 +420,69 @@ class _Problem:
             for cb in self.iter_hooks:
                 if cb.on_iteration(it, o_cb):
                     self.stop = it
-        if it % cfg.log_every != 0 and it != cfg.iterations - 1:
+        if not self.is_check(it):
             return True
-        loss_v, p_obs, p_gt, out_np = self._metrics(o, loss)
+        m = self._metrics(o, loss, clean)
+        p_obs = m["obs"]
         restored = False
         # a NaN PSNR (diverged weights) counts as a drop and is never saved as "good"
-        dropped = math.isnan(p_obs) or (self.good_obs is not None and p_obs < self.good_obs - cfg.guard_drop_db)
+        bad = math.isnan(p_obs) or not math.isfinite(m["loss"])
+        dropped = bad or (self.good_obs is not None and p_obs < self.good_obs - cfg.guard_drop_db)
         if cfg.guard and optimizer is not None and self.good_obs is not None and dropped:
             self.good.restore(optimizer)
             self.restores += 1
             restored = True
             log.info("iteration %d: PSNR on observed pixels fell %.1f dB; restored the last good weights", it, self.good_obs - p_obs)
-        elif cfg.guard and optimizer is not None and not math.isnan(p_obs):
+        elif bad:
+            raise FitDiverged(f"the fit diverged at iteration {it} (loss {m['loss']}); try a smaller --lr")
+        elif cfg.guard and optimizer is not None:
             self.good.save(optimizer)
             self.good_obs = p_obs
-        if p_gt is not None and not restored and (self.best_psnr is None or p_gt > self.best_psnr):
-            self.best, self.best_it, self.best_psnr = (out_np if out_np is not None else o.clone()), it, p_gt
-        elapsed = time.perf_counter() - self.t0
-        hist = self.hist
-        hist.iteration.append(it)
-        hist.loss.append(loss_v)
-        hist.psnr.append(p_gt)
-        hist.psnr_observed.append(p_obs)
-        hist.elapsed.append(elapsed)
-        hist.restored.append(restored)
+        if not restored:
+            self._consider_best(it, m["clean"], m["hole"], m["clean_np"] if m["clean_np"] is not None else clean)
+        self._record(it, m["loss"], m["gt"], p_obs, restored, m["clean"], m["hole"])
         if self.hooks:
-            check = CheckState(it, loss_v, p_gt, p_obs, elapsed, o if fresh else o.clone(), restored)
+            check = CheckState(it, m["loss"], m["gt"], p_obs, time.perf_counter() - self.t0, o if fresh else o.clone(),
+                               restored, m["clean"], m["hole"], clean)
             for on_check in self.hooks:
                 if on_check(check):
                     self.stop = it
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss_v:.2e}", psnr=f"{p_gt:.2f}" if p_gt is not None else "-", obs=f"{p_obs:.2f}")
+            shown = m["clean"] if m["clean"] is not None else m["gt"]
+            self.bar.set_postfix(loss=f"{m['loss']:.2e}", psnr=f"{shown:.2f}" if shown is not None else "-", obs=f"{p_obs:.2f}")
         return not restored
+
+    def _consider_best(self, it: int, p_clean: float | None, p_hole: float | None, output) -> None:
+        if p_clean is not None and output is not None and (self.best_psnr is None or p_clean > self.best_psnr):
+            self.best = output.clone() if isinstance(output, torch.Tensor) else output
+            self.best_it, self.best_psnr, self.best_hole = it, p_clean, p_hole
+
+    def _record(self, it: int, loss: float | None, p_gt: float | None, p_obs: float, restored: bool,
+                p_clean: float | None, p_hole: float | None) -> None:
+        hist = self.hist
+        hist.iteration.append(it)
+        hist.loss.append(loss)
+        hist.psnr.append(p_gt)
+        hist.psnr_observed.append(p_obs)
+        hist.elapsed.append(time.perf_counter() - self.t0)
+        hist.restored.append(restored)
+        hist.psnr_clean.append(p_clean)
+        hist.psnr_hole.append(p_hole)
+
+    def final_check(self, final_t: torch.Tensor) -> np.ndarray:
+        """The final clean output as the last check (iteration = iterations run); returns it on the host."""
+        final = _to_numpy(final_t)
+        if not np.isfinite(final).all():
+            raise FitDiverged(f"the fit diverged: the final output is not finite after {self.it} iterations; try a smaller --lr")
+        p_clean, p_hole = self._gt_psnrs(final)
+        loss = float(((final - self.y_np) * self.m_np).__pow__(2).mean())
+        self._consider_best(self.it, p_clean, p_hole, final)
+        self._record(self.it, loss, None, masked_psnr(self.y_np, final, self.m_np), False, p_clean, p_hole)
+        return final
 
     def result(self, final_t: torch.Tensor, wall: float) -> FitResult:
         gt = self.gt
-        final = _to_numpy(final_t)
+        final = self.final_check(final_t)
         ema = _to_numpy(self.ema) if self.ema is not None else final
         best = _to_numpy(self.best) if isinstance(self.best, torch.Tensor) else self.best
         return FitResult(
@@ -439,9 +492,11 @@ class _Problem:
             best=best,
             best_iteration=self.best_it,
             best_psnr=self.best_psnr,
-            final_psnr=psnr(gt, final) if gt is not None else None,
+            final_psnr=self.hist.psnr_clean[-1],
             final_ssim=ssim(gt, final) if gt is not None else None,
             ema_psnr=psnr(gt, ema) if gt is not None else None,
+            best_hole_psnr=self.best_hole,
+            final_hole_psnr=self.hist.psnr_hole[-1],
             snapshots=self.snap,
             guard_restores=self.restores,
             iterations_run=self.it,
@@ -631,6 +686,8 @@ def run_problems(model: nn.Module, problems: list[_Problem], cfg: FitConfig, dev
         p.t0 = t0
     problems[0].bar = bar = tqdm(total=cfg.iterations, disable=not cfg.progress, desc=desc, leave=False)
     step: _Step | None = None
+    eager = model if eager_model is None else eager_model
+    scored = any(p.gt is not None for p in problems)  # clean outputs at checks need a ground truth
     try:
         if cfg.optimizer == "adam":
             optimizers = [make_adam(p.params, cfg) for p in problems]
@@ -638,10 +695,11 @@ def run_problems(model: nn.Module, problems: list[_Problem], cfg: FitConfig, dev
             active = [True] * len(problems)
             for it in range(cfg.iterations):
                 outs, losses = step(active)
+                cleans = step.final(eager) if scored and problems[0].is_check(it) else [None] * len(problems)
                 for k, p in enumerate(problems):
                     if not active[k]:
                         continue
-                    if p.after_forward(it, outs[k], losses[k], optimizers[k], fresh=not step.graphed):
+                    if p.after_forward(it, outs[k], losses[k], optimizers[k], fresh=not step.graphed, clean=cleans[k]):
                         optimizers[k].step()
                     p.it = it + 1
                     active[k] = p.stop is None
@@ -652,12 +710,12 @@ def run_problems(model: nn.Module, problems: list[_Problem], cfg: FitConfig, dev
             if len(problems) != 1:
                 raise ValueError("L-BFGS fits one problem at a time")
             step = _Step(model, problems, [], replace(cfg, cuda_graphs=False), device)
-            _fit_lbfgs(cfg, problems[0], step, bar)
+            _fit_lbfgs(cfg, problems[0], step, bar, eager if scored else None)
     finally:
         bar.close()
         if step is not None:
             step.close()
-    finals = step.final(model if eager_model is None else eager_model)
+    finals = step.final(eager)
     wall = time.perf_counter() - t0
     return [p.result(f, wall) for p, f in zip(problems, finals)]
 
@@ -690,17 +748,22 @@ def fit(
                 net.set_checkpointing(False)
 
 
-def _fit_lbfgs(cfg: FitConfig, problem: _Problem, step: _Step, bar) -> None:
+def _fit_lbfgs(cfg: FitConfig, problem: _Problem, step: _Step, bar, eager: nn.Module | None) -> None:
     """The original's L-BFGS: ``lbfgs_warmup`` Adam steps at lr 0.001, then one L-BFGS step with
     max_iter = the iteration budget and its tolerances disabled. Iterations count function
     evaluations (L-BFGS evaluates several times per step), so its PSNR is logged per evaluation.
-    The guard is off for L-BFGS: restoring weights under its line search would corrupt its state."""
+    The guard is off for L-BFGS: restoring weights under its line search would corrupt its state.
+    ``eager``: the model for the clean outputs at checks (None: no ground truth, no clean outputs)."""
+
+    def clean(it: int) -> torch.Tensor | None:
+        return step.final(eager)[0] if eager is not None and problem.is_check(it) else None
+
     adam = make_adam(problem.params, cfg, lr=0.001)
     warm = min(cfg.lbfgs_warmup, cfg.iterations)
     step.optimizers = [adam]
     for it in range(warm):
         (out,), (loss,) = step([True])
-        problem.after_forward(it, out, loss, None)
+        problem.after_forward(it, out, loss, None, clean=clean(it))
         adam.step()
         bar.update(1)
         problem.it = it + 1
@@ -717,7 +780,7 @@ def _fit_lbfgs(cfg: FitConfig, problem: _Problem, step: _Step, bar) -> None:
         if it >= cfg.iterations or problem.stop is not None:
             raise _StopFit
         (out,), (loss,) = step([True])
-        problem.after_forward(it, out, loss, None)
+        problem.after_forward(it, out, loss, None, clean=clean(it))
         bar.update(1)
         problem.it = it + 1
         return loss

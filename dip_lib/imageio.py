@@ -48,7 +48,15 @@ def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
         img = img.convert("L")
     elif mode == "F":
         arr = np.asarray(img, dtype=np.float32)
-        return np.clip(arr, 0, 1)[None]
+        if not np.isfinite(arr).all():
+            raise DipError(f"{name} holds non-finite values (NaN or infinity)")
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+        if lo < 0 or hi > 255:
+            raise DipError(f"{name} is a float image with values in [{lo:g}, {hi:g}]; expected [0, 1] or [0, 255]")
+        if hi > 1:
+            log.warning("%s is a float image with values up to %g; reading it as 0..255", name, hi)
+            arr = arr / 255.0
+        return arr[None]
     elif mode != "RGB":
         img = img.convert("RGB")
     arr = np.asarray(img, dtype=np.float32) / 255.0
@@ -111,14 +119,80 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The PIL format an output path's extension names; DipError for any other extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise DipError(f"cannot write {path}: unknown image extension {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def check_writable(path: str | os.PathLike, flag: str = "output") -> Path:
+    """Refuse, before any work, an output path that cannot be written as a regular file: a folder,
+    a device or other special file, a symlink, a parent that is not a folder, or no write permission."""
+    path = Path(path)
+    if path.is_symlink():
+        raise DipError(f"{flag} {path} is a symbolic link; give the path of a regular file")
+    if path.exists() and not path.is_file():
+        raise DipError(f"{flag} {path} exists and is not a regular file")
+    parent = path.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise DipError(f"{flag} {path}: {folder} is not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise DipError(f"{flag} {path}: no permission to write in {folder}")
+            break
+    if path.exists() and not os.access(path, os.W_OK):
+        raise DipError(f"{flag} {path}: no permission to write it")
+    return path
+
+
 def save_image(path: str | os.PathLike, arr: np.ndarray) -> None:
-    """Save (C, H, W) float in [0, 1] as an 8-bit PNG (or the format the suffix says), atomically."""
+    """Save (C, H, W) float in [0, 1] as an 8-bit image in the format the extension names, atomically."""
     import io
 
-    path = Path(path)
     buf = io.BytesIO()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}.get(
-        path.suffix.lower(), "PNG"
-    )
-    Image.fromarray(to_uint8(arr)).save(buf, format=fmt)
+    Image.fromarray(to_uint8(arr)).save(buf, format=image_format(path))
     atomic_write_bytes(path, buf.getvalue())
+
+
+def resize_square(img: np.ndarray, side: int, order: int = 1) -> np.ndarray:
+    """Resize (C, H, W) to side x side (anti-aliased for order > 0), values kept in [0, 1]."""
+    from skimage.transform import resize
+
+    out = resize(np.moveaxis(img, 0, -1), (side, side), order=order, anti_aliasing=order > 0, preserve_range=True)
+    return np.clip(np.moveaxis(np.atleast_3d(out), -1, 0), 0, 1).astype(np.float32)
+
+
+def resize_longer_side(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize (C, H, W) so that its longer side is ``size`` (anti-aliased), keeping the aspect."""
+    from skimage.transform import resize
+
+    c, h, w = img.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) == (h, w):
+        return img
+    out = resize(np.moveaxis(img, 0, -1), (nh, nw), anti_aliasing=scale < 1, preserve_range=True)
+    return np.clip(np.moveaxis(out, -1, 0), 0, 1).astype(np.float32)
+
+
+def center_crop(img: np.ndarray, side: int) -> np.ndarray:
+    """The central side x side window of (C, H, W)."""
+    h, w = img.shape[-2:]
+    if min(h, w) < side:
+        raise DipError(f"image is {w}x{h}, smaller than the {side}x{side} crop")
+    top, left = (h - side) // 2, (w - side) // 2
+    return img[..., top : top + side, left : left + side]
+
+
+def center_crop_multiple(img: np.ndarray, d: int) -> np.ndarray:
+    """Center-crop (C, H, W) so H and W are multiples of ``d`` (the original's ``crop_image``)."""
+    h, w = img.shape[-2:]
+    nh, nw = h - h % d, w - w % d
+    top, left = (h - nh) // 2, (w - nw) // 2
+    return img[..., top : top + nh, left : left + nw]

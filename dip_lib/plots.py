@@ -5,13 +5,16 @@ Every function takes ``records``: a list of (Run, record dict) as returned by
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .experiments import ResultStore, Run, get_profile
+from .runs import Run, get_profile, load_problem
+from .scores import by as _by
+from .scores import mean_std as _mean_std
+from .scores import oracle, oracle_iteration, table1_values
+from .store import ResultStore
 
 Records = list[tuple[Run, dict[str, Any]]]
 
@@ -30,68 +33,13 @@ def banner(profile: str) -> str:
     return f"Profile '{prof.name}': {prof.description}. {note}"
 
 
-def _mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
-    vals = [v for v in values if v is not None and np.isfinite(v)]
-    if not vals:
-        return float("nan"), float("nan"), 0
-    return float(np.mean(vals)), float(np.std(vals)) if len(vals) > 1 else 0.0, len(vals)
-
-
 def fmt(mean: float, std: float, n: int) -> str:
     if n == 0 or not np.isfinite(mean):
         return "-"
     return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
 
 
-def oracle(rec: dict[str, Any]) -> float | None:
-    """Oracle PSNR of a DIP run: the best over its checks and its final output (needs ground truth).
-
-    The checks see the output for the noise-perturbed input of that iteration (as the original
-    logs it); the final output is for the clean input and is often the better of the two."""
-    s = rec["summary"]
-    vals = [v for v in (s.get("best_psnr"), s.get("final_psnr")) if v is not None]
-    return max(vals) if vals else None
-
-
-def oracle_iteration(rec: dict[str, Any]) -> int | None:
-    """Where the oracle was found: the best check's iteration, or the last one if the final won."""
-    s = rec["summary"]
-    if s.get("best_psnr") is None or (s.get("final_psnr") is not None and s["final_psnr"] >= s["best_psnr"]):
-        return s.get("iterations_run")
-    return s["best_iteration"]
-
-
-def _by(records: Records, key) -> dict[Any, list[tuple[Run, dict]]]:
-    out: dict[Any, list] = defaultdict(list)
-    for run, rec in records:
-        out[key(run)].append((run, rec))
-    return out
-
-
 # ---------------------------------------------------------------- Table 1
-
-
-def table1_values(records: Records, preset: str) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """Per image: mean/std/n of oracle best, final, EMA, ES-WMV PSNR and the peers' PSNR."""
-    out: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for image, rows in _by(records, lambda r: r.image).items():
-        dip = [rec for run, rec in rows if run.method == "dip" and run.preset == preset]
-        cell = {
-            "oracle": _mean_std(oracle(r) for r in dip),
-            "final": _mean_std(r["summary"]["final_psnr"] for r in dip),
-            "ema": _mean_std(r["summary"]["ema_psnr"] for r in dip),
-            "eswmv": _mean_std(r["eswmv"]["psnr"] for r in dip),
-            "best_it": _mean_std(oracle_iteration(r) for r in dip),
-            "restores": _mean_std(r["summary"]["guard_restores"] for r in dip),
-            "seconds": _mean_std(r["summary"]["wall_time"] for r in dip),
-            "masked": _mean_std(r["summary"]["masked_psnr"] for r in dip),
-        }
-        for method in ("biharmonic", "csc"):
-            peer = [rec for run, rec in rows if run.method == method]
-            cell[method] = _mean_std(r["summary"]["final_psnr"] for r in peer)
-            cell[method + "_s"] = _mean_std(r["summary"]["wall_time"] for r in peer)
-        out[image] = cell
-    return out
 
 
 def table1_table(records: Records, preset: str, comparable: bool):
@@ -155,7 +103,7 @@ def psnr_curves(records: Records, group, title: str, ncols: int = 4, label=None)
     for ax, (key, rows) in zip(axes.flat, groups.items()):
         for run, rec in rows:
             h = rec["history"]
-            ax.plot(h["iteration"], [np.nan if p is None else p for p in h["psnr"]], lw=0.8,
+            ax.plot(h["iteration"], [np.nan if p is None else p for p in h["psnr_clean"]], lw=0.8,
                     label=label(run) if label else None)
         ax.set_title(str(key))
         ax.set_xlabel("iteration")
@@ -187,8 +135,6 @@ def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float
 
 
 def table1_grid(records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None):
-    from .experiments import load_problem
-
     rows = []
     for image, recs in _by(records, lambda r: r.image).items():
         if images is not None and image not in images:
@@ -211,10 +157,6 @@ def table1_grid(records: Records, store: ResultStore, preset: str, images: Itera
 # ---------------------------------------------------------------- architecture sweep
 
 
-def _label_value(run: Run, key: str) -> str:
-    return dict(part.split("=") for part in run.label.split(","))[key]
-
-
 def arch_tables(records: Records):
     """(filters table, depth table): oracle best and final PSNR, mean ± std over seeds, per mask."""
     pd = _pd()
@@ -224,11 +166,11 @@ def arch_tables(records: Records):
         final = _mean_std(rec["summary"]["final_psnr"] for _, rec in rows)
         params = rows[0][1]["summary"]["params"]
         run = rows[0][0]
-        if label.startswith("filters="):
-            f_rows.append({"mask": mask, "filters": int(_label_value(run, "filters")), "params": params,
+        if not label.startswith("depth"):
+            f_rows.append({"mask": mask, "filters": run.filters, "params": params,
                            "best PSNR": fmt(*best), "final PSNR": fmt(*final), "_best": best[0]})
         else:
-            d_rows.append({"mask": mask, "depth": int(_label_value(run, "depth")), "skip": bool(int(_label_value(run, "skip"))),
+            d_rows.append({"mask": mask, "depth": run.depth, "skip": run.skip,
                            "params": params, "best PSNR": fmt(*best), "final PSNR": fmt(*final), "_best": best[0]})
     fdf = pd.DataFrame(f_rows).sort_values(["mask", "filters"]).reset_index(drop=True) if f_rows else pd.DataFrame()
     ddf = pd.DataFrame(d_rows).sort_values(["mask", "skip", "depth"]).reset_index(drop=True) if d_rows else pd.DataFrame()
@@ -254,29 +196,26 @@ def arch_plots(records: Records):
 
 
 def arch_outputs(records: Records, store: ResultStore, mask: str):
-    from .experiments import load_problem
-
     rows = []
     sel = [(r, x) for r, x in records if r.mask == mask and r.seed == min(rr.seed for rr, _ in records)]
     if not sel:
         return None
     gt, _ = load_problem(sel[0][0])
     rows.append(("input", [("ground truth", gt), ("masked", store.image(sel[0][0], "observed"))]))
-    for prefix in ("filters=", "depth="):
-        group = [(r, x) for r, x in sel if r.label.startswith(prefix)]
-        if prefix == "depth=":
-            group = [(r, x) for r, x in group if r.label.endswith("skip=1")] + [(r, x) for r, x in group if r.label.endswith("skip=0")]
+    for kind in ("filters", "depth"):
+        group = [(r, x) for r, x in sel if r.label.startswith("depth") == (kind == "depth")]
+        group.sort(key=lambda rx: (not rx[0].skip, rx[0].depth, rx[0].filters or 0))
         for start in range(0, len(group), 8):
             chunk = group[start : start + 8]
-            rows.append((prefix.rstrip("="), [(f"{r.label} {x['summary']['final_psnr']:.1f}", store.image(r, "final")) for r, x in chunk]))
+            rows.append((kind, [(f"{r.label} {oracle(x):.1f}", store.image(r, "best")) for r, x in chunk]))
     return image_grid(rows, size=1.8)
 
 
 def prior_samples(configs: dict[str, Any], size: int, n: int = 3, seed: int = 0, in_channels: int = 32):
     """What each architecture outputs from random input with random weights (no fitting)."""
-    import torch
-
     from dataclasses import replace
+
+    import torch
 
     from .inputs import noise_input
     from .nets import SkipNet
@@ -318,7 +257,8 @@ def optim_curves(records: Records):
     fig, ax = plt.subplots(figsize=(8, 4))
     for run, rec in records:
         h = rec["history"]
-        ax.plot(h["iteration"], h["psnr"], lw=0.8, label=f"{run.label} (seed {run.seed})")
+        ax.plot(h["iteration"], [np.nan if p is None else p for p in h["psnr_clean"]], lw=0.8,
+                label=f"{run.label} (seed {run.seed})")
     ax.set_xlabel("iteration (L-BFGS: function evaluation)")
     ax.set_ylabel("PSNR (dB)")
     ax.legend(fontsize=8)

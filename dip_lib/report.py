@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 
 from .errors import DipError
-from .experiments import PROFILE_NAMES, find_root, get_profile, reproduce
+from .experiments import reproduce
+from .runs import PROFILE_NAMES, get_profile
+from .store import find_root
 from .imageio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ def write_index(folder: Path, profile: str, pages: list[Path]) -> Path:
 
 
 def render(profile: str, execute: bool = False, out_dir: Path | None = None, results_dir: str = "results",
-           device: str = "auto", notebooks: tuple[str, ...] = REPORT_NOTEBOOKS) -> Path:
+           device: str | None = None, notebooks: tuple[str, ...] = REPORT_NOTEBOOKS) -> Path:
     root = find_root()
     out = out_dir or root / "report" / profile
     if execute:
@@ -93,5 +95,5 @@ def add_cli(sub) -> None:
     p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
     p.add_argument("--execute", action="store_true", help="compute missing runs first (make reproduce)")
     p.add_argument("--results-dir", default="results")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
     p.set_defaults(func=cmd_report)

@@ -1,82 +1,233 @@
-"""Run configs, the results store and resumable execution (tiny smoke runs on CPU)."""
+"""Runs, their ids, the results store and resumable, shared, failure-proof execution (tiny CPU runs)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dip_lib import experiments as ex
+from dip_lib import presets
 from dip_lib.errors import DipError
+from dip_lib.runs import ALL_TABLE1, Run, load_problem, pairs, plan
+from dip_lib.store import SCHEMA, InvalidRecord, ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+NET = pairs(channels_down=(8, 8, 8), channels_skip=(4, 4, 4), channels_up=(8, 8, 8))
+TIMING = {"wall_time", "elapsed", "ms_per_iteration", "date"}
 
 
-def _tiny_runs(n: int = 2) -> list[ex.Run]:
-    net = (("channels_down", (8, 8, 8)), ("channels_skip", (4, 4, 4)), ("channels_up", (8, 8, 8)))
-    return [ex.Run("table1", "smoke", "camera", "embedded", crop=48, mask="bernoulli", mask_seed=k, preset="table1-seed",
-                   net=net, iterations=30, seed=k, log_every=3) for k in range(n)]
+def tiny_runs(n: int = 2, **kw) -> list[Run]:
+    base = dict(experiment="table1", profile="smoke", image="camera", source="embedded", crop=48, mask="bernoulli",
+                preset="table1-seed", net=NET, iterations=30, log_every=3)
+    base.update(kw)
+    return [Run(mask_seed=k, seed=k, **base) for k in range(n)]
 
 
-def test_run_id_is_a_stable_hash_of_the_whole_config():
-    a, b = _tiny_runs(2)
+def without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
+def test_run_id_covers_everything_that_changes_numbers(monkeypatch):
+    a, b = tiny_runs(2)
     assert a.run_id != b.run_id
-    assert a.run_id == ex.Run.from_dict(json.loads(json.dumps(a.to_dict()))).run_id
+    assert a.run_id == Run.from_dict(json.loads(json.dumps(a.to_dict()))).run_id
     assert a.problem_id != b.problem_id  # the mask seed differs
-    assert ex.Run(**{**a.__dict__, "seed": 7}).problem_id == a.problem_id  # seeds share the problem
+    assert replace(a, seed=7).problem_id == a.problem_id  # seeds share the problem
+    assert replace(a, label="shown differently").run_id == a.run_id  # display text is not configuration
+    # the numerics: threads, precision, device
+    assert replace(a, numerics=pairs(**{**dict(a.numerics), "threads": 2})).run_id != a.run_id
+    assert replace(a, numerics=pairs(**{**dict(a.numerics), "precision": "bf16"})).run_id != a.run_id
+    assert plan("table1", "smoke", device="cuda")[0].run_id != plan("table1", "smoke")[0].run_id
+    # a changed recipe (lr, guard, noise) gives new ids to the runs that use it
+    before = a.run_id
+    for change in ({"lr": 0.02}, {"guard": True}, {"reg_noise_std": 0.05}):
+        monkeypatch.setitem(presets.PRESETS, "table1-seed", replace(presets.PRESETS["table1-seed"], **change))
+        assert a.run_id != before, change
+    monkeypatch.undo()
+    assert a.run_id == before
 
 
 def test_plans_cover_the_experiments():
-    quick = ex.plan("table1", "quick")
-    assert {r.image for r in quick} == set(ex.ALL_TABLE1)
+    quick = plan("table1", "quick")
+    assert {r.image for r in quick} == set(ALL_TABLE1)
     assert {r.method for r in quick} == {"dip", "biharmonic", "csc"}
     assert {r.preset for r in quick if r.method == "dip"} == {"table1-paper", "table1-seed"}
-    masks = {r.image: r.mask_seed for r in quick}
-    assert len(set(masks.values())) == 11  # one fixed mask per image, shared by every method
-    paper = ex.plan("arch", "paper")
-    labels = {r.label for r in paper}
-    assert {f"filters={f}" for f in (4, 16, 32, 64, 128)} <= labels
-    assert {f"depth={d},skip={s}" for d in range(1, 9) for s in (0, 1)} <= labels
-    assert len(ex.plan("optim", "paper")) == 8  # 4 optimisers x 2 seeds
+    assert len({r.mask_seed for r in quick}) == 11  # one fixed mask per image, shared by every method
+    # seed 0 of every image comes before any seed 1 (a partial budget yields whole seeds)
+    seeds = [r.seed for r in quick if r.method == "dip"]
+    assert seeds == sorted(seeds)
+    arch = plan("arch", "quick")
+    assert sorted({r.filters for r in arch if not r.label.startswith("depth")}) == [4, 8, 16, 32, 64, 128]
+    depth = {(r.depth, r.skip, r.seed) for r in arch if r.label.startswith("depth")}
+    assert depth == {(d, s, k) for d in range(1, 9) for s in (True, False) for k in (0, 1)}
+    optim = plan("optim", "quick")
+    assert len(optim) == 12 and {r.seed for r in optim} == {0, 1}
+    assert {(r.lr, r.guard, r.iterations) for r in optim if r.label.startswith("trial 3")} == {(0.1, False, 12001),
+                                                                                              (0.1, True, 12001)}
+    figures = plan("figures", "quick")
+    assert {r.target for r in figures} == {"image", "noisy", "shuffled", "noise"}
+    assert {r.method for r in figures if r.mask == "file"} == {"dip", "biharmonic"}
     with pytest.raises(DipError, match="unknown experiment"):
-        ex.plan("nope", "quick")
+        plan("nope", "quick")
     with pytest.raises(DipError, match="unknown profile"):
-        ex.plan("table1", "huge")
+        plan("table1", "huge")
 
 
 def test_results_are_stored_and_resumed(tmp_path):
-    store = ex.ResultStore(tmp_path)
-    runs = _tiny_runs(2)
-    records = ex.run_all(runs, store, device="cpu", progress=False)
-    assert len(records) == 2
+    store = ResultStore(tmp_path)
+    runs = tiny_runs(2)
+    out = ex.run_all(runs, store, progress=False)
+    assert out.computed == runs and not out.failed
+    records = [rec for _, rec in ex.load_records(runs, store)]
     for run, rec in zip(runs, records):
-        assert store.path(run).exists()
+        assert rec["schema"] == SCHEMA and rec["run_id"] == run.run_id
         assert rec["config"] == json.loads(json.dumps(run.to_dict()))
-        assert rec["summary"]["best_psnr"] > rec["history"]["psnr"][0] + 1  # it fits
+        s = rec["summary"]
+        assert s["oracle_psnr"] > rec["history"]["psnr_clean"][0] + 1  # it fits
+        assert s["oracle_psnr"] >= s["final_psnr"] and s["oracle_psnr"] == max(rec["history"]["psnr_clean"])
+        assert s["oracle_hole_psnr"] is not None and s["final_hole_psnr"] is not None
         assert set(rec["images"]) >= {"final", "best", "observed"}
         assert store.image(run, "final").shape == (1, 48, 48)
-        assert rec["environment"]["torch"]
     stamp = [store.path(r).stat().st_mtime_ns for r in runs]
-    again = ex.run_all(runs, store, device="cpu", compute=False, progress=False)  # nothing computed
+    assert not ex.run_all(runs, store, progress=False).computed  # nothing computed again
     assert [store.path(r).stat().st_mtime_ns for r in runs] == stamp
-    assert again == records
     assert not list(tmp_path.rglob("*.tmp"))
+    # strict JSON: no NaN or Infinity tokens anywhere
+    for r in runs:
+        json.loads(store.path(r).read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
 
 
 def test_budget_keeps_finished_runs_and_reports_the_rest(tmp_path):
-    store = ex.ResultStore(tmp_path)
-    runs = _tiny_runs(3)
-    ex.run_all(runs[:1], store, device="cpu", progress=False)
-    ex.run_all(runs, store, device="cpu", budget_seconds=0, progress=False)
+    store = ResultStore(tmp_path)
+    runs = tiny_runs(3)
+    ex.run_all(runs[:1], store, progress=False)
+    out = ex.run_all(runs, store, budget_seconds=0, progress=False)
+    assert out.remaining == runs[1:] and not out.computed
     assert [store.exists(r) for r in runs] == [True, False, False]
     with pytest.raises(DipError, match="2 of 3 runs have no stored result"):
-        ex.run_all(runs, store, compute=False)
+        ex.load_records(runs, store)
+    partial = ex.load_records(runs, store, partial=True)
+    assert [r for r, _ in partial] == runs[:1]
+    cov = ex.coverage(runs, partial)
+    assert (cov.stored, cov.total, cov.seeds_complete) == (1, 3, (0,)) and "1 of 3 runs stored" in str(cov)
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(DipError, match="budget"):
+            ex.run_all(runs, store, budget_seconds=bad, progress=False)
+
+
+def test_a_diverging_run_fails_and_is_never_stored(tmp_path):
+    store = ResultStore(tmp_path)
+    bad, good = tiny_runs(2, lr=1e30, guard=False)[0], tiny_runs(2)[1]
+    out = ex.run_all([bad, good], store, progress=False)
+    assert [r for r, _ in out.failed] == [bad] and "diverged" in out.failed[0][1]
+    assert out.computed == [good]
+    assert not store.path(bad).exists() and not list(store.folder(bad).glob(f"{bad.run_id}*"))
+
+
+def test_records_that_do_not_belong_to_their_run_are_reported_and_recomputed(tmp_path, caplog):
+    store = ResultStore(tmp_path)
+    a, b = tiny_runs(2)
+    ex.run_all([a, b], store, progress=False)
+    good_b = store.path(b).read_text()
+    store.path(b).write_text(store.path(a).read_text())  # another run's record under b's id
+    with pytest.raises(InvalidRecord, match=f"invalid record {store.path(b)}.*delete it to recompute"):
+        store.load(b)
+    store.path(a).write_text("{}")
+    with pytest.raises(InvalidRecord, match="missing"):
+        store.load(a)
+    assert store.missing([a, b]) == [a, b]
+    out = ex.run_all([a, b], store, progress=False)
+    assert out.computed == [a, b]
+    assert without_timing(json.loads(store.path(b).read_text())) == without_timing(json.loads(good_b))
+
+
+def test_leftovers_of_killed_runs_are_removed(tmp_path):
+    store = ResultStore(tmp_path)
+    a, b = tiny_runs(2)
+    ex.run_all([a], store, progress=False)
+    folder = store.folder(a)
+    junk = [folder / f".{b.run_id}.json.abc.tmp", folder / f"{b.run_id}-final.png"]
+    for p in junk:
+        p.write_bytes(b"x")
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    kept = folder / f"{a.run_id}-final.png"
+    assert store.clean_leftovers([a, b]) == 2
+    assert not any(p.exists() for p in junk) and kept.exists()
+
+
+CHILD = """
+import json, sys
+from dip_lib import experiments as ex
+from dip_lib.runs import Run
+from dip_lib.store import ResultStore
+runs = [Run.from_dict(d) for d in json.loads(sys.argv[2])]
+out = ex.run_all(runs, ResultStore(sys.argv[1]), progress=False)
+print(json.dumps([r.run_id for r in out.computed]))
+"""
+
+
+def _child(store: Path, runs: list[Run], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(store), json.dumps([r.to_dict() for r in runs])],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def test_same_runs_in_separate_processes_under_different_load_give_identical_records(tmp_path):
+    """The thread count is part of the run (1 on CPU), not chosen from the machine's load."""
+    runs = tiny_runs(2)
+    first = _child(tmp_path / "a", runs)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        second = _child(tmp_path / "b", runs, env={"OMP_NUM_THREADS": "2"})
+        assert second.wait(timeout=300) == 0, second.stderr.read()
+    finally:
+        for p in burners:
+            p.kill()
+    for r in runs:
+        a = json.loads((tmp_path / "a" / r.profile / r.experiment / f"{r.run_id}.json").read_text())
+        b = json.loads((tmp_path / "b" / r.profile / r.experiment / f"{r.run_id}.json").read_text())
+        assert without_timing(a) == without_timing(b)
+
+
+def test_two_processes_on_one_store_share_the_work(tmp_path):
+    runs = tiny_runs(4)
+    procs = [_child(tmp_path, runs), _child(tmp_path, runs)]
+    done = []
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+        done.append(json.loads(p.stdout.read().strip().splitlines()[-1]))
+    assert sorted(done[0] + done[1]) == sorted(r.run_id for r in runs)  # each run computed exactly once
+    assert all(ResultStore(tmp_path).exists(r) for r in runs)
 
 
 def test_problems_are_deterministic():
-    run = _tiny_runs(1)[0]
-    (a, ma), (b, mb) = ex.load_problem(run), ex.load_problem(run)
+    run = tiny_runs(1)[0]
+    (a, ma), (b, mb) = load_problem(run), load_problem(run)
     assert a.shape == (1, 48, 48) and ma.shape == (1, 48, 48)
     np.testing.assert_array_equal(ma, mb)
     assert abs(ma.mean() - 0.5) < 0.1
+
+
+def test_fig2_targets():
+    base = tiny_runs(1, mask="none")[0]
+    image, mask = load_problem(base)
+    assert mask.min() == 1
+    shuffled, _ = load_problem(replace(base, target="shuffled"))
+    np.testing.assert_allclose(np.sort(shuffled.ravel()), np.sort(image.ravel()))  # same pixels, other places
+    noise, _ = load_problem(replace(base, target="noise"))
+    assert 0 <= noise.min() and noise.max() <= 1 and abs(noise.mean() - 0.5) < 0.05
 
 
 def test_batched_runs_match_separate_runs(tmp_path):
@@ -86,15 +237,30 @@ def test_batched_runs_match_separate_runs(tmp_path):
     that; without it the two paths agree exactly."""
     import torch
 
-    runs = _tiny_runs(2)
+    runs = tiny_runs(2)
     with torch.backends.mkldnn.flags(enabled=False):
-        one = ex.run_all(runs, ex.ResultStore(tmp_path / "one"), device="cpu", batch=1, progress=False)
-        two = ex.run_all(runs, ex.ResultStore(tmp_path / "two"), device="cpu", batch=2, progress=False)
+        ex.run_all(runs, ResultStore(tmp_path / "one"), batch=1, progress=False)
+        ex.run_all(runs, ResultStore(tmp_path / "two"), batch=2, progress=False)
+    one = [x for _, x in ex.load_records(runs, ResultStore(tmp_path / "one"))]
+    two = [x for _, x in ex.load_records(runs, ResultStore(tmp_path / "two"))]
     assert all(r.get("batched") == 2 for r in two) and not any("batched" in r for r in one)
     for a, b in zip(one, two):
         assert a["run_id"] == b["run_id"]
         assert a["history"]["iteration"] == b["history"]["iteration"]
         np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(a["history"]["psnr"], b["history"]["psnr"], rtol=1e-5)
+        np.testing.assert_allclose(a["history"]["psnr_clean"], b["history"]["psnr_clean"], rtol=1e-5)
         assert abs(a["summary"]["final_psnr"] - b["summary"]["final_psnr"]) < 1e-3
         assert a["eswmv"]["iteration"] == b["eswmv"]["iteration"]
+
+
+def test_unwritable_results_folder_is_refused_before_any_fit(tmp_path):
+    if os.geteuid() == 0:
+        (tmp_path / "results").write_text("a file where the folder should be")
+        store = ResultStore(tmp_path / "results")
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        store = ResultStore(tmp_path / "ro")
+    t0 = time.perf_counter()
+    with pytest.raises(DipError, match="cannot write results"):
+        ex.run_all(tiny_runs(1), store, progress=False)
+    assert time.perf_counter() - t0 < 5

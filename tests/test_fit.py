@@ -59,8 +59,22 @@ def test_fit_inpaints_the_cameraman(camera):
     assert res.final_psnr > 21
     assert res.final_psnr > masked + 12
     assert res.iterations_run == 100 and res.guard_restores == 0
-    assert res.history.iteration == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
+    # the final clean output is the last check (iteration 100), so the oracle can never be below it
+    assert res.history.iteration == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99, 100]
+    assert res.history.psnr[-1] is None and res.history.psnr_clean[-1] == res.final_psnr
+    assert res.best_psnr >= res.final_psnr and res.best_psnr == max(res.history.psnr_clean)
+    assert res.best_psnr == psnr(gt, res.best)
+    # the hole (missing pixels) is harder than the whole image, which includes the known half
+    assert res.final_hole_psnr < res.final_psnr
     assert res.final.shape == (1, 64, 64)
+
+
+def test_fit_that_diverges_is_an_error_not_a_result(camera):
+    """lr 1e30 without the guard: a FitDiverged (a DipError: one line, exit 2), never a NaN result."""
+    from dip_lib.fit import FitDiverged
+
+    with pytest.raises(FitDiverged, match="diverged"):
+        run(camera, iterations=30, lr=1e30, guard=False)
 
 
 def _attach(camera, guard: bool, at: int = 45):

@@ -1,0 +1,403 @@
+"""What the report computes: profiles, runs, their plans, ids and problems.
+
+A run is one (method, image, mask, recipe, network, seed, numerics). Its id is a hash of its *resolved*
+configuration (``spec``): the problem, the full network and FitConfig the recipe resolves to (lr,
+guard, noise, iterations, ...), the numerics (device type, precision, CPU threads, Adam
+implementation, ...) and torch's version. Anything that can change a run's numbers changes its id;
+labels and timing do not.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, fields, replace
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from . import masks as masks_mod
+from .errors import DipError
+from .imageio import center_crop, resize_square
+
+EXPERIMENTS = ("table1", "arch", "optim", "figures")
+PROFILE_NAMES = ("smoke", "quick", "paper")
+ALL_TABLE1 = ("barbara", "boat", "house", "lena", "peppers", "cameraman", "couple", "fingerprint", "hill", "man",
+              "montage")
+FIG2_TARGETS = ("image", "noisy", "shuffled", "noise")  # the paper's Fig. 2: what the network fits, how fast
+
+Pairs = tuple[tuple[str, Any], ...]
+
+# a CPU profile's numerics: one thread (numbers do not depend on the machine's load), fp32 (bf16 has
+# not passed the statistical parity rule on CPU), torch's fused Adam
+CPU_NUMERICS: Pairs = (("adam_impl", "fused"), ("device", "cpu"), ("precision", "fp32"), ("threads", 1))
+# the GPU profile's: fp32 with TF32 convs, CUDA graphs, fused Adam (fit.fast_config on CUDA);
+# cudnn.benchmark stays off so that the algorithm choice cannot change between runs
+CUDA_NUMERICS: Pairs = (("adam_impl", "fused"), ("cuda_graphs", True), ("device", "cuda"), ("precision", "fp32"),
+                        ("tf32", True))
+
+
+def pairs(**kw: Any) -> Pairs:
+    return tuple(sorted(kw.items()))
+
+
+def numerics_for(device: str) -> Pairs:
+    """The numerics a profile uses on a device type ('cpu' or 'cuda'); others run like the CPU."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return CUDA_NUMERICS
+    return tuple((k, kind if k == "device" else v) for k, v in CPU_NUMERICS)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of each experiment to run, and on which numerics. Built with keywords."""
+
+    name: str
+    description: str
+    comparable: bool  # whether numbers can be set beside the paper's
+    device: str  # the device type whose numerics the profile's run ids name
+    seeds_table1: tuple[int, ...]
+    seeds_sweep: tuple[int, ...]
+    table1_images: tuple[str, ...]
+    table1_crop: int | None  # center crop side; None = native size
+    table1_width: int | None  # filters per layer; None keeps the recipe's 128
+    table1_iterations: dict[str, int]
+    kate_size: int | None  # kate (512x512) is resized to this side; None = native
+    filters: tuple[int, ...]
+    filter_iterations: int
+    depth_size: int | None  # kate's side in the depth sweep (depth d needs 2^d + 1)
+    depths: tuple[int, ...]
+    depth_width: int
+    depth_iterations: int
+    sweep_masks: tuple[str, ...]
+    optim_width: int | None
+    optim_iterations: int
+    trial3_iterations: int  # the seed's trial 3: Adam lr 0.1, guard off and on
+    figure_width: int | None
+    kate_iterations: int
+    fig2_iterations: int
+    csc_iterations: int
+    log_every: int
+
+
+def _quick_description() -> str:
+    return ("reduced scale on a 2-core CPU, every recipe at its own iteration count where affordable: Table 1 on "
+            "96x96 center crops of the 11 images with 16-filter networks, table1-paper 11000 and table1-seed 6001 "
+            "iterations, 2 seeds; filter sweep 4..128 on kate at 96x96 (3001 iterations); depth sweep 1..8 with and "
+            "without skips, 8 filters, kate at 257x257 (2001 iterations); optimiser sweep with 32 filters at 96x96 "
+            "(6001 iterations, the seed's trial 3 at 12001); 2 seeds for every sweep; fp32, one CPU thread per run")
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", description="end-to-end check on CPU in under a minute per notebook: 64x64 crops of 3 "
+        "images, 8-filter networks, a few dozen iterations, 2 seeds for Table 1", comparable=False, device="cpu",
+        seeds_table1=(0, 1), seeds_sweep=(0,), table1_images=("house", "cameraman", "peppers"), table1_crop=64,
+        table1_width=8, table1_iterations={"table1-paper": 40, "table1-seed": 40}, kate_size=64, filters=(4, 8),
+        filter_iterations=25, depth_size=64, depths=(1, 2, 3), depth_width=8, depth_iterations=25,
+        sweep_masks=("text-seed",), optim_width=8, optim_iterations=30, trial3_iterations=40, figure_width=8,
+        kate_iterations=30, fig2_iterations=30, csc_iterations=5, log_every=5),
+    "quick": Profile(
+        name="quick", description=_quick_description(), comparable=False, device="cpu",
+        seeds_table1=(0, 1), seeds_sweep=(0, 1), table1_images=ALL_TABLE1, table1_crop=96, table1_width=16,
+        table1_iterations={"table1-paper": 11000, "table1-seed": 6001}, kate_size=96,
+        filters=(4, 8, 16, 32, 64, 128), filter_iterations=3001, depth_size=257, depths=(1, 2, 3, 4, 5, 6, 7, 8),
+        depth_width=8, depth_iterations=2001, sweep_masks=("text-seed",), optim_width=32, optim_iterations=6001,
+        trial3_iterations=12001, figure_width=32, kate_iterations=6001, fig2_iterations=2400, csc_iterations=60,
+        log_every=20),
+    "paper": Profile(
+        name="paper", description="full size, full iteration counts, 128 filters (a GPU job)", comparable=True,
+        device="cuda", seeds_table1=(0, 1, 2), seeds_sweep=(0, 1), table1_images=ALL_TABLE1, table1_crop=None,
+        table1_width=None, table1_iterations={"table1-paper": 11000, "table1-seed": 6001}, kate_size=None,
+        filters=(4, 16, 32, 64, 128), filter_iterations=6001, depth_size=None, depths=(1, 2, 3, 4, 5, 6, 7, 8),
+        depth_width=128, depth_iterations=6001, sweep_masks=("text-seed", "file"), optim_width=None,
+        optim_iterations=6001, trial3_iterations=12001, figure_width=None, kate_iterations=6001,
+        fig2_iterations=2400, csc_iterations=200, log_every=50),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise DipError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything that determines one result. ``net`` holds SkipConfig overrides and ``numerics``
+    FitConfig levers, both as sorted (key, value) pairs; ``label`` is display text only."""
+
+    experiment: str
+    profile: str
+    image: str
+    source: str = "table1"  # table1 | dip | embedded
+    method: str = "dip"  # dip | biharmonic | csc
+    crop: int | None = None  # center-crop side
+    resize: int | None = None  # resize to this side (square images)
+    mask: str = "bernoulli"  # bernoulli | text-<recipe> | file | none
+    missing: float = 0.5
+    mask_seed: int = 0
+    target: str = "image"  # what is fitted: image | noisy | shuffled | noise (Fig. 2)
+    preset: str = "table1-paper"
+    net: Pairs = ()
+    iterations: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    guard: bool | None = None
+    seed: int = 0
+    log_every: int = 10
+    csc_iterations: int | None = None
+    numerics: Pairs = CPU_NUMERICS
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["net"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.net}
+        d["numerics"] = dict(self.numerics)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Run:
+        d = dict(d)
+        d["net"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(d.get("net", {}).items()))
+        d["numerics"] = tuple(sorted(d.get("numerics", {}).items()))
+        return Run(**d)
+
+    @property
+    def run_id(self) -> str:
+        return _hash(spec(self))[:16]
+
+    @property
+    def problem_id(self) -> str:
+        """Hash of what defines the corrupted image (shared by methods and seeds)."""
+        keys = ("image", "source", "crop", "resize", "mask", "missing", "mask_seed", "target")
+        return _hash({k: getattr(self, k) for k in keys})[:12]
+
+    @property
+    def depth(self) -> int:
+        return len(dict(self.net).get("channels_down", ())) or 5
+
+    @property
+    def filters(self) -> int | None:
+        down = dict(self.net).get("channels_down")
+        return down[0] if down else None
+
+    @property
+    def skip(self) -> bool:
+        skips = dict(self.net).get("channels_skip")
+        return skips is None or any(skips)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def spec(run: Run) -> dict[str, Any]:
+    """The resolved configuration a run's numbers depend on (what its id hashes)."""
+    problem = {k: getattr(run, k) for k in ("image", "source", "crop", "resize", "mask", "missing", "mask_seed",
+                                            "target")}
+    out: dict[str, Any] = {"experiment": run.experiment, "profile": run.profile, "method": run.method,
+                           "problem": problem}
+    if run.method == "csc":
+        out["csc_iterations"] = run.csc_iterations
+    if run.method != "dip":
+        return out
+    from .presets import get_preset
+
+    preset = get_preset(run.preset)
+    net = _fields(replace(preset.net, **dict(run.net)), _NET_FIELDS)
+    net.pop("out_channels")  # set from the image, which the problem names
+    cfg = _fields(fit_config(run), _FIT_FIELDS)
+    cfg.pop("progress")
+    out.update(preset=run.preset, input=preset.input_kind, net=net, fit=cfg,
+               torch=".".join(torch.__version__.split("+")[0].split(".")[:2]))
+    return out
+
+
+# the configuration fields that existed when this schema of run ids was fixed: always hashed. A field
+# added later enters the hash only where it differs from its default, so that a new lever (off by
+# default) leaves the ids of runs that do not use it, and their stored results, valid.
+_FIT_FIELDS = frozenset(("iterations", "lr", "optimizer", "reg_noise_std", "param_noise", "log_every", "guard",
+                         "guard_drop_db", "ema_decay", "snapshots", "seed", "device", "progress", "lbfgs_warmup",
+                         "precision", "channels_last", "cudnn_benchmark", "tf32", "adam_impl", "compile", "cuda_graphs",
+                         "checkpointing", "threads"))
+_NET_FIELDS = frozenset(("in_channels", "out_channels", "channels_down", "channels_up", "channels_skip", "kernel_down",
+                         "kernel_up", "kernel_skip", "upsample_mode", "downsample_mode", "pad", "act", "need_sigmoid",
+                         "need_bias", "need_1x1_up", "need_bn"))
+
+
+def _fields(obj: Any, known: frozenset[str]) -> dict[str, Any]:
+    """A dataclass as a dict: the ``known`` fields always, later ones only where not at their default."""
+    out = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING
+                                                               else MISSING)
+        if f.name in known or value != default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def fit_config(run: Run):
+    """The run's FitConfig: its recipe with the run's overrides and the profile's numerics."""
+    from .presets import get_preset
+
+    numerics = dict(run.numerics)
+    return get_preset(run.preset).fit_config(
+        iterations=run.iterations, lr=run.lr, optimizer=run.optimizer, guard=run.guard, seed=run.seed,
+        log_every=run.log_every, progress=False, **numerics)
+
+
+# ---------------------------------------------------------------- plans
+
+
+def _widths(width: int | None, depth: int = 5, skip: int | None = None) -> Pairs:
+    if width is None:
+        return ()
+    return pairs(channels_down=(width,) * depth, channels_up=(width,) * depth,
+                 channels_skip=((width if skip is None else skip),) * depth)
+
+
+def plan(experiment: str, profile: str, seeds: Iterable[int] | None = None, images: Iterable[str] | None = None,
+         device: str | None = None) -> list[Run]:
+    """The runs of one experiment at one profile, in the order they should be computed.
+
+    ``device`` (a device type) replaces the profile's numerics, which gives the runs other ids."""
+    prof = get_profile(profile)
+    numerics = numerics_for(device or prof.device)
+    seeds = tuple(seeds) if seeds is not None else None
+    if experiment == "table1":
+        runs = _plan_table1(prof, seeds or prof.seeds_table1, tuple(images or prof.table1_images))
+    elif experiment == "arch":
+        runs = _plan_arch(prof, seeds or prof.seeds_sweep)
+    elif experiment == "optim":
+        runs = _plan_optim(prof, seeds or prof.seeds_sweep)
+    elif experiment == "figures":
+        runs = _plan_figures(prof, seeds or prof.seeds_sweep)
+    else:
+        raise DipError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    return [replace(r, numerics=numerics) if r.method == "dip" else r for r in runs]
+
+
+def _plan_table1(prof: Profile, seeds: tuple[int, ...], images: tuple[str, ...]) -> list[Run]:
+    """Seed by seed, every image of a seed before the next seed (a partial budget yields whole
+    seeds); the CPU peers last, so that a GPU budget is spent on DIP first."""
+    runs: list[Run] = []
+    source = "table1" if not images or images[0] in ALL_TABLE1 else "embedded"
+    base = dict(experiment="table1", profile=prof.name, source=source, crop=prof.table1_crop, mask="bernoulli",
+                missing=0.5, log_every=prof.log_every)
+    for seed in seeds:
+        for preset in ("table1-paper", "table1-seed"):
+            net = _widths(prof.table1_width, skip=4 if preset == "table1-paper" else None)
+            for k, image in enumerate(images):
+                runs.append(Run(image=image, mask_seed=1000 + k, preset=preset, net=net,
+                                iterations=prof.table1_iterations[preset], seed=seed, **base))
+    for k, image in enumerate(images):
+        runs.append(Run(image=image, mask_seed=1000 + k, method="biharmonic", preset="", **base))
+        runs.append(Run(image=image, mask_seed=1000 + k, method="csc", preset="", csc_iterations=prof.csc_iterations,
+                        **base))
+    return runs
+
+
+def _plan_arch(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
+    runs: list[Run] = []
+    base = dict(experiment="arch", profile=prof.name, image="kate", source="dip", preset="text",
+                log_every=prof.log_every)
+    for seed in seeds:
+        for mask in prof.sweep_masks:
+            for f in prof.filters:
+                runs.append(Run(resize=prof.kate_size, mask=mask, net=_widths(f), iterations=prof.filter_iterations,
+                                seed=seed, label=f"{f} filters", **base))
+            for skip in (True, False):
+                for d in prof.depths:
+                    w = prof.depth_width
+                    runs.append(Run(resize=prof.depth_size, mask=mask, net=_widths(w, d, w if skip else 0),
+                                    iterations=prof.depth_iterations, seed=seed,
+                                    label=f"depth {d}, {'skip' if skip else 'no skip'}", **base))
+    return runs
+
+
+def _plan_optim(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
+    runs: list[Run] = []
+    base = dict(experiment="optim", profile=prof.name, image="kate", source="dip", resize=prof.kate_size,
+                mask="text-seed", preset="text", net=_widths(prof.optim_width), log_every=max(1, prof.log_every // 2))
+    for seed in seeds:
+        for opt, lr in (("adam", 0.1), ("adam", 0.01), ("adam", 0.001), ("lbfgs", 0.01)):
+            runs.append(Run(iterations=prof.optim_iterations, lr=lr, optimizer=opt, seed=seed, label=f"{opt} lr={lr:g}",
+                            **base))
+        for guard in (False, True):  # the seed's trial 3, which collapsed to black there
+            runs.append(Run(iterations=prof.trial3_iterations, lr=0.1, optimizer="adam", guard=guard, seed=seed,
+                            label=f"trial 3: adam lr=0.1, guard {'on' if guard else 'off'}", **base))
+    return runs
+
+
+def _plan_figures(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
+    """The paper's figures at this scale: Fig. 2 (fitting a natural image, it plus noise, its pixels
+    shuffled, and U(0, 1) noise, no mask) and kate's inpainting with the original mask beside biharmonic."""
+    runs: list[Run] = []
+    base = dict(experiment="figures", profile=prof.name, image="kate", source="dip", resize=prof.kate_size,
+                preset="table1-seed", net=_widths(prof.figure_width))
+    for seed in seeds:
+        for target in FIG2_TARGETS:
+            runs.append(Run(mask="none", target=target, iterations=prof.fig2_iterations, seed=seed,
+                            log_every=max(1, prof.log_every // 2), label=f"fig2 {target}", **base))
+        runs.append(Run(**{**base, "preset": "text"}, mask="file", iterations=prof.kate_iterations, seed=seed,
+                        log_every=prof.log_every, label="kate"))
+    runs.append(Run(**{**base, "preset": ""}, mask="file", method="biharmonic", label="kate biharmonic"))
+    return runs
+
+
+# ---------------------------------------------------------------- problems
+
+
+def _fig2_target(image: np.ndarray, target: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if target == "noisy":
+        return np.clip(image + rng.normal(0, 0.1, image.shape), 0, 1).astype(np.float32)
+    if target == "shuffled":
+        flat = image.reshape(image.shape[0], -1)
+        return flat[:, rng.permutation(flat.shape[1])].reshape(image.shape)
+    if target == "noise":
+        return rng.random(image.shape, dtype=np.float32)
+    if target == "image":
+        return image
+    raise DipError(f"unknown target {target!r}; known: {', '.join(FIG2_TARGETS)}")
+
+
+def load_problem(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth (C, H, W) and mask (1 or C, H, W) of a run, float32."""
+    from . import data
+
+    file_mask = None
+    if run.source == "table1":
+        image = data.load_table1([run.image])[0][1]
+    elif run.source == "dip":
+        image, file_mask = data.load_example(run.image)
+    elif run.source == "embedded":
+        image = data.load_embedded([run.image])[0][1]
+    else:
+        raise DipError(f"unknown image source {run.source!r}")
+    if run.resize:
+        image = resize_square(image, run.resize, order=1)
+        if file_mask is not None:
+            file_mask = (resize_square(file_mask, run.resize, order=0) > 0.5).astype(np.float32)
+    if run.crop:
+        image = center_crop(image, run.crop)
+        if file_mask is not None:
+            file_mask = center_crop(file_mask, run.crop)
+    image = _fig2_target(image, run.target, 7000 + run.mask_seed)
+    h, w = image.shape[-2:]
+    if run.mask == "bernoulli":
+        mask = masks_mod.bernoulli_mask((h, w), run.missing, seed=run.mask_seed)
+    elif run.mask.startswith("text-"):
+        mask = masks_mod.recipe_text_mask((h, w), run.mask[len("text-"):])
+    elif run.mask == "file":
+        if file_mask is None:
+            raise DipError(f"{run.image} has no mask file")
+        mask = file_mask
+    elif run.mask == "none":
+        mask = np.ones((1, h, w), np.float32)
+    else:
+        raise DipError(f"unknown mask {run.mask!r}")
+    return image, mask
