@@ -571,10 +571,31 @@ def _group(runs: list[Run], size) -> list[list[Run]]:
     return order
 
 
-def load_records(runs: list[Run], store: ResultStore | None = None, compute: bool = False, device: str = "auto") -> list[tuple[Run, dict]]:
-    """(run, record) for each run, in order; computes missing ones only when ``compute``."""
-    records = run_all(runs, store or ResultStore(), device=device, compute=compute)
+def load_records(runs: list[Run], store: ResultStore | None = None, compute: bool = False, device: str = "auto",
+                 partial: bool = False) -> list[tuple[Run, dict]]:
+    """(run, record) for each run, in order; computes missing ones only when ``compute``.
+
+    ``partial`` (without ``compute``): only the stored runs, skipping missing ones instead of failing."""
+    store = store or ResultStore()
+    if partial and not compute:
+        return [(r, store.load(r)) for r in runs if store.exists(r)]
+    records = run_all(runs, store, device=device, compute=compute)
     return list(zip(runs, records))
+
+
+def coverage(runs: list[Run], store: ResultStore | None = None) -> dict[str, Any]:
+    """How much of a plan is stored: counts, the missing runs, the seeds and images with stored runs,
+    the images with no stored run and those with only some of their runs stored."""
+    store = store or ResultStore()
+    missing = store.missing(runs)
+    gone = set(missing)
+    stored = [r for r in runs if r not in gone]
+    images = list(dict.fromkeys(r.image for r in runs))
+    have = {r.image for r in stored}
+    return {"planned": len(runs), "stored": len(stored), "missing": missing,
+            "seeds": sorted({r.seed for r in stored}), "planned_seeds": sorted({r.seed for r in runs}),
+            "images": [i for i in images if i in have], "missing_images": [i for i in images if i not in have],
+            "incomplete_images": sorted({r.image for r in missing} & have)}
 
 
 def reproduce(profile: str, only: Iterable[str] | None = None, device: str = "auto", budget_seconds: float | None = None,
