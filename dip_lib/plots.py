@@ -6,7 +6,8 @@ Every function takes ``records``: a list of (Run, record dict) as returned by
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -186,7 +187,8 @@ def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float
     return fig
 
 
-def table1_grid(records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None):
+def table1_grid(records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None,
+                size: float = 2.6):
     from .experiments import load_problem
 
     rows = []
@@ -199,13 +201,47 @@ def table1_grid(records: Records, store: ResultStore, preset: str, images: Itera
         run, rec = dip[0]
         gt, _ = load_problem(run)
         panels = [("ground truth", gt), ("masked", store.image(run, "observed")),
-                  (f"best {rec['summary']['best_psnr']:.2f}", store.image(run, "best")),
-                  (f"final {rec['summary']['final_psnr']:.2f}", store.image(run, "final"))]
+                  (f"best, seed {run.seed}: {rec['summary']['best_psnr']:.2f} dB", store.image(run, "best")),
+                  (f"final, seed {run.seed}: {rec['summary']['final_psnr']:.2f} dB", store.image(run, "final"))]
         peer = [(r, x) for r, x in recs if r.method == "csc"]
         if peer:
-            panels.append((f"CSC {peer[0][1]['summary']['final_psnr']:.2f}", store.image(peer[0][0], "final")))
+            panels.append((f"CSC: {peer[0][1]['summary']['final_psnr']:.2f} dB", store.image(peer[0][0], "final")))
         rows.append((image, panels))
-    return image_grid(rows)
+    return image_grid(rows, size=size) if rows else None
+
+
+def zoom_compare(gt: np.ndarray, panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int] | None = None,
+                 size: float = 3.2, vmax_error: float = 0.25):
+    """Three rows for judging a restoration: the whole images, a zoomed crop (the box drawn on the
+    first), and the absolute error against ``gt`` (mean over channels). box: (top, left, side);
+    default a centred square of a third of the side."""
+    from matplotlib.patches import Rectangle
+
+    h, w = gt.shape[-2:]
+    if box is None:
+        side = max(8, min(h, w) // 3)
+        box = ((h - side) // 2, (w - side) // 2, side)
+    top, left, side = box
+    items = [("ground truth", gt), *panels]
+    fig, axes = plt.subplots(3, len(items), figsize=(size * len(items), size * 3), squeeze=False)
+    im = None
+    for j, (name, img) in enumerate(items):
+        img = np.clip(img, 0, 1)
+        show = (lambda a: a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        axes[0, j].imshow(show(img), cmap="gray", vmin=0, vmax=1)
+        axes[0, j].add_patch(Rectangle((left, top), side, side, fill=False, ec="#ff3b30", lw=1.2))
+        axes[0, j].set_title(name, fontsize=10)
+        axes[1, j].imshow(show(img[:, top : top + side, left : left + side]), cmap="gray", vmin=0, vmax=1,
+                          interpolation="nearest")
+        axes[1, j].set_title("zoom (red box)", fontsize=9)
+        err = np.abs(img - gt).mean(axis=0)
+        im = axes[2, j].imshow(err, cmap="magma", vmin=0, vmax=vmax_error)
+        axes[2, j].set_title(f"|error|, mean {err.mean():.3f}", fontsize=9)
+        for i in range(3):
+            axes[i, j].axis("off")
+    if im is not None:
+        fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, label="absolute error")
+    return fig
 
 
 # ---------------------------------------------------------------- architecture sweep
@@ -257,6 +293,8 @@ def arch_outputs(records: Records, store: ResultStore, mask: str):
     from .experiments import load_problem
 
     rows = []
+    if not records:
+        return None
     sel = [(r, x) for r, x in records if r.mask == mask and r.seed == min(rr.seed for rr, _ in records)]
     if not sel:
         return None
@@ -268,15 +306,16 @@ def arch_outputs(records: Records, store: ResultStore, mask: str):
             group = [(r, x) for r, x in group if r.label.endswith("skip=1")] + [(r, x) for r, x in group if r.label.endswith("skip=0")]
         for start in range(0, len(group), 8):
             chunk = group[start : start + 8]
-            rows.append((prefix.rstrip("="), [(f"{r.label} {x['summary']['final_psnr']:.1f}", store.image(r, "final")) for r, x in chunk]))
-    return image_grid(rows, size=1.8)
+            rows.append((prefix.rstrip("="), [(f"{r.label}\nseed {r.seed}: {x['summary']['final_psnr']:.1f} dB", store.image(r, "final"))
+                                              for r, x in chunk]))
+    return image_grid(rows, size=2.4)
 
 
 def prior_samples(configs: dict[str, Any], size: int, n: int = 3, seed: int = 0, in_channels: int = 32):
     """What each architecture outputs from random input with random weights (no fitting)."""
-    import torch
-
     from dataclasses import replace
+
+    import torch
 
     from .inputs import noise_input
     from .nets import SkipNet

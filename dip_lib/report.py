@@ -2,16 +2,17 @@
 
 ``python -m dip_lib report --profile P [--execute]``: with --execute, compute the missing runs
 first (``reproduce``); then run each notebook from stored results into ``report/<P>/`` and
-render HTML. Without --execute a missing run makes the notebooks fail with the list of them.
+render HTML for readers (``dip_lib.site``: code hidden, real titles, navigation) and the landing
+page. Without --execute nothing is computed: every page renders from the runs that are stored and
+says which are missing.
 """
 from __future__ import annotations
 
-import html
 import logging
 from pathlib import Path
 
 from .errors import DipError
-from .experiments import PROFILE_NAMES, find_root, get_profile, reproduce
+from .experiments import PROFILE_NAMES, ResultStore, find_root, reproduce
 from .imageio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -41,28 +42,12 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, cwd: Path | None = 
         tmp.unlink(missing_ok=True)
 
 
-def to_html(notebook: Path) -> Path:
-    import nbconvert
-    import nbformat
+def to_html(notebook: Path, profile: str = "quick", prev: tuple[str, str] | None = None,
+            next_: tuple[str, str] | None = None) -> Path:
+    """The reader's HTML of an executed notebook (see ``site.to_html``)."""
+    from .site import to_html as page
 
-    nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = nbconvert.HTMLExporter(template_name="lab").from_notebook_node(nb)
-    out = notebook.with_suffix(".html")
-    atomic_write_bytes(out, body.encode())
-    return out
-
-
-def write_index(folder: Path, profile: str, pages: list[Path]) -> Path:
-    prof = get_profile(profile)
-    items = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
-    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>DIP inpainting report ({profile})</title></head>"
-            f"<body><h1>Deep Image Prior inpainting: a reproduction ({html.escape(profile)} profile)</h1>"
-            f"<p>{html.escape(prof.description)}.</p>"
-            + ("" if prof.comparable else "<p><b>Reduced scale: these numbers are not comparable to the paper's.</b></p>")
-            + f"<ul>\n{items}\n</ul></body></html>")
-    out = folder / "index.html"
-    atomic_write_bytes(out, text.encode())
-    return out
+    return page(notebook, profile, prev, next_)
 
 
 def render(profile: str, execute: bool = False, out_dir: Path | None = None, results_dir: str = "results",
@@ -73,13 +58,24 @@ def render(profile: str, execute: bool = False, out_dir: Path | None = None, res
         reproduce(profile, device=device, results_dir=results_dir)
     from tqdm.auto import tqdm
 
-    pages = []
+    from . import site
+
+    executed = []
     for name in tqdm(notebooks, desc=f"notebooks ({profile})"):
         dst = out / name
         execute_notebook(root / "notebooks" / name, dst,
                          {"profile": profile, "results_dir": results_dir, "compute": False, "device": device})
-        pages.append(to_html(dst))
-    return write_index(out, profile, pages)
+        executed.append(dst)
+    titles = [site.page_title(p.stem, out) for p in executed]
+    for k, dst in enumerate(executed):
+        prev = (executed[k - 1].with_suffix(".html").name, titles[k - 1]) if k else None
+        nxt = (executed[k + 1].with_suffix(".html").name, titles[k + 1]) if k + 1 < len(executed) else None
+        site.to_html(dst, profile, prev, nxt)
+    index = site.write_landing(out, profile, ResultStore(results_dir))
+    problems = site.check_folder(out)
+    if problems:
+        raise DipError("report pages fail the reader checks: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items()))
+    return index
 
 
 def cmd_report(args) -> int:
@@ -91,7 +87,7 @@ def cmd_report(args) -> int:
 def add_cli(sub) -> None:
     p = sub.add_parser("report", help="run the notebooks from stored results and render the HTML report")
     p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
-    p.add_argument("--execute", action="store_true", help="compute missing runs first (make reproduce)")
+    p.add_argument("--execute", action="store_true", help="compute missing runs first (make reproduce); without it the pages show what is stored")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_report)
