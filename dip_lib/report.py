@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .errors import DipError
 from .experiments import PROFILE_NAMES, ResultStore, find_root, reproduce
-from .imageio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
