@@ -91,9 +91,10 @@ class Table:
     """A DataFrame shown to readers: no index, integers as integers, no NaN, cells that do not wrap
     inside a number. ``repr`` is the plain text (stable for nbval), ``_repr_html_`` the page."""
 
-    def __init__(self, df, caption: str = "") -> None:
+    def __init__(self, df, caption: str = "", wrap_last: bool = False) -> None:
         self.df = _tidy(df)
         self.caption = caption
+        self.wrap_last = wrap_last  # the last column holds prose: let it wrap
 
     def __repr__(self) -> str:
         return (self.caption + "\n" if self.caption else "") + self.df.to_string(index=False)
@@ -101,7 +102,8 @@ class Table:
     def _repr_html_(self) -> str:
         import html
 
-        body = self.df.to_html(index=False, classes="dip-table", border=0, na_rep=DASH)
+        classes = "dip-table dip-wrap-last" if self.wrap_last else "dip-table"
+        body = self.df.to_html(index=False, classes=classes, border=0, na_rep=DASH)
         cap = f'<p class="dip-caption">{html.escape(self.caption)}</p>' if self.caption else ""
         return cap + body
 
@@ -230,7 +232,7 @@ def coverage_note(loaded: Loaded) -> str:
     n = len(loaded.coverage["missing"])
     return (f"**Partial results.** {line} Every number below is computed from the stored runs only and may change "
             f"once the other {n} are in. Computing them would take {duration(loaded.estimate_s)} on this machine "
-            f"(a rough estimate); set `compute = True` in the parameters cell or run `make reproduce` to compute them.")
+            f"(a rough estimate): run `make reproduce`, or set `compute` to `True` in the parameters cell of the notebook.")
 
 
 def scale_note(experiment: str, prof: Profile) -> str:
@@ -399,7 +401,7 @@ def table1_interpretation(records: Records, preset: str, prof: Profile) -> str:
             out.append(f"Against the paper's DIP values on the same images the difference is {_dB(diff, True)}.")
         else:
             crop = f"{prof.table1_crop} px crops" if prof.table1_crop else "native size"
-            out.append(f"The paper's DIP values are {_dB(-diff if diff is not None else None, True)} away on the same images, "
+            out.append(f"Ours differs from the paper's DIP values by {_dB(diff, True)} on the same images, "
                        f"but at this scale ({crop}, {prof.table1_width or 128} filters, "
                        f"{prof.table1_iterations.get(preset)} iterations) a small crop gives the network little "
                        f"repeated structure to fit and a short budget may end before the peak, so the gap says "
@@ -538,7 +540,7 @@ def drops_note(records: Records) -> str:
 def claims_people(verdicts) -> Table:
     """The scored claims as a table (verdict in its own column, the evidence as wrapped text)."""
     df = verdicts[["claim", "verdict", "evidence"]].copy() if len(verdicts) else verdicts
-    return Table(df, "Verdicts computed from the stored results by the rule in the last section.")
+    return Table(df, "Verdicts computed from the stored results by the rule in the last section.", wrap_last=True)
 
 
 def claims_interpretation(verdicts, loaded: dict[str, Loaded]) -> str:
@@ -609,7 +611,7 @@ def table1_zoom(records: Records, store: ResultStore):
     panels = [("masked input", store.image(a[0], "observed"))]
     for run, rec in (a, b):
         panels.append((f"{run.preset}, best\nseed {run.seed}: {oracle(rec):.2f} dB", store.image(run, "best")))
-    for method in ("csc", "biharmonic"):
+    for method in ("csc",):
         peer = _first(records, image=image, method=method)
         if peer:
             panels.append((f"{method}: {peer[1]['summary']['final_psnr']:.2f} dB", store.image(peer[0], "final")))

@@ -239,8 +239,9 @@ def zoom_compare(gt: np.ndarray, panels: list[tuple[str, np.ndarray]], box: tupl
         axes[2, j].set_title(f"|error|, mean {err.mean():.3f}", fontsize=9)
         for i in range(3):
             axes[i, j].axis("off")
-    if im is not None:
-        fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, label="absolute error")
+    fig.subplots_adjust(left=0.02, right=0.9, top=0.93, bottom=0.02, wspace=0.08, hspace=0.2)
+    if im is not None:  # in its own axis, so the error maps keep the size of the images above them
+        fig.colorbar(im, cax=fig.add_axes((0.92, 0.04, 0.012, 0.26)), label="absolute error")
     return fig
 
 
