@@ -174,6 +174,7 @@ def run_all(runs: list[Run], store: ResultStore | None = None, budget_seconds: f
     if not todo:
         return outcome
     store.check_writable(todo)
+    _fetch_data(todo)
     store.clean_leftovers(todo)
     size = _batch_size(batch)
     groups = _group(todo, size)
@@ -336,28 +337,19 @@ def load_records(runs: list[Run], store: ResultStore | None = None, compute: boo
     return out
 
 
-@dataclass
-class Coverage:
-    """How much of a plan is stored: counts, the seeds complete, what is missing."""
-
-    stored: int
-    total: int
-    seeds_complete: tuple[int, ...]
-    missing: list[Run]
-
-    def __str__(self) -> str:
-        if self.stored == self.total:
-            return f"all {self.total} runs stored"
-        seeds = ", ".join(map(str, self.seeds_complete)) or "none"
-        return f"{self.stored} of {self.total} runs stored (seeds complete: {seeds})"
-
-
-def coverage(runs: list[Run], records: list[tuple[Run, dict]]) -> Coverage:
-    have = {r.run_id for r, _ in records}
-    missing = [r for r in runs if r.run_id not in have]
-    seeds = sorted({r.seed for r in runs if r.method == "dip"})
-    complete = tuple(s for s in seeds if not any(r.seed == s and r.method == "dip" for r in missing))
-    return Coverage(len(runs) - len(missing), len(runs), complete, missing)
+def coverage(runs: list[Run], store: ResultStore | None = None) -> dict[str, Any]:
+    """How much of a plan is stored: counts, the missing runs, the seeds and images with stored runs,
+    the images with no stored run and those with only some of their runs stored."""
+    store = store or ResultStore()
+    missing = store.missing(runs)
+    gone = set(missing)
+    stored = [r for r in runs if r not in gone]
+    images = list(dict.fromkeys(r.image for r in runs))
+    have = {r.image for r in stored}
+    return {"planned": len(runs), "stored": len(stored), "missing": missing,
+            "seeds": sorted({r.seed for r in stored}), "planned_seeds": sorted({r.seed for r in runs}),
+            "images": [i for i in images if i in have], "missing_images": [i for i in images if i not in have],
+            "incomplete_images": sorted({r.image for r in missing} & have)}
 
 
 # ---------------------------------------------------------------- reproduce
@@ -375,7 +367,7 @@ def reproduce(profile: str, only: Iterable[str] | None = None, device: str | Non
     store = ResultStore(results_dir)
     chosen = list(only) if only else list(EXPERIMENTS)
     plans = {exp: plan(exp, profile, device=device) for exp in chosen}
-    _fetch_data([r for runs in plans.values() for r in runs])
+    _fetch_data([r for runs in plans.values() for r in store.missing(runs)])  # all of it before the first fit
     started = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
     for exp, runs in plans.items():

@@ -29,6 +29,45 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("embedded", "Table 1", "DIP examples", "upload")
 MASKS = ("bernoulli", "text", "file", "example")
+PLACEHOLDER_TEXT = "no run yet: press Run"
+
+
+def placeholder_png(text: str = PLACEHOLDER_TEXT, width_px: int = 256, height_px: int = 256) -> bytes:
+    """A light grey PNG with a line of text, shown instead of an empty (broken) image."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (width_px, height_px), 235)
+    draw = ImageDraw.Draw(img)
+    box = draw.textbbox((0, 0), text)
+    draw.text(((width_px - (box[2] - box[0])) / 2, (height_px - (box[3] - box[1])) / 2), text, fill=110)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def default_text(size: int) -> str:
+    """A default text mask that fits the image: one line from 160 px, three short lines below."""
+    return "Deep Image Prior" if size >= 160 else "Deep | Image | Prior"
+
+
+def table1_available() -> bool:
+    """Whether the Table-1 images are in the cache or a mirror folder (nothing is downloaded)."""
+    import os
+
+    try:
+        from . import data
+
+        entries = data.select("table1")
+        mirror = os.environ.get("DIP_DATA_MIRROR", "").strip().removeprefix("file://")
+        folder = Path(mirror).expanduser() if mirror and not mirror.startswith(("http://", "https://")) else None
+        return bool(entries) and all(data.cached_path(e).exists() or (folder is not None and (folder / e.path).exists())
+                                     for e in entries)
+    except (ImportError, DipError, OSError):
+        return False
+
+
+def _eta(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -96,7 +135,7 @@ class Snapshots:
 class _LiveCallback:
     """fit callback: records each check, redraws the explorer now and then, stops on request."""
 
-    def __init__(self, explorer: "Explorer") -> None:
+    def __init__(self, explorer: Explorer) -> None:
         self.ex = explorer
         self.last_draw = 0.0
 
@@ -139,6 +178,8 @@ class Explorer:
         self._thread: threading.Thread | None = None
         self._busy = False  # from Run until the widgets show the finished fit
         self._stop_event = threading.Event()
+        self._started = 0.0
+        self.summary = ""  # the last run's summary line, kept after Save
         self.result = None
         self.error: BaseException | None = None
         self.stopper = None
@@ -147,13 +188,14 @@ class Explorer:
         self.problem: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
         sources = (("given",) if self.given is not None else ()) + SOURCES
-        self.source = w.Dropdown(options=sources, value=sources[0], description="source")
+        first = sources[0] if self.given is not None or not table1_available() else "Table 1"
+        self.source = w.Dropdown(options=sources, value=first, description="source")
         self.name = w.Dropdown(description="image")
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="image file")
         self.size = w.BoundedIntText(value=size, min=8, max=4096, description="size (px)")
         self.mask_kind = w.Dropdown(options=MASKS, value="bernoulli", description="mask")
         self.fraction = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="missing")
-        self.text = w.Text(value="Deep Image Prior", description="text")
+        self.text = w.Text(value=default_text(size), description="text")
         self.mask_upload = w.FileUpload(accept="image/*", multiple=False, description="mask file")
         self.preset = w.Dropdown(options=list(PRESETS), value=get_preset(preset).name, description="preset")
         self.iterations_box = w.BoundedIntText(value=iterations or PRESETS[preset].iterations, min=1, max=10**6,
@@ -161,15 +203,18 @@ class Explorer:
         self.run_button = w.Button(description="Run", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status = w.HTML(value="ready")
-        self.masked_view = w.Image(format="png", layout=w.Layout(width="256px"))
-        self.output_view = w.Image(format="png", layout=w.Layout(width="256px"))
-        self.curve_view = w.Image(format="png", layout=w.Layout(width="360px"))
+        self.masked_view = w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="256px"))
+        self.output_view = w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="256px"))
+        self.curve_view = w.Image(value=placeholder_png(width_px=360, height_px=252), format="png",
+                                  layout=w.Layout(width="360px"))
         self.slider = w.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True, continuous_update=True)
         self.snapshot_label = w.Label(value="")
         self.save_path = w.Text(value="explorer_output.png", description="save as")
         self.save_button = w.Button(description="Save", icon="save", disabled=True)
 
         self.source.observe(lambda _: self._on_source(), names="value")
+        self.name.observe(lambda _: self._offer_masks(), names="value")
+        self.size.observe(self._on_size, names="value")
         self.mask_kind.observe(lambda _: self._on_mask_kind(), names="value")
         self.slider.observe(lambda _: self._show_snapshot(), names="value")
         self.preset.observe(lambda ch: setattr(self.iterations_box, "value", PRESETS[ch["new"]].iterations), names="value")
@@ -193,13 +238,17 @@ class Explorer:
         ])
 
     @classmethod
-    def for_profile(cls, profile: str = "quick", **kwargs: Any) -> "Explorer":
+    def for_profile(cls, profile: str = "quick", **kwargs: Any) -> Explorer:
         """Defaults by report profile: "smoke" a 32 px image, a tiny network and 20 iterations (a headless
-        check); "quick" 128 px; "paper" 512 px. ``kwargs`` override any of them."""
+        check); "quick" on a CPU 80 px and 300 iterations (about a minute on 2 cores), on a GPU the
+        paper's 512 px and the preset's iterations; "paper" 512 px. ``kwargs`` override any of them."""
+        from .fit import resolve_device
+
+        gpu = resolve_device(kwargs.get("device", "auto")).type != "cpu"
         defaults: dict[str, dict[str, Any]] = {
             "smoke": {"size": 32, "iterations": 20, "log_every": 5, "refresh_s": 0.0,
                       "net_overrides": {"in_channels": 4, "channels_down": (8, 8), "channels_up": (8, 8), "channels_skip": (2, 2)}},
-            "quick": {"size": 128},
+            "quick": {"size": 512} if gpu else {"size": 80, "iterations": 300, "log_every": 10},
             "paper": {"size": 512},
         }
         if profile not in defaults:
@@ -238,6 +287,27 @@ class Explorer:
         self.name.value = names[0] if names else None
         self.name.layout.display = "" if names else "none"
         self.upload.layout.display = "" if src == "upload" else "none"
+        self._offer_masks()
+
+    def _has_own_mask(self) -> bool:
+        if self.source.value != "DIP examples":
+            return False
+        from .data import EXAMPLES
+
+        return EXAMPLES.get(self.name.value) is not None
+
+    def _offer_masks(self) -> None:
+        """The "example" mask only for images that come with one."""
+        options = MASKS if self._has_own_mask() else tuple(m for m in MASKS if m != "example")
+        if tuple(self.mask_kind.options) != options:
+            current = self.mask_kind.value
+            self.mask_kind.options = options
+            self.mask_kind.value = current if current in options else "bernoulli"
+
+    def _on_size(self, change) -> None:
+        """Keep the default text fitting the image, unless the user typed their own."""
+        if self.text.value == default_text(change["old"]):
+            self.text.value = default_text(change["new"])
 
     def _on_mask_kind(self) -> None:
         kind = self.mask_kind.value
@@ -282,8 +352,7 @@ class Explorer:
     def build_problem(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(ground truth or corrupted image, mask (1 or C, H, W), ground truth or None) from the choices."""
         from . import masks
-        from .cli import resize_longer_side
-        from .imageio import load_mask
+        from .imageio import load_mask, resize_longer_side
 
         img, example_mask = self._load_image()
         kind = self.mask_kind.value
@@ -315,23 +384,16 @@ class Explorer:
 
     def run(self, block: bool = False) -> None:
         """Start a fit with the current choices (in a background thread unless ``block``)."""
-        from .fit import FitConfig
-        from .inputs import make_input
-        from .nets import min_size
         from .presets import get_preset
 
         if self.running:
             raise DipError("a fit is already running; press Stop first")
+        self._clear()
         img, mask, gt = self.build_problem()
         preset = get_preset(self.preset.value)
         c, h, w = img.shape
-        net = preset.build_net(c, seed=self.seed, **self.net_overrides)
-        need = min_size(net.cfg)
-        if min(h, w) < need:
-            raise DipError(f"the image is {w}x{h} but this network needs at least {need}x{need}; raise the size")
-        z = make_input(preset.input_kind, net.cfg.in_channels, h, w, seed=self.seed)
-        cfg = preset.fit_config(iterations=self.iterations, seed=self.seed, device=self.device, progress=False,
-                                log_every=self.log_every)
+        net, z, cfg = preset.setup(img.shape, seed=self.seed, net=self.net_overrides, iterations=self.iterations,
+                                   device=self.device, progress=False, log_every=self.log_every)
         observed = img * mask
         self.problem = (img, mask, gt)
         self.history = {"iteration": [], "psnr": [], "psnr_observed": []}
@@ -346,12 +408,10 @@ class Explorer:
             self.stopper = ESWMV.for_iterations(cfg.iterations, stop=False)
             callbacks.append(self.stopper)
         self.masked_view.value = png_bytes(observed)
-        self.output_view.value = b""
-        self.curve_view.value = b""
-        self.slider.disabled, self.save_button.disabled = True, True
-        self.slider.max, self.slider.value = 0, 0
+        self.output_view.value = placeholder_png("fitting ...")
         self.run_button.disabled, self.stop_button.disabled = True, False
         self._busy = True
+        self._started = time.perf_counter()
         self.status.value = f"running {preset.name} on {w}x{h}x{c} for {cfg.iterations} iterations ..."
         self._thread = threading.Thread(target=self._work, args=(net, z, observed, mask, cfg, gt, callbacks),
                                         name="dip-explorer-fit", daemon=True)
@@ -374,6 +434,7 @@ class Explorer:
         self._busy = False
         res = self.result
         if self.error is not None:
+            self._clear()  # no half-finished pictures beside an error
             self.status.value = f"<span style='color:#b00'>error: {self.error}</span>"
         elif res is not None:
             stopped = " (stopped)" if self._stop_event.is_set() else ""
@@ -382,7 +443,7 @@ class Explorer:
                 parts.append(f"final PSNR {res.final_psnr:.2f} dB, best {res.best_psnr:.2f} dB at {res.best_iteration}")
             if self.stopper is not None and self.stopper.stop_iteration is not None:
                 parts.append(f"ES-WMV would stop at {self.stopper.stop_iteration}")
-            self.status.value = "; ".join(parts)
+            self.status.value = self.summary = "; ".join(parts)
         if len(self.snapshots):
             self.slider.max = len(self.snapshots) - 1
             self.slider.value = len(self.snapshots) - 1
@@ -398,7 +459,22 @@ class Explorer:
         self.slider.max = max(0, len(self.snapshots) - 1)
         self.slider.value = self.slider.max
         p = f", PSNR {state.psnr:.2f} dB" if state.psnr is not None else ""
-        self.status.value = f"iteration {state.iteration}/{self.iterations}{p}, observed {state.psnr_observed:.2f} dB"
+        done = state.iteration + 1
+        elapsed = time.perf_counter() - self._started
+        eta = f", {_eta(elapsed)} elapsed, about {_eta(elapsed / done * max(0, self.iterations - done))} left" if done > 1 else ""
+        self.status.value = f"iteration {state.iteration}/{self.iterations}{p}, observed {state.psnr_observed:.2f} dB{eta}"
+
+    def _clear(self) -> None:
+        """Forget the previous run's pictures, snapshots and readout (a new run starts or failed to)."""
+        self.history = {"iteration": [], "psnr": [], "psnr_observed": []}
+        self.snapshots = Snapshots(self.max_snapshots)
+        self.result, self.summary = None, ""
+        self.masked_view.value = placeholder_png()
+        self.output_view.value = placeholder_png()
+        self.curve_view.value = placeholder_png(width_px=360, height_px=252)
+        self.snapshot_label.value = ""
+        self.slider.disabled, self.save_button.disabled = True, True
+        self.slider.max, self.slider.value = 0, 0
 
     def stop(self) -> None:
         """Ask the running fit to stop at its next check."""
@@ -432,5 +508,6 @@ class Explorer:
             raise DipError("the fit is still running; wait or press Stop")
         target = Path(path if path is not None else self.save_path.value).expanduser()
         save_image(target, self.snapshots.image(min(self.slider.value, len(self.snapshots) - 1)))
-        self.status.value = f"saved {target}"
+        target = target.resolve()
+        self.status.value = "; ".join(x for x in (self.summary, f"saved {self.snapshot_label.value} to {target}") if x)
         return target

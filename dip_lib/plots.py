@@ -5,7 +5,8 @@ Every function takes ``records``: a list of (Run, record dict) as returned by
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -134,7 +135,8 @@ def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float
     return fig
 
 
-def table1_grid(records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None):
+def table1_grid(records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None,
+                size: float = 2.6):
     rows = []
     for image, recs in _by(records, lambda r: r.image).items():
         if images is not None and image not in images:
@@ -145,13 +147,48 @@ def table1_grid(records: Records, store: ResultStore, preset: str, images: Itera
         run, rec = dip[0]
         gt, _ = load_problem(run)
         panels = [("ground truth", gt), ("masked", store.image(run, "observed")),
-                  (f"best {rec['summary']['best_psnr']:.2f}", store.image(run, "best")),
-                  (f"final {rec['summary']['final_psnr']:.2f}", store.image(run, "final"))]
+                  (f"best, seed {run.seed}: {rec['summary']['best_psnr']:.2f} dB", store.image(run, "best")),
+                  (f"final, seed {run.seed}: {rec['summary']['final_psnr']:.2f} dB", store.image(run, "final"))]
         peer = [(r, x) for r, x in recs if r.method == "csc"]
         if peer:
-            panels.append((f"CSC {peer[0][1]['summary']['final_psnr']:.2f}", store.image(peer[0][0], "final")))
+            panels.append((f"CSC: {peer[0][1]['summary']['final_psnr']:.2f} dB", store.image(peer[0][0], "final")))
         rows.append((image, panels))
-    return image_grid(rows)
+    return image_grid(rows, size=size) if rows else None
+
+
+def zoom_compare(gt: np.ndarray, panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int] | None = None,
+                 size: float = 3.2, vmax_error: float = 0.25):
+    """Three rows for judging a restoration: the whole images, a zoomed crop (the box drawn on the
+    first), and the absolute error against ``gt`` (mean over channels). box: (top, left, side);
+    default a centred square of a third of the side."""
+    from matplotlib.patches import Rectangle
+
+    h, w = gt.shape[-2:]
+    if box is None:
+        side = max(8, min(h, w) // 3)
+        box = ((h - side) // 2, (w - side) // 2, side)
+    top, left, side = box
+    items = [("ground truth", gt), *panels]
+    fig, axes = plt.subplots(3, len(items), figsize=(size * len(items), size * 3), squeeze=False)
+    im = None
+    for j, (name, img) in enumerate(items):
+        img = np.clip(img, 0, 1)
+        show = (lambda a: a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        axes[0, j].imshow(show(img), cmap="gray", vmin=0, vmax=1)
+        axes[0, j].add_patch(Rectangle((left, top), side, side, fill=False, ec="#ff3b30", lw=1.2))
+        axes[0, j].set_title(name, fontsize=10)
+        axes[1, j].imshow(show(img[:, top : top + side, left : left + side]), cmap="gray", vmin=0, vmax=1,
+                          interpolation="nearest")
+        axes[1, j].set_title("zoom (red box)", fontsize=9)
+        err = np.abs(img - gt).mean(axis=0)
+        im = axes[2, j].imshow(err, cmap="magma", vmin=0, vmax=vmax_error)
+        axes[2, j].set_title(f"|error|, mean {err.mean():.3f}", fontsize=9)
+        for i in range(3):
+            axes[i, j].axis("off")
+    fig.subplots_adjust(left=0.02, right=0.9, top=0.93, bottom=0.02, wspace=0.08, hspace=0.2)
+    if im is not None:  # in its own axis, so the error maps keep the size of the images above them
+        fig.colorbar(im, cax=fig.add_axes((0.92, 0.04, 0.012, 0.26)), label="absolute error")
+    return fig
 
 
 # ---------------------------------------------------------------- architecture sweep
@@ -197,6 +234,8 @@ def arch_plots(records: Records):
 
 def arch_outputs(records: Records, store: ResultStore, mask: str):
     rows = []
+    if not records:
+        return None
     sel = [(r, x) for r, x in records if r.mask == mask and r.seed == min(rr.seed for rr, _ in records)]
     if not sel:
         return None
@@ -207,8 +246,9 @@ def arch_outputs(records: Records, store: ResultStore, mask: str):
         group.sort(key=lambda rx: (not rx[0].skip, rx[0].depth, rx[0].filters or 0))
         for start in range(0, len(group), 8):
             chunk = group[start : start + 8]
-            rows.append((kind, [(f"{r.label} {oracle(x):.1f}", store.image(r, "best")) for r, x in chunk]))
-    return image_grid(rows, size=1.8)
+            rows.append((kind, [(f"{r.label}\nseed {r.seed}: {oracle(x):.1f} dB", store.image(r, "best"))
+                                for r, x in chunk]))
+    return image_grid(rows, size=2.4)
 
 
 def prior_samples(configs: dict[str, Any], size: int, n: int = 3, seed: int = 0, in_channels: int = 32):
@@ -297,3 +337,47 @@ def reference_sources() -> str:
     from .data import group71_table1, paper_table1
 
     return f"Sources: {paper_table1()[0]['source']}; group-71: {group71_table1()[0]['source']}."
+
+
+# ---------------------------------------------------------------- the paper's figures
+
+
+def fig2_curves(records: Records):
+    """The paper's Fig. 2: the fitting loss (MSE, log scale) against iteration for a natural image,
+    it with noise added, its pixels shuffled, and U(0, 1) noise; one line per target and seed."""
+    runs = [(r, x) for r, x in records if r.method == "dip" and r.mask == "none"]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = dict(zip(("image", "noisy", "shuffled", "noise"), ("C0", "C1", "C2", "C3")))
+    for run, rec in runs:
+        h = rec["history"]
+        ax.plot(h["iteration"], h["loss"], lw=1, color=colors.get(run.target), alpha=0.9 if run.seed == 0 else 0.5,
+                label=f"{run.target} (seed {run.seed})")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("MSE to the target (log)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def kate_figure(records: Records, store: ResultStore):
+    """kate with the original text mask: ground truth, masked input, DIP at its oracle check (first
+    seed) and biharmonic inpainting on the same mask, with whole-image and hole PSNRs."""
+    dip = sorted([(r, x) for r, x in records if r.method == "dip" and r.mask == "file"], key=lambda rx: rx[0].seed)
+    peer = [(r, x) for r, x in records if r.method == "biharmonic" and r.mask == "file"]
+    if not dip and not peer:
+        return None
+    first = (dip or peer)[0][0]
+    gt, _ = load_problem(first)
+    panels = [("ground truth", gt), ("masked input", store.image(first, "observed"))]
+    for run, rec in dip[:1]:
+        s = rec["summary"]
+        panels.append((f"DIP seed {run.seed}, check {s['oracle_iteration']}\n{s['oracle_psnr']:.2f} dB "
+                       f"(hole {s['oracle_hole_psnr']:.2f})", store.image(run, "best")))
+    for run, rec in peer[:1]:
+        s = rec["summary"]
+        panels.append((f"biharmonic\n{s['final_psnr']:.2f} dB (hole {s['final_hole_psnr']:.2f})",
+                       store.image(run, "final")))
+    return image_grid([("kate", panels)], size=3.2)

@@ -2,19 +2,23 @@
 
 ``python -m dip_lib report --profile P [--execute]``: with --execute, compute the missing runs
 first (``reproduce``); then run each notebook from stored results into ``report/<P>/`` and
-render HTML. Without --execute a missing run makes the notebooks fail with the list of them.
+render HTML for readers (``dip_lib.site``: code hidden, real titles, navigation) and the landing
+page. Without --execute nothing is computed: every page renders from the runs that are stored and
+says which are missing.
 """
 from __future__ import annotations
 
-import html
 import logging
+import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 from .errors import DipError
 from .experiments import reproduce
-from .runs import PROFILE_NAMES, get_profile
-from .store import find_root
-from .imageio import atomic_write_bytes
+from .runs import PROFILE_NAMES
+from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,7 @@ REPORT_NOTEBOOKS = (
     "02_architecture_sweep.ipynb",
     "03_optimizer_lr_sweep.ipynb",
     "05_claims.ipynb",
+    "06_paper_figures.ipynb",
 )
 
 
@@ -31,7 +36,7 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, cwd: Path | None = 
     import papermill
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp.ipynb")
+    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.ipynb")  # unique: reports may run at once
     try:
         papermill.execute_notebook(str(src), str(tmp), parameters=parameters, kernel_name="python3",
                                    cwd=str(cwd or dst.parent), progress_bar=False, execution_timeout=timeout)
@@ -43,45 +48,73 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, cwd: Path | None = 
         tmp.unlink(missing_ok=True)
 
 
-def to_html(notebook: Path) -> Path:
-    import nbconvert
-    import nbformat
+def to_html(notebook: Path, profile: str = "quick", prev: tuple[str, str] | None = None,
+            next_: tuple[str, str] | None = None) -> Path:
+    """The reader's HTML of an executed notebook (see ``site.to_html``)."""
+    from .site import to_html as page
 
-    nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = nbconvert.HTMLExporter(template_name="lab").from_notebook_node(nb)
-    out = notebook.with_suffix(".html")
-    atomic_write_bytes(out, body.encode())
-    return out
-
-
-def write_index(folder: Path, profile: str, pages: list[Path]) -> Path:
-    prof = get_profile(profile)
-    items = "\n".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in pages)
-    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>DIP inpainting report ({profile})</title></head>"
-            f"<body><h1>Deep Image Prior inpainting: a reproduction ({html.escape(profile)} profile)</h1>"
-            f"<p>{html.escape(prof.description)}.</p>"
-            + ("" if prof.comparable else "<p><b>Reduced scale: these numbers are not comparable to the paper's.</b></p>")
-            + f"<ul>\n{items}\n</ul></body></html>")
-    out = folder / "index.html"
-    atomic_write_bytes(out, text.encode())
-    return out
+    return page(notebook, profile, prev, next_)
 
 
 def render(profile: str, execute: bool = False, out_dir: Path | None = None, results_dir: str = "results",
            device: str | None = None, notebooks: tuple[str, ...] = REPORT_NOTEBOOKS) -> Path:
+    """Write report/<profile>/ whole: the pages are built in a fresh folder beside it and swapped in
+    only when every page is built and passes the reader checks, so a failure leaves the previous
+    report as it was."""
     root = find_root()
-    out = out_dir or root / "report" / profile
+    final = out_dir or root / "report" / profile
     if execute:
-        reproduce(profile, device=device, results_dir=results_dir)
+        outcomes = reproduce(profile, device=device, results_dir=results_dir)
+        failed = [f"{exp}/{r.run_id}: {why}" for exp, o in outcomes.items() for r, why in o.failed]
+        if failed:
+            log.error("%d runs failed (not stored): %s", len(failed), "; ".join(failed))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        index = _build(root, out, profile, results_dir, device, notebooks)
+        _swap(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return final / index.name
+
+
+def _swap(new: Path, final: Path) -> None:
+    """Replace the folder ``final`` by ``new`` (two renames; the old one is removed after)."""
+    old = final.with_name(f".{final.name}.old.{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    try:
+        new.rename(final)
+    except OSError:
+        if old.exists():
+            old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(root: Path, out: Path, profile: str, results_dir: str, device: str | None,
+           notebooks: tuple[str, ...]) -> Path:
     from tqdm.auto import tqdm
 
-    pages = []
+    from . import site
+
+    out.chmod(0o755)
+    executed = []
     for name in tqdm(notebooks, desc=f"notebooks ({profile})"):
         dst = out / name
         execute_notebook(root / "notebooks" / name, dst,
                          {"profile": profile, "results_dir": results_dir, "compute": False, "device": device})
-        pages.append(to_html(dst))
-    return write_index(out, profile, pages)
+        executed.append(dst)
+    titles = [site.page_title(p.stem, out) for p in executed]
+    for k, dst in enumerate(executed):
+        prev = (executed[k - 1].with_suffix(".html").name, titles[k - 1]) if k else None
+        nxt = (executed[k + 1].with_suffix(".html").name, titles[k + 1]) if k + 1 < len(executed) else None
+        site.to_html(dst, profile, prev, nxt)
+    index = site.write_landing(out, profile, ResultStore(results_dir))
+    problems = site.check_folder(out)
+    if problems:
+        raise DipError("report pages fail the reader checks: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items()))
+    return index
 
 
 def cmd_report(args) -> int:
@@ -93,7 +126,7 @@ def cmd_report(args) -> int:
 def add_cli(sub) -> None:
     p = sub.add_parser("report", help="run the notebooks from stored results and render the HTML report")
     p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
-    p.add_argument("--execute", action="store_true", help="compute missing runs first (make reproduce)")
+    p.add_argument("--execute", action="store_true", help="compute missing runs first (make reproduce); without it the pages show what is stored")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
     p.set_defaults(func=cmd_report)

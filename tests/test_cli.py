@@ -50,6 +50,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     paths["missing"] = d / "does_not_exist.png"
     paths["folder"] = d / "a_folder.png"
     paths["folder"].mkdir()
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(d / "mask_black.png")
+    paths["mask_black"] = d / "mask_black.png"
+    paths["symlink"] = d / "link.png"
+    paths["symlink"].symlink_to(paths["gray"])
     return paths
 
 
@@ -65,9 +69,20 @@ BAD = {
     "bernoulli 1.5": (["{gray}", "--bernoulli", "1.5"], "--bernoulli must be in (0, 1)"),
     "iterations 0": (["{gray}", "--bernoulli", "0.5", "--iterations", "0"], "--iterations must be positive"),
     "iterations -3": (["{gray}", "--bernoulli", "0.5", "--iterations", "-3"], "--iterations must be positive"),
-    "lr -1": (["{gray}", "--bernoulli", "0.5", "--lr", "-1"], "--lr must be positive"),
+    "lr -1": (["{gray}", "--bernoulli", "0.5", "--lr", "-1"], "--lr must be a positive finite number"),
+    "lr inf": (["{gray}", "--bernoulli", "0.5", "--lr", "inf"], "--lr must be a positive finite number"),
+    "lr 1e30 diverges": (["{gray}", "--bernoulli", "0.5", "--lr", "1e30", "--preset", "text", "--iterations", "25"],
+                         "diverged"),
+    "seed -1": (["{gray}", "--bernoulli", "0.5", "--seed", "-1"], "--seed must be in [0, 2^63)"),
+    "device meta": (["{gray}", "--bernoulli", "0.5", "--device", "meta"], "cannot run a fit"),
+    "all-black mask": (["{gray}", "--mask", "{mask_black}"], "all black"),
+    "output parent is a file": (["{gray}", "--bernoulli", "0.5", "-o", "{not_image}/out.png"], "is not a folder"),
+    "history parent is a file": (["{gray}", "--bernoulli", "0.5", "--history", "{not_image}/h.json"], "is not a folder"),
+    "output is a symlink": (["{gray}", "--bernoulli", "0.5", "-o", "{symlink}"], "symbolic link"),
+    "output .gif": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}/../x.gif"], "unknown image extension '.gif'"),
+    "output without extension": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}/../x"], "unknown image extension"),
     "unknown device": (["{gray}", "--bernoulli", "0.5", "--device", "foo"], "unknown device 'foo'"),
-    "output is a folder": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}"], "is a folder"),
+    "output is a folder": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}"], "is not a regular file"),
 }
 
 
@@ -84,7 +99,9 @@ def bad_runs(files, repo_root, tmp_path_factory) -> dict[str, tuple[subprocess.C
             argv += ["--iterations", "2"]  # a bug letting bad input through then fails fast
         if "-o" not in argv:
             argv += ["-o", out_dir / "out.png"]
-        argv += ["--history", out_dir / "h.json", "--masked", out_dir / "masked.png"]
+        if "--history" not in argv:
+            argv += ["--history", out_dir / "h.json"]
+        argv += ["--masked", out_dir / "masked.png"]
         jobs[case] = (argv, out_dir)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {case: pool.submit(run_cli, repo_root, "inpaint", *argv) for case, (argv, _) in jobs.items()}
@@ -95,7 +112,8 @@ def bad_runs(files, repo_root, tmp_path_factory) -> dict[str, tuple[subprocess.C
 def test_bad_input_is_a_one_line_error(case, bad_runs):
     proc, out_dir = bad_runs[case]
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    # the progress bar of a fit that ran until it diverged is not part of the error
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and "DIP fit:" not in ln]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ")
     assert BAD[case][1] in lines[0]

@@ -55,8 +55,37 @@ def test_live_run_updates_the_widgets(tmp_path):
     ex.slider.value = 0  # scrub back to the first snapshot
     assert bytes(ex.output_view.value) == png_bytes(ex.snapshots.image(0))
     assert ex.snapshot_label.value.startswith("iteration 0")
+    summary = ex.status.value
     saved = ex.save(tmp_path / "sub" / "first.png")
     np.testing.assert_array_equal(load_image(saved), ex.snapshots.image(0))
+    assert saved.is_absolute() and summary in ex.status.value and str(saved) in ex.status.value  # summary kept
+
+
+def test_readout_is_cleared_and_eta_shown(tmp_path):
+    ex = _explorer(30)
+    placeholder = bytes(ex.output_view.value)
+    assert placeholder.startswith(b"\x89PNG") and bytes(ex.curve_view.value).startswith(b"\x89PNG")  # no broken icon
+    statuses = []
+    ex.status.observe(lambda ch: statuses.append(ch["new"]), names="value")
+    ex.run(block=True)
+    assert any("left" in s and "elapsed" in s for s in statuses)  # an ETA while it runs
+    assert ex.snapshot_label.value and len(ex.snapshots)
+    ex.mask_kind.value = "file"  # a new run that fails: the previous pictures and readout go
+    ex.run_button.click()
+    assert "error" in ex.status.value
+    assert bytes(ex.output_view.value) == placeholder and ex.snapshot_label.value == "" and not len(ex.snapshots)
+    assert ex.save_button.disabled
+
+
+def test_defaults_fit_a_laptop():
+    ex = Explorer.for_profile("quick", device="cpu")
+    assert ex.size.value <= 96 and ex.iterations <= 500
+    assert ex.text.value == "Deep | Image | Prior"  # short lines at a small size
+    ex.size.value = 256
+    assert ex.text.value == "Deep Image Prior"
+    ex.text.value = "mine"
+    ex.size.value = 64
+    assert ex.text.value == "mine"  # a typed text stays
 
 
 def test_stop_ends_the_fit():
@@ -85,9 +114,14 @@ def test_masks_sources_and_errors(tmp_path):
     _upload(ex.mask_upload, np.where(np.arange(32)[None, :] % 2, 255, 0).astype(np.uint8).repeat(32, 0))
     img, mask, gt = ex.build_problem()
     assert gt is None and mask.mean() == 0.5
+    assert "example" not in ex.mask_kind.options  # offered only for images that come with a mask
+    ex.source.value = "DIP examples"
+    ex.name.value = "kate"
+    assert "example" in ex.mask_kind.options
     ex.mask_kind.value = "example"
-    with pytest.raises(DipError, match="no mask of its own"):
-        ex.build_problem()
+    ex.name.value = "restoration_barbara"
+    assert "example" not in ex.mask_kind.options and ex.mask_kind.value == "bernoulli"
+    ex.source.value = "given"
 
     ex.mask_kind.value = "bernoulli"
     ex.source.value = "upload"

@@ -1,0 +1,698 @@
+"""What the notebooks show readers: loading with honest coverage labels, tables for people, the
+exact scale of each experiment, and interpretation generated from the numbers (Markdown strings).
+
+Nothing here computes a fit. Scores are read through the accessors (``oracle``, ``table1_values``),
+which live in ``dip_lib.scores`` when it exists and in ``dip_lib.plots`` before that.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import experiments as ex
+from .runs import Profile, Run, get_profile, load_problem, plan
+from .scores import oracle, oracle_iteration, table1_values
+from .store import ResultStore
+
+log = logging.getLogger(__name__)
+
+Records = list[tuple[Run, dict[str, Any]]]
+NBSP = "\u00a0"
+DASH = "\u2013"
+PM = f"{NBSP}\u00b1{NBSP}"
+# a rough CPU rate for time estimates when no run is stored yet: 0.26 s per iteration of the
+# table1-paper network on a 128x128 image, one thread (shared/notes/measurements.md)
+_REF_SECONDS, _REF_PIXELS = 0.26, 128 * 128
+EXPERIMENT_TITLES = {"table1": "Table 1", "arch": "Architecture sweep", "optim": "Optimiser sweep",
+                     "figures": "The paper's figures"}
+GLOSSARY = (
+    ("oracle", ("the best PSNR a run reached (over its checks and its final output); picking it needs the "
+               "ground truth, so a user cannot; the seed report and, apparently, the paper report it")),
+    ("final", "the output after the last iteration"),
+    ("EMA", "an exponential moving average of the outputs (weight 0.99), a smoother final output"),
+    ("ES-WMV", ("early stopping by windowed moving variance (Wang et al., arXiv 2112.06074): stops when the "
+               "outputs stop changing, without the ground truth")),
+    ("guard restore", ("when PSNR on the observed pixels falls by more than 5 dB between checks, the last good "
+                      "weights and optimiser state are restored (the original code's backtracking)")),
+    ("table1-paper", ("the paper's Table-1 recipe (restoration notebook): 4 skip channels, bilinear upsampling, "
+                     "Adam lr 0.001, the guard on")),
+    ("table1-seed", ("the seed report's (TU Delft group 71) recipe: the kate text network, 128 skip channels, "
+                    "Adam lr 0.01, no guard")),
+    ("text", "the kate text-inpainting recipe of the original code, used by the sweeps"),
+    ("bernoulli mask", "each pixel missing independently with probability 0.5, one fixed mask per image"),
+    ("text-seed mask", "the seed report's three lines of text drawn over kate"),
+    ("file mask", "the original kate mask shipped with the DIP code"),
+)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    vals = [v for v in (_num(x) for x in values) if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _dB(v: float | None, sign: bool = False) -> str:
+    if v is None:
+        return DASH
+    return f"{v:+.2f}{NBSP}dB" if sign else f"{v:.2f}{NBSP}dB"
+
+
+# ---------------------------------------------------------------- tables for people
+
+
+class Table:
+    """A DataFrame shown to readers: no index, integers as integers, no NaN, cells that do not wrap
+    inside a number. ``repr`` is the plain text (stable for nbval), ``_repr_html_`` the page."""
+
+    def __init__(self, df, caption: str = "", wrap_last: bool = False) -> None:
+        self.df = _tidy(df)
+        self.caption = caption
+        self.wrap_last = wrap_last  # the last column holds prose: let it wrap
+
+    def __repr__(self) -> str:
+        return (self.caption + "\n" if self.caption else "") + self.df.to_string(index=False)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        classes = "dip-table dip-wrap-last" if self.wrap_last else "dip-table"
+        body = self.df.to_html(index=False, classes=classes, border=0, na_rep=DASH)
+        cap = f'<p class="dip-caption">{html.escape(self.caption)}</p>' if self.caption else ""
+        return cap + body
+
+
+def _tidy(df):
+    """Floats that are all whole numbers become integers; other floats get 2 decimals; NaN a dash."""
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if s.dtype.kind == "f":
+            vals = s.dropna()
+            if len(vals) and (vals == vals.round()).all() and vals.abs().max() < 1e12:
+                out[col] = [DASH if (v is None or not np.isfinite(v)) else f"{round(v)}" for v in s]
+            else:
+                out[col] = [DASH if (v is None or not np.isfinite(v)) else f"{v:.2f}" for v in s]
+        elif s.dtype.kind == "O":
+            out[col] = [DASH if v is None or (isinstance(v, float) and not np.isfinite(v)) else v for v in s]
+    return out
+
+
+def pm(mean: float, std: float, n: int) -> str:
+    """'31.30 ± 0.51' with non-breaking spaces (one seed: '31.30'; none: a dash)."""
+    if not n or mean is None or not np.isfinite(mean):
+        return DASH
+    return f"{mean:.2f}{PM}{std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+# ---------------------------------------------------------------- loading with coverage
+
+
+@dataclass
+class Loaded:
+    """The stored records of one experiment and what is missing."""
+
+    experiment: str
+    profile: str
+    runs: list[Run]
+    records: Records
+    coverage: dict[str, Any]
+    estimate_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.coverage["stored"] == self.coverage["planned"]
+
+    def note(self) -> str:
+        """Markdown: the exact scale and how much of it is stored."""
+        return scale_note(self.experiment, get_profile(self.profile)) + "\n\n" + coverage_note(self)
+
+
+def load(experiment: str, profile: str, store: ResultStore | None = None, compute: bool = False,
+         device: str | None = None, seeds: Iterable[int] | None = None, images: Iterable[str] | None = None) -> Loaded:
+    """The experiment's stored records; with ``compute`` the missing runs are computed first.
+
+    Without ``compute`` nothing is computed: the missing runs are counted, with a time estimate."""
+    store = store or ResultStore()
+    runs = plan(experiment, profile, seeds=seeds, images=images, device=device)
+    if compute:
+        ex.load_records(runs, store, compute=True)
+    records = ex.load_records(runs, store, partial=True)
+    cov = ex.coverage(runs, store)
+    estimate = estimate_seconds(cov["missing"], records) if cov["missing"] else 0.0
+    return Loaded(experiment, profile, runs, records, cov, estimate)
+
+
+def estimate_seconds(missing: list[Run], stored: Records) -> float | None:
+    """Rough compute time of the missing runs, scaled from the stored runs' seconds per unit of cost
+    (pixels x iterations x parameters); from a reference CPU rate when nothing is stored."""
+    cost = ex._cost
+    try:
+        rates = []
+        for r, rec in stored:
+            c = cost(r) if r.method == "dip" else 0.0
+            wall = _num(rec.get("wall_time")) or _num(rec.get("summary", {}).get("wall_time"))
+            if c > 0 and wall:
+                rates.append(wall / (c * max(1, int(rec.get("batched", 1)))))
+        rate = float(np.median(rates)) if rates else _REF_SECONDS / (_REF_PIXELS * ex._params("table1-paper", ()))
+        peers = sum(1 for r in missing if r.method != "dip")
+        return rate * sum(cost(r) for r in missing) + 5.0 * peers
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:  # never stop a page for an estimate
+        log.debug("no time estimate: %s", exc)
+        return None
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "an unknown time"
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def coverage_line(loaded: Loaded) -> str:
+    """'Table 1: 14 of 48 runs stored; seeds 0 only; 3 images missing (a, b, c)'."""
+    c = loaded.coverage
+    title = EXPERIMENT_TITLES.get(loaded.experiment, loaded.experiment)
+    if c["stored"] == c["planned"]:
+        return f"{title}: all {c['planned']} runs stored (seeds {', '.join(map(str, c['seeds']))})."
+    parts = [f"{title}: {c['stored']} of {c['planned']} runs stored"]
+    if c["stored"] and c["seeds"] != c["planned_seeds"]:
+        parts.append(f"seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))} only "
+                     f"(planned {', '.join(map(str, c['planned_seeds']))})")
+    n_img = len(c["images"]) + len(c["missing_images"])
+    if n_img > 1 and c["missing_images"]:
+        parts.append(f"{len(c['missing_images'])} of {n_img} images with no run ({', '.join(c['missing_images'])})")
+    if n_img > 1 and c["incomplete_images"]:
+        parts.append(f"{len(c['incomplete_images'])} images partly stored")
+    return "; ".join(parts) + "."
+
+
+def coverage_note(loaded: Loaded) -> str:
+    """Markdown: the coverage line and, when runs are missing, what it would take to compute them."""
+    line = coverage_line(loaded)
+    if loaded.complete:
+        return f"**Stored results.** {line}"
+    n = len(loaded.coverage["missing"])
+    return (f"**Partial results.** {line} Every number below is computed from the stored runs only and may change "
+            f"once the other {n} are in. Computing them would take {duration(loaded.estimate_s)} on this machine "
+            f"(a rough estimate): run `make reproduce`, or set `compute` to `True` in the parameters cell of the notebook.")
+
+
+def scale_note(experiment: str, prof: Profile) -> str:
+    """Markdown: this experiment's exact scale at the profile."""
+    seeds_t = ", ".join(map(str, prof.seeds_table1))
+    seeds_s = ", ".join(map(str, prof.seeds_sweep))
+    reduced = "" if prof.comparable else " Reduced scale: **not comparable to the paper**; read trends, not values."
+    if experiment == "table1":
+        crop = f"{prof.table1_crop}x{prof.table1_crop} center crops" if prof.table1_crop else "native size (256 or 512 px)"
+        width = f"{prof.table1_width} filters per layer" if prof.table1_width else "128 filters per layer (the paper's)"
+        its = ", ".join(f"`{k}` {v}" for k, v in prof.table1_iterations.items())
+        return (f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** {len(prof.table1_images)} images as {crop}; networks with {width}; "
+                f"iterations: {its}; seeds {seeds_t}; CSC peer {prof.csc_iterations} iterations; a PSNR check every "
+                f"{prof.log_every} iterations.{reduced}")
+    if experiment == "arch":
+        kate = f"{prof.kate_size}x{prof.kate_size}" if prof.kate_size else "512x512"
+        deep = f"{prof.depth_size}x{prof.depth_size}" if prof.depth_size else "512x512"
+        return (f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** Filters "
+                f"{', '.join(map(str, prof.filters))} at depth 5 on kate at {kate}, {prof.filter_iterations} "
+                f"iterations; depths {', '.join(map(str, prof.depths))} with {prof.depth_width} filters, with and "
+                f"without skips, on kate at {deep} (depth d needs 2^d + 1 px), {prof.depth_iterations} iterations; "
+                f"masks {', '.join(prof.sweep_masks)}; seeds {seeds_s}.{reduced}")
+    if experiment == "optim":
+        return (f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** kate at {prof.kate_size}x{prof.kate_size}, `text-seed` mask, "
+                f"{prof.optim_width or 128} filters per layer, {prof.optim_iterations} iterations (L-BFGS: function "
+                f"evaluations), the seed's trial 3 (Adam lr 0.1, guard off and on) {prof.trial3_iterations}; "
+                f"seeds {seeds_s}.{reduced}")
+    if experiment == "figures":
+        kate = f"{prof.kate_size}x{prof.kate_size}" if prof.kate_size else "512x512"
+        return (f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** kate at {kate} with "
+                f"{prof.figure_width or 128}-filter networks: Fig. 2 fits {prof.fig2_iterations} iterations with no "
+                f"mask; the inpainting figure runs the `text` recipe for {prof.kate_iterations} iterations on the "
+                f"original kate mask; seeds {seeds_s}.{reduced}")
+    return f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** {prof.description}.{reduced}"
+
+
+def glossary() -> str:
+    return "\n".join(f"- **{term}**: {text}." for term, text in GLOSSARY)
+
+
+# ---------------------------------------------------------------- Table 1
+
+
+def _names() -> dict[str, str]:
+    from .data import TABLE1_ORDER
+
+    return dict(TABLE1_ORDER)
+
+
+def published() -> dict[str, dict[str, float | None]]:
+    """Per file name: the paper's DIP and Papyan values and group 71's max PSNR (data/*.csv)."""
+    from .data import group71_table1, paper_table1
+
+    names = _names()
+    paper = {row["image"]: row for row in paper_table1()}
+    g71 = {row["image"]: row for row in group71_table1()}
+    out: dict[str, dict[str, float | None]] = {}
+    for file_name, display in names.items():
+        p = paper.get(display, {})
+        g = next((v for k, v in g71.items() if k.startswith(file_name[:4])), None)
+        out[file_name] = {"paper DIP": _num(p.get("dip_psnr")), "paper Papyan": _num(p.get("papyan_psnr")),
+                          "group 71": _num(g["max_psnr"]) if g else None}
+    return out
+
+
+def sources() -> str:
+    from .data import group71_table1, paper_table1
+
+    return (f"Published values from `data/paper_table1.csv` ({paper_table1()[0]['source']}) and "
+            f"`data/group71_table1.csv` ({group71_table1()[0]['source']}).")
+
+
+def table1_rows(records: Records, preset: str) -> list[dict[str, Any]]:
+    """One dict per image with stored runs: our numbers (mean, std, n) and the published ones."""
+    values = table1_values(records, preset)
+    pub = published()
+    seeds: dict[str, set[int]] = defaultdict(set)
+    for r, _ in records:
+        if r.method == "dip" and r.preset == preset:
+            seeds[r.image].add(r.seed)
+    order = list(_names()) + [i for i in values if i not in _names()]
+    rows = []
+    for image in order:
+        if image not in values:
+            continue
+        rows.append({"image": image, "seeds": sorted(seeds.get(image, ())), **values[image], **pub.get(image, {})})
+    return rows
+
+
+def table1_people(records: Records, preset: str, comparable: bool) -> Table:
+    """Table 1 for readers: per image our four DIP numbers, the peers, the paper's (and, for the seed's
+    recipe, group 71's) values; a mean row over the images that have each value."""
+    import pandas as pd
+
+    names = _names()
+    rows = table1_rows(records, preset)
+    full = "" if comparable else " (full scale)"
+    out = []
+    for v in rows:
+        row = {"image": names.get(v["image"], v["image"]), "seeds": ", ".join(map(str, v["seeds"])) or DASH,
+               "masked input": v["masked"][0]}
+        for key, col in (("oracle", "DIP oracle"), ("final", "DIP final"), ("ema", "DIP EMA"), ("eswmv", "DIP ES-WMV")):
+            row[col] = pm(*v[key])
+        row["oracle, hole only"] = pm(*v["oracle_hole"])
+        row["oracle iteration"] = v["best_it"][0] if v["best_it"][2] else float("nan")
+        row["last 20% gain"] = v["late_gain"][0] if v["late_gain"][2] else float("nan")
+        row["guard restores"] = v["restores"][0] if v["restores"][2] else float("nan")
+        row["biharmonic"] = v["biharmonic"][0]
+        row["CSC (sporco)"] = v["csc"][0]
+        row["paper DIP" + full] = v.get("paper DIP")
+        row["paper Papyan" + full] = v.get("paper Papyan")
+        if preset == "table1-seed":
+            row["group 71 (oracle, 512 px)"] = v.get("group 71")
+        out.append(row)
+    df = pd.DataFrame(out)
+    if df.empty:
+        return Table(df, f"{preset}: no stored runs yet")
+    have = [v for v in rows if v["oracle"][2]]
+    mean: dict[str, Any] = {"image": f"mean ({len(have)} images)", "seeds": ""}
+    for key, col in (("oracle", "DIP oracle"), ("final", "DIP final"), ("ema", "DIP EMA"), ("eswmv", "DIP ES-WMV"),
+                     ("oracle_hole", "oracle, hole only")):
+        m = _mean(v[key][0] for v in have)
+        mean[col] = DASH if m is None else f"{m:.2f}"
+    for col in df.columns:
+        if col not in mean:
+            m = _mean(df.loc[[i for i, v in enumerate(rows) if v["oracle"][2]], col]) if have else None
+            mean[col] = float("nan") if m is None else m
+    mean["oracle iteration"] = round(mean["oracle iteration"]) if np.isfinite(mean["oracle iteration"]) else float("nan")
+    df = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
+    for col in ("oracle iteration",):
+        df[col] = [DASH if not np.isfinite(v) else f"{round(v)}" for v in df[col]]
+    df["guard restores"] = [DASH if not np.isfinite(v) else (f"{int(v)}" if float(v).is_integer() else f"{v:.1f}")
+                            for v in df["guard restores"]]
+    return Table(df, f"PSNR in dB, recipe {preset}; {PM.strip()} is the sample standard deviation (ddof 1) over the "
+                     f"n seeds of each image (n in its own column).")
+
+
+def _wins(a: dict[str, float], b: dict[str, float]) -> tuple[int, int, float | None]:
+    common = [i for i in a if i in b]
+    d = [a[i] - b[i] for i in common]
+    return sum(x > 0 for x in d), len(common), (float(np.mean(d)) if d else None)
+
+
+def _per_image(records: Records, preset: str, key: str = "oracle") -> dict[str, float]:
+    rows = table1_rows(records, preset)
+    return {v["image"]: v[key][0] for v in rows if v[key][2]}
+
+
+def table1_interpretation(records: Records, preset: str, prof: Profile) -> str:
+    """Two to four sentences on one recipe's table, generated from the numbers."""
+    rows = table1_rows(records, preset)
+    ours = _per_image(records, preset)
+    if not ours:
+        return f"No `{preset}` run is stored yet, so there is nothing to read from this table."
+    pub = published()
+    csc = {v["image"]: v["csc"][0] for v in rows if v["csc"][2]}
+    bih = {v["image"]: v["biharmonic"][0] for v in rows if v["biharmonic"][2]}
+    out = [(f"Over the {len(ours)} images with stored `{preset}` runs, the DIP oracle averages "
+           f"{_dB(_mean(ours.values()))}.")]
+    w, n, d = _wins(ours, csc)
+    wb, nb, db = _wins(ours, bih)
+    if n or nb:
+        peer = []
+        if n:
+            peer.append(f"our CSC peer on {w} of {n} images (mean difference {_dB(d, True)})")
+        if nb:
+            peer.append(f"biharmonic interpolation on {wb} of {nb} ({_dB(db, True)})")
+        out.append("It beats " + " and ".join(peer) + ".")
+    es = {v["image"]: v["eswmv"][0] for v in rows if v["eswmv"][2]}
+    fin = {v["image"]: v["final"][0] for v in rows if v["final"][2]}
+    gap_es = _mean(ours[i] - es[i] for i in es if i in ours)
+    gap_fin = _mean(ours[i] - fin[i] for i in fin if i in ours)
+    if gap_es is not None or gap_fin is not None:
+        out.append(f"Without the ground truth a user gets less: the final output is {_dB(gap_fin)} and ES-WMV "
+                   f"{_dB(gap_es)} below the oracle on average.")
+    paper = {i: pub[i]["paper DIP"] for i in ours if pub.get(i, {}).get("paper DIP") is not None}
+    if paper:
+        diff = _mean(ours[i] - paper[i] for i in paper)
+        if prof.comparable:
+            out.append(f"Against the paper's DIP values on the same images the difference is {_dB(diff, True)}.")
+        else:
+            crop = f"{prof.table1_crop} px crops" if prof.table1_crop else "native size"
+            out.append(f"Ours differs from the paper's DIP values by {_dB(diff, True)} on the same images, "
+                       f"but at this scale ({crop}, {prof.table1_width or 128} filters, "
+                       f"{prof.table1_iterations.get(preset)} iterations) a small crop gives the network little "
+                       f"repeated structure to fit and a short budget may end before the peak, so the gap says "
+                       f"little about the full-scale result.")
+    return " ".join(out)
+
+
+def recipes_interpretation(records: Records) -> str:
+    """Which recipe wins on how many images, by how much."""
+    a, b = _per_image(records, "table1-paper"), _per_image(records, "table1-seed")
+    w, n, d = _wins(b, a)
+    if not n:
+        return "The two recipes cannot be compared yet: no image has stored runs of both."
+    lead = "table1-seed" if (d or 0) > 0 else "table1-paper"
+    return (f"On the {n} images with both recipes stored, `table1-seed` (the seed's choice: 128 skip channels, "
+            f"lr 0.01) beats `table1-paper` on {w} and loses on {n - w}, by {_dB(d, True)} on average "
+            f"(oracle), so `{lead}` leads at this scale. The seed recipe learns ten times faster, which favours "
+            f"it under a short iteration budget; at the paper's 11000 iterations the slower recipe has time to catch up.")
+
+
+def timing_interpretation(df) -> str:
+    try:
+        rows = {r["method"]: r for r in df.to_dict("records")}
+    except AttributeError:
+        return ""
+    dip = [r for k, r in rows.items() if k.startswith("DIP")]
+    peers = [r for k, r in rows.items() if not k.startswith("DIP") and r["runs"]]
+    if not dip or not peers:
+        return ""
+    slow = max(dip, key=lambda r: r["median seconds"])
+    fast = min(peers, key=lambda r: r["median seconds"])
+    return (f"A DIP run ({slow['method']}) takes a median {slow['median seconds']:.0f} s against "
+            f"{fast['median seconds']:.2f} s for {fast['method']}: DIP buys its quality with a full network fit per image.")
+
+
+# ---------------------------------------------------------------- architecture and optimiser
+
+
+def arch_people(df, kind: str) -> Table:
+    """The filters or depth table for readers (without the helper column)."""
+    if df is None or df.empty:
+        import pandas as pd
+
+        return Table(pd.DataFrame(), f"no stored {kind} runs yet")
+    shown = df.drop(columns=[c for c in df.columns if c.startswith("_")]).copy()
+    if "skip" in shown:
+        shown["skip"] = ["yes" if s else "no" for s in shown["skip"]]
+    for col in ("best PSNR", "final PSNR"):
+        if col in shown:
+            shown[col] = [str(v).replace(" ± ", PM) for v in shown[col]]
+    shown = shown.rename(columns={"best PSNR": "oracle PSNR (dB)", "final PSNR": "final PSNR (dB)"})
+    return Table(shown, "PSNR against the clean kate; spread over seeds where there are several.")
+
+
+def filters_interpretation(fdf, prof: Profile) -> str:
+    if fdf is None or fdf.empty:
+        return "No filters-sweep run is stored yet."
+    out = []
+    for mask, sub in fdf.groupby("mask"):
+        sub = sub.sort_values("filters")
+        best = sub.loc[sub["_best"].idxmax()]
+        lo, hi = sub.iloc[0], sub.iloc[-1]
+        out.append(f"With the `{mask}` mask the oracle PSNR goes from {_dB(lo['_best'])} at {lo['filters']} filters to "
+                   f"{_dB(hi['_best'])} at {hi['filters']}, best at {best['filters']} ({_dB(best['_best'])}).")
+    out.append(f"At {prof.filter_iterations} iterations on a {prof.kate_size or 512} px kate, wide networks may not reach "
+               f"their peak yet, which can hide the benefit of width the full-scale runs show.")
+    return " ".join(out)
+
+
+def depth_interpretation(ddf, prof: Profile) -> str:
+    if ddf is None or ddf.empty:
+        return "No depth-sweep run is stored yet."
+    out = []
+    for mask, sub in ddf.groupby("mask"):
+        for skip, part in sub.groupby("skip"):
+            part = part.sort_values("depth")
+            best = part.loc[part["_best"].idxmax()]
+            out.append(f"`{mask}` {'with' if skip else 'without'} skips: best at depth {best['depth']} "
+                       f"({_dB(best['_best'])}), depth {part.iloc[0]['depth']} gives {_dB(part.iloc[0]['_best'])}.")
+        both = sub.pivot_table(index="depth", columns="skip", values="_best")
+        if True in both and False in both:
+            diff = (both[False] - both[True]).dropna()
+            if len(diff):
+                out.append(f"Removing the skips changes PSNR by {_dB(float(diff[diff.index <= 3].mean()) if (diff.index <= 3).any() else None, True)} "
+                           f"at depths up to 3 and {_dB(float(diff[diff.index > 3].mean()) if (diff.index > 3).any() else None, True)} deeper.")
+    out.append(f"Every run has {prof.depth_width} filters and {prof.depth_iterations} iterations; deeper networks "
+               f"fit more slowly, so a short budget favours shallow ones.")
+    return " ".join(out)
+
+
+def optim_people(df) -> Table:
+    if df is None or df.empty:
+        import pandas as pd
+
+        return Table(pd.DataFrame(), "no stored optimiser runs yet")
+    shown = df.copy()
+    for col in ("best PSNR", "final PSNR"):
+        shown[col] = [str(v).replace(" ± ", PM) for v in shown[col]]
+    return Table(shown.rename(columns={"best PSNR": "oracle PSNR (dB)", "best it": "oracle iteration",
+                                       "final PSNR": "final PSNR (dB)"}),
+                 "kate, text-seed mask; drops > 1 dB is the mean count per run.")
+
+
+def optim_interpretation(df, prof: Profile) -> str:
+    if df is None or df.empty:
+        return "No optimiser run is stored yet."
+    best = [(_num(str(v).split(" ")[0].split(NBSP)[0]), r) for v, r in zip(df["best PSNR"], df["optimizer"])]
+    best = [(v, r) for v, r in best if v is not None]
+    if not best:
+        return ""
+    top = max(best)
+    low = min(best)
+    gap = df.loc[df["best - final (dB)"].idxmax()]
+    out = [f"`{top[1]}` reaches the highest oracle PSNR ({_dB(top[0])}), `{low[1]}` the lowest ({_dB(low[0])}).",
+           (f"`{gap['optimizer']}` gives back the most after its peak ({_dB(_num(gap['best - final (dB)']))} from oracle "
+           f"to final), which is the early-stopping question in one number.")]
+    drops = _num(df["largest drop (dB)"].max())
+    out.append(f"The largest drop between two checks is {_dB(drops)}." if drops else
+               "No run fell by more than 1 dB between two checks.")
+    out.append(f"With {prof.optim_iterations} iterations at {prof.kate_size} px, the slow lr 0.001 may simply not have "
+               f"converged, so its rank can change at full scale.")
+    return " ".join(out)
+
+
+def drops_note(records: Records) -> str:
+    n = sum(len(rec.get("drops") or ()) for _, rec in records)
+    if n:
+        return f"{n} drops of more than 1 dB were recorded; each row shows the output at the bottom of one."
+    return ("No run fell by more than 1 dB between two checks at this scale, so there is no drop to show; at the "
+            "paper's scale lr 0.1 and L-BFGS are where such drops appear.")
+
+
+# ---------------------------------------------------------------- claims
+
+
+def claims_people(verdicts) -> Table:
+    """The scored claims as a table (verdict in its own column, the evidence as wrapped text)."""
+    df = verdicts[["claim", "verdict", "evidence"]].copy() if len(verdicts) else verdicts
+    return Table(df, "Verdicts computed from the stored results by the rule in the last section.", wrap_last=True)
+
+
+def claims_interpretation(verdicts, loaded: dict[str, Loaded]) -> str:
+    if not len(verdicts):
+        return "No claim could be scored."
+    counts = verdicts["verdict"].value_counts()
+    parts = ", ".join(f"{n} {v}" for v, n in counts.items())
+    partial = [coverage_line(x) for x in loaded.values() if not x.complete]
+    text = f"Of the {len(verdicts)} claims: {parts}."
+    if partial:
+        text += " These verdicts rest on partial results: " + " ".join(partial)
+    return text
+
+
+# ---------------------------------------------------------------- figures
+
+
+def show(fig) -> None:
+    """Display a figure here, under the heading just shown, and close it (no second copy at the cell's end)."""
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+def curves_interpretation(records: Records) -> str:
+    """Where the runs peak relative to their budget, from the stored summaries."""
+    at_end, peaks = 0, []
+    for r, x in records:
+        if r.method != "dip":
+            continue
+        it, total = _num(oracle_iteration(x)), _num(x["summary"].get("iterations_run"))
+        if it is None or not total:
+            continue
+        peaks.append(it / total)
+        at_end += it >= total - max(1, r.log_every)
+    if not peaks:
+        return "No DIP run is stored yet, so there is no curve to read."
+    return (f"Of {len(peaks)} runs, {at_end} reach their best PSNR in the last check, and the median run peaks at "
+            f"{100 * float(np.median(peaks)):.0f}% of its budget. Runs still rising at the end were stopped by the "
+            f"budget, not by over-fitting: with more iterations (as at full scale) they may gain, and the "
+            f"early-stopping question only bites for the runs that peak earlier.")
+
+
+def _first(records: Records, **match: Any) -> tuple[Run, dict] | None:
+    for r, x in sorted(records, key=lambda rx: rx[0].seed):
+        if all(getattr(r, k) == v for k, v in match.items()):
+            return r, x
+    return None
+
+
+def table1_zoom(records: Records, store: ResultStore):
+    """(figure, caption): one Table-1 image (the first with both recipes stored) restored four ways,
+    zoomed, with error maps; None when nothing fits."""
+    for image in _names():
+        a, b = _first(records, image=image, method="dip", preset="table1-paper"), _first(records, image=image, method="dip", preset="table1-seed")
+        if a and b:
+            break
+    else:
+        return None, ""
+    from .plots import zoom_compare
+
+    gt, _ = load_problem(a[0])
+    panels = [("masked input", store.image(a[0], "observed"))]
+    for run, rec in (a, b):
+        panels.append((f"{run.preset}, best\nseed {run.seed}: {oracle(rec):.2f} dB", store.image(run, "best")))
+    for method in ("csc",):
+        peer = _first(records, image=image, method=method)
+        if peer:
+            panels.append((f"{method}: {peer[1]['summary']['final_psnr']:.2f} dB", store.image(peer[0], "final")))
+    fig = zoom_compare(gt, panels)
+    return fig, (f"{_names().get(image, image)}: the whole image, a zoom on the red box, and the absolute error "
+                 f"(brighter is worse) for each method; the DIP panels show seed {a[0].seed}.")
+
+
+def arch_zoom(records: Records, store: ResultStore, mask: str = "text-seed"):
+    """(figure, caption): kate restored by the narrowest and the widest network of the filters sweep."""
+    sel = [(r, x) for r, x in records if r.mask == mask and r.label.startswith("filters=") and oracle(x) is not None]
+    if len(sel) < 2:
+        return None, ""
+    from .plots import zoom_compare
+
+    lo = min(sel, key=lambda rx: int(rx[0].label.split("=")[1]))
+    hi = max(sel, key=lambda rx: oracle(rx[1]))
+    gt, _ = load_problem(lo[0])
+    panels = [("masked input", store.image(lo[0], "observed"))]
+    panels += [(f"{r.label}, best\nseed {r.seed}: {oracle(x):.2f} dB", store.image(r, "best")) for r, x in (lo, hi)]
+    return zoom_compare(gt, panels), (f"kate with the `{mask}` mask: the narrowest network against the best one of "
+                                      f"the filters sweep, zoomed, with error maps.")
+
+
+def optim_zoom(records: Records, store: ResultStore):
+    """(figure, caption): the best and the worst optimiser's final outputs, zoomed, with error maps."""
+    sel = [(r, x) for r, x in records if oracle(x) is not None]
+    if len(sel) < 2:
+        return None, ""
+    from .plots import zoom_compare
+
+    best, worst = max(sel, key=lambda rx: oracle(rx[1])), min(sel, key=lambda rx: oracle(rx[1]))
+    gt, _ = load_problem(best[0])
+    panels = [("masked input", store.image(best[0], "observed"))]
+    panels += [(f"{r.label}, final\nseed {r.seed}: {x['summary']['final_psnr']:.2f} dB", store.image(r, "final"))
+               for r, x in (best, worst)]
+    return zoom_compare(gt, panels), "The best and the worst optimiser's final outputs, zoomed, with error maps."
+
+
+def gain_interpretation(records: Records, preset: str) -> str:
+    """Where DIP gains most and least over the masked input (the images of a grid figure)."""
+    rows = table1_rows(records, preset)
+    gains = {_names().get(v["image"], v["image"]): v["oracle"][0] - v["masked"][0] for v in rows if v["oracle"][2] and v["masked"][2]}
+    if not gains:
+        return f"No `{preset}` run is stored yet, so there is no image to show."
+    hi, lo = max(gains, key=gains.get), min(gains, key=gains.get)
+    return (f"DIP lifts every image shown well above its masked input: most on {hi} ({_dB(gains[hi], True)}), least on "
+            f"{lo} ({_dB(gains[lo], True)}). Look at fine, repeated texture (stripes, hair, ridges), where the "
+            f"errors concentrate at this reduced size.")
+
+
+# ---------------------------------------------------------------- the paper's figures
+
+
+def fig2_interpretation(records: Records) -> str:
+    """How much faster the network fits a natural image than noise: the loss each target reaches at a
+    quarter of the budget, mean over seeds, and the ratio to the natural image's."""
+    at: dict[str, list[float]] = defaultdict(list)
+    for r, x in records:
+        if r.method != "dip" or r.mask != "none":
+            continue
+        h = x["history"]
+        quarter = h["iteration"][-1] / 4
+        k = next(i for i, it in enumerate(h["iteration"]) if it >= quarter)
+        at[r.target].append(h["loss"][k])
+    if "image" not in at:
+        return "No Fig. 2 run of the natural image is stored yet."
+    base = float(np.mean(at["image"]))
+    parts = [f"`{t}` {float(np.mean(v)):.2e}" + ("" if t == "image" else f" ({float(np.mean(v)) / base:.0f}x)")
+             for t, v in at.items()]
+    slow = [t for t, v in at.items() if t != "image" and float(np.mean(v)) > base]
+    return (f"After a quarter of the iterations the loss is: {', '.join(parts)} (ratio to the natural image's). "
+            + (f"The network fits the natural image faster than {', '.join(slow)}: its structure resists noise, "
+               f"which is the paper's argument that the architecture itself is a prior."
+               if slow else "Here the natural image is not fitted faster than the others, against the paper's Fig. 2."))
+
+
+def kate_interpretation(records: Records) -> str:
+    dip = [x for r, x in records if r.method == "dip" and r.mask == "file"]
+    peer = [x for r, x in records if r.method == "biharmonic" and r.mask == "file"]
+    if not dip:
+        return "No DIP run of kate with the original mask is stored yet."
+    o = float(np.mean([x["summary"]["oracle_psnr"] for x in dip]))
+    hole = float(np.mean([x["summary"]["oracle_hole_psnr"] for x in dip]))
+    text = (f"DIP at its oracle check reaches {_dB(o)} on the whole image and {_dB(hole)} on the masked-out text "
+            f"(mean of {len(dip)} seed{'s' if len(dip) > 1 else ''}).")
+    if peer:
+        p, ph = peer[0]["summary"]["final_psnr"], peer[0]["summary"]["final_hole_psnr"]
+        text += (f" Biharmonic interpolation of the same mask gives {_dB(p)} ({_dB(ph)} on the hole): DIP is "
+                 f"{_dB(hole - ph, True)} on the pixels that were missing. Whole-image PSNR moves little because "
+                 f"the text covers a small part of the image; the hole PSNR is the one that judges the inpainting.")
+    return text
