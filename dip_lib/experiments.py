@@ -220,26 +220,30 @@ def _compute_locked(group: list[Run], store: ResultStore, outcome: Outcome, wait
                     return False
             locks.append(lock)
         left = [r for r in group if not store.exists(r)]
-        if not left:
-            return True
-        try:
-            done = execute_batch(left) if len(left) > 1 else [execute(left[0])]
-        except DipError as exc:
-            if len(left) > 1:  # one diverging problem should not sink the others: run them one by one
-                for r in left:
-                    _compute_locked([r], store, outcome, wait=True)
-                return True
-            outcome.failed.append((left[0], str(exc)))
-            log.error("run %s failed: %s", _describe(left[0]), exc)
-            return True
-        for run, (record, images) in zip(left, done):
-            store.save(run, record, images)
-            outcome.computed.append(run)
+        if left:
+            _execute_and_save(left, store, outcome)
         return True
     finally:
         for lock in locks:
             if lock.is_locked:
                 lock.release()
+
+
+def _execute_and_save(runs: list[Run], store: ResultStore, outcome: Outcome) -> None:
+    """Compute runs (together when several) and store each; a failure is recorded, never stored."""
+    try:
+        done = execute_batch(runs) if len(runs) > 1 else [execute(runs[0])]
+    except DipError as exc:
+        if len(runs) > 1:  # one diverging problem should not sink the others: run them one by one
+            for r in runs:
+                _execute_and_save([r], store, outcome)
+            return
+        outcome.failed.append((runs[0], str(exc)))
+        log.error("run %s failed: %s", _describe(runs[0]), exc)
+        return
+    for run, (record, images) in zip(runs, done):
+        store.save(run, record, images)
+        outcome.computed.append(run)
 
 
 def _batch_size(batch: int | str):
