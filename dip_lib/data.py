@@ -115,19 +115,6 @@ def registry_from_manifest(shared: str | os.PathLike) -> list[Entry]:
     return out
 
 
-def write_registry(entries: Iterable[Entry], path: str | os.PathLike) -> None:
-    """Write entries as the tab-separated registry file (atomically)."""
-    import io
-
-    from .imageio import atomic_write_bytes
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    writer.writerow(REGISTRY_COLUMNS)
-    for e in entries:
-        writer.writerow([getattr(e, c) for c in REGISTRY_COLUMNS])
-    atomic_write_bytes(path, buf.getvalue().encode())
-
 
 def _read_reference(filename: str, value_columns: tuple[str, ...], names: dict[str, str]) -> list[dict]:
     path = data_dir() / filename

@@ -90,7 +90,3 @@ def user_text_mask(shape: tuple[int, int], text: str) -> np.ndarray:
     step = h / (len(lines) + 1)
     items = [(line, size, (w // 16, round(step * (k + 1) - size / 2))) for k, line in enumerate(lines)]
     return text_mask(shape, items)
-
-
-def mask_fraction_missing(mask: np.ndarray) -> float:
-    return float(1.0 - np.asarray(mask, np.float64).mean())

@@ -68,14 +68,6 @@ class SkipConfig:
     def depth(self) -> int:
         return len(self.channels_down)
 
-    def with_channels(self, in_channels: int | None = None, out_channels: int | None = None) -> "SkipConfig":
-        return replace(
-            self,
-            in_channels=self.in_channels if in_channels is None else in_channels,
-            out_channels=self.out_channels if out_channels is None else out_channels,
-        )
-
-
 def activation(name: str) -> nn.Module:
     if name == "LeakyReLU":
         return nn.LeakyReLU(0.2, inplace=False)

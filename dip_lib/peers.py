@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 CSC_DICTIONARY = "G:12x12x36"
 CSC_LAMBDA = 0.01  # l1 weight of the coefficient maps
 CSC_ITERATIONS = 30  # ADMM iterations: about 40 s for 512x512 grey on 2 busy CPU cores (PSNR within ~0.2 dB of 100)
-CSC_RHO = 50 * CSC_LAMBDA + 0.1  # ADMM penalty as in SPORCO's example (fixed, no auto-tuning)
 LOWPASS_LAMBDA = 0.05  # TV weight of the masked l2-TV lowpass (SPORCO's example value)
 LOWPASS_ITERATIONS = 100
 PAD = 8  # symmetric padding around the image; the padded border counts as unobserved

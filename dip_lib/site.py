@@ -31,6 +31,8 @@ PAGES = (
     ("03_optimizer_lr_sweep", ("Adam at three learning rates and L-BFGS: PSNR curves, time per iteration, and the "
                               "sudden drops")),
     ("05_claims", "the seed report's six claims, each scored from the stored results with its rule"),
+    ("06_paper_figures", ("the paper's Fig. 2 (how fast the network fits an image, the image with noise, its "
+                          "shuffled pixels and noise) and kate's text inpainting beside biharmonic")),
 )
 EXPLORER = ("04_explore", "Live explorer (JupyterLab)",
             "pick an image, a mask and a recipe and watch the fit; run `make lab` and open notebooks/04_explore.ipynb")
@@ -322,7 +324,8 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
               + "".join(mistune.html(pages.scale_note(e, prof)) for e in EXPERIMENTS))
     head, rows, caption = _key_table(loaded["table1"].records)
     easy, hard = _easy_hard(loaded, prof)
-    status = {"01_table1_bernoulli": "table1", "02_architecture_sweep": "arch", "03_optimizer_lr_sweep": "optim"}
+    status = {"01_table1_bernoulli": "table1", "02_architecture_sweep": "arch", "03_optimizer_lr_sweep": "optim",
+              "06_paper_figures": "figures"}
     page_list = [{"href": f"{stem}.html", "title": titles[stem], "text": text,
                   "status": pages.coverage_line(loaded[status[stem]]) if stem in status else ""} for stem, text in PAGES]
     page_list.append({"href": f"../../notebooks/{EXPLORER[0]}.ipynb", "title": EXPLORER[1], "text": EXPLORER[2], "status": ""})

@@ -145,10 +145,6 @@ class ESWMV:
         return None if self._best_out is None else int(self._best_it)
 
     @property
-    def best_variance(self) -> float | None:
-        return None if self._best_out is None else float(self._best_var)
-
-    @property
     def best_output(self) -> np.ndarray | None:
         if self._best_out is None:
             return None
