@@ -1,19 +1,39 @@
-"""dip_lib: a faithful, modern Deep Image Prior inpainting library (Ulyanov et al., CVPR 2018)."""
-from .errors import DipError
-from .fit import CheckState, FitConfig, FitResult, History, fit, resolve_device
-from .imageio import load_image, load_mask, save_image
-from .inputs import make_input, meshgrid_input, noise_input
-from .masks import Inpainting, bernoulli_mask, recipe_text_mask, text_mask, user_text_mask
-from .metrics import masked_psnr, psnr, ssim
-from .nets import SkipConfig, SkipNet, count_params
-from .presets import PRESETS, Preset, get_preset, sweep_net
+"""dip_lib: a faithful, modern Deep Image Prior inpainting library (Ulyanov et al., CVPR 2018).
+
+The names below are imported on first use, so that ``python -m dip_lib`` answers (and refuses bad
+input) without first paying for torch's import.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DipError", "CheckState", "FitConfig", "FitResult", "History", "fit", "resolve_device",
-    "load_image", "load_mask", "save_image", "make_input", "meshgrid_input", "noise_input",
-    "Inpainting", "bernoulli_mask", "recipe_text_mask", "text_mask", "user_text_mask",
-    "masked_psnr", "psnr", "ssim", "SkipConfig", "SkipNet", "count_params",
-    "PRESETS", "Preset", "get_preset", "sweep_net",
-]
+_NAMES = {
+    "errors": ("DipError",),
+    "fit": ("CheckState", "FitConfig", "FitResult", "History", "fit"),
+    "device": ("resolve_device",),
+    "imageio": ("load_image", "load_mask", "save_image"),
+    "inputs": ("make_input", "meshgrid_input", "noise_input"),
+    "masks": ("Inpainting", "bernoulli_mask", "recipe_text_mask", "text_mask", "user_text_mask"),
+    "metrics": ("masked_psnr", "psnr", "ssim"),
+    "nets": ("SkipConfig", "SkipNet", "count_params"),
+    "presets": ("PRESETS", "Preset", "get_preset", "sweep_net"),
+}
+_WHERE = {name: module for module, names in _NAMES.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dip_lib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -264,3 +264,13 @@ def test_unwritable_results_folder_is_refused_before_any_fit(tmp_path):
     with pytest.raises(DipError, match="cannot write results"):
         ex.run_all(tiny_runs(1), store, progress=False)
     assert time.perf_counter() - t0 < 5
+
+
+def test_run_ids_of_the_stored_profiles_do_not_move():
+    """Stored results are found by id: a refactoring that changes an id orphans hours of runs. These
+    ids belong to runs in results/ (or, for paper, to the GPU loans' runs); change them only on purpose."""
+    assert plan("table1", "quick")[0].run_id == "6f7873057f93ee3d"
+    assert plan("arch", "quick")[0].run_id == "fd98dd52e5753a24"
+    assert plan("optim", "quick")[0].run_id == "c21c41ac146fa63a"
+    assert plan("figures", "quick")[0].run_id == "426609ec5599c115"
+    assert plan("table1", "paper")[0].run_id == "d1f8d180b58653c8"
