@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 _NAMES = {
     "errors": ("DipError",),
-    "fit": ("CheckState", "FitConfig", "FitResult", "History", "fit"),
+    "config": ("CheckState", "FitConfig", "FitResult", "History"),
+    "fit": ("fit",),
     "device": ("resolve_device",),
     "imageio": ("load_image", "load_mask", "save_image"),
     "inputs": ("make_input", "meshgrid_input", "noise_input"),

@@ -19,9 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .fit import (FitConfig, FitResult, _Problem, backend_flags, fit, prepare_net, resolve_device,
-                  run_problems)
+from .config import FitConfig, FitResult
+from .device import backend_flags, resolve_device
+from .fit import fit, run_problems
 from .nets import Lanczos2Down, Level, center_crop_to
+from .step import prepare_net
+from .tracking import Problem
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +190,7 @@ def fit_many(
     with backend_flags(config, device):
         nets = [prepare_net(n, config, device) for n in nets]
         try:
-            problems = [_Problem(*args, device, gt, cb) for args, gt, cb in
+            problems = [Problem(*args, device, gt, cb) for args, gt, cb in
                         zip(zip(nets, net_inputs, observed, masks, configs), ground_truths, callbacks)]
             if len({(p.z.shape, p.y.shape, p.m.shape) for p in problems}) != 1:
                 raise ValueError("fit_many needs problems of one shape (inputs, observations and masks)")

@@ -266,9 +266,9 @@ def _fetch_entry(entry: Entry) -> tuple[Path, str]:
             try:
                 if kind == "dir":
                     with open(where, "rb") as src:
-                        _install(entry, lambda fh: shutil.copyfileobj(src, fh, _CHUNK), where)
+                        _install(entry, lambda fh, f=src: shutil.copyfileobj(f, fh, _CHUNK), where)
                 else:
-                    _install(entry, lambda fh: _download(where, fh), where)
+                    _install(entry, lambda fh, url=where: _download(url, fh), where)
                 log.info("fetched %s from %s", entry.path, where)
                 return target, where
             except OSError as exc:  # requests' errors are OSErrors too: try the next source

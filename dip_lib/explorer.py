@@ -242,7 +242,7 @@ class Explorer:
         """Defaults by report profile: "smoke" a 32 px image, a tiny network and 20 iterations (a headless
         check); "quick" on a CPU 80 px and 300 iterations (about a minute on 2 cores), on a GPU the
         paper's 512 px and the preset's iterations; "paper" 512 px. ``kwargs`` override any of them."""
-        from .fit import resolve_device
+        from .device import resolve_device
 
         gpu = resolve_device(kwargs.get("device", "auto")).type != "cpu"
         defaults: dict[str, dict[str, Any]] = {

@@ -12,7 +12,7 @@ center-cropped to the smaller one before concatenation, as the original ``Concat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch

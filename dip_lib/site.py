@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from . import pages
-from .runs import EXPERIMENTS, get_profile
-from .store import ResultStore, find_root
 from .errors import DipError
 from .imageio import atomic_write_bytes
+from .runs import EXPERIMENTS, get_profile
+from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)
 

@@ -119,8 +119,8 @@ def test_budget_keeps_finished_runs_and_reports_the_rest(tmp_path):
         ex.load_records(runs, store)
     partial = ex.load_records(runs, store, partial=True)
     assert [r for r, _ in partial] == runs[:1]
-    cov = ex.coverage(runs, partial)
-    assert (cov.stored, cov.total, cov.seeds_complete) == (1, 3, (0,)) and "1 of 3 runs stored" in str(cov)
+    cov = ex.coverage(runs, store)
+    assert (cov["stored"], cov["planned"], cov["seeds"], cov["missing"]) == (1, 3, [0], runs[1:])
     for bad in (float("nan"), -1.0):
         with pytest.raises(DipError, match="budget"):
             ex.run_all(runs, store, budget_seconds=bad, progress=False)
