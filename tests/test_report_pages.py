@@ -119,3 +119,27 @@ def test_committed_report_pages_pass_when_generated_by_site():
         if not index.exists() or 'content="dip_lib.site"' not in index.read_text():
             continue  # rendered before dip_lib.site existed: the lead regenerates it
         assert site.check_folder(folder) == {}, folder
+
+
+def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
+    """The paper profile (a GPU job) renders from whatever runs a loan left: here one Table-1 run of
+    seed 0, computed for the test at a tiny size under the paper profile's name and numerics."""
+    from dataclasses import replace
+
+    from dip_lib import experiments
+    from dip_lib.runs import numerics_for, pairs, plan, spec
+
+    store = ResultStore(tmp_path)
+    first = plan("table1", "paper")[0]
+    tiny = replace(first, crop=48, iterations=20, log_every=5, numerics=numerics_for("cpu"),
+                   net=pairs(channels_down=(8, 8, 8), channels_up=(8, 8, 8), channels_skip=(4, 4, 4)))
+    experiments.run_all([tiny], store, progress=False)
+    rec = store.load(tiny)
+    # stored under the planned paper run's id, as a loan would leave it (the numbers are the tiny run's)
+    store.save(first, {**rec, "run_id": first.run_id, "config": first.to_dict(), "spec": spec(first)}, {})
+    loaded = pages.load("table1", "paper", store)
+    assert loaded.coverage["stored"] == 1 and loaded.coverage["seeds"] == [0]
+    line = pages.coverage_line(loaded)
+    assert f"1 of {len(plan('table1', 'paper'))} runs stored" in line and "seed 0 only" in line
+    text = site.write_landing(tmp_path / "page", "paper", store).read_text()
+    assert site.check_page(text, landing=True) == [] and "Partial results" in text
