@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _NAMES = {
     "errors": ("DipError",),
     "config": ("CheckState", "FitConfig", "FitResult", "History"),
-    "fit": ("fit",),
+    "solver": ("fit",),
     "device": ("resolve_device",),
     "imageio": ("load_image", "load_mask", "save_image"),
     "inputs": ("make_input", "meshgrid_input", "noise_input"),

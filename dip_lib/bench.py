@@ -43,7 +43,7 @@ import torch
 from .batched import fit_many
 from .errors import DipError
 from .device import idle_cpu_threads, resolve_device, tf32_flags
-from .fit import FitConfig, FitResult, fast_config, fit
+from .solver import FitConfig, FitResult, fast_config, fit
 from .masks import bernoulli_mask
 from .metrics import masked_psnr, psnr
 from .nets import SkipConfig, min_size

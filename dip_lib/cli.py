@@ -25,7 +25,7 @@ def _positive_int(text: str) -> int:
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from . import masks
     from .device import resolve_device
-    from .fit import fit
+    from .solver import fit
     from .imageio import (
         atomic_write_bytes,
         center_crop_multiple,

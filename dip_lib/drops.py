@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fit import CheckState
+from .solver import CheckState
 
 
 @dataclass

@@ -85,7 +85,7 @@ def _callbacks(iterations: int):
 
 def execute(run: Run) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Compute one run on its numerics; returns its record and output images (not yet saved)."""
-    from .fit import fit
+    from .solver import fit
     from .nets import count_params
 
     image, mask = load_problem(run)

@@ -1,6 +1,6 @@
 """A live DIP explorer for JupyterLab (ipywidgets): pick an image, a mask, a preset; watch the fit.
 
-``Explorer().widget`` is the whole interface. Run starts ``dip_lib.fit.fit`` in a background
+``Explorer().widget`` is the whole interface. Run starts ``dip_lib.solver.fit`` in a background
 thread, so the kernel stays free; a callback pushes the output, the PSNR curve and a snapshot to the
 widgets at fit's checks (at most one redraw per ``refresh_s`` seconds, and always at the last
 check) and asks fit to stop once Stop was pressed. Afterwards a slider scrubs through the snapshots
@@ -420,7 +420,7 @@ class Explorer:
             self.join()
 
     def _work(self, net, z, observed, mask, cfg, gt, callbacks) -> None:
-        from .fit import fit
+        from .solver import fit
 
         try:
             self.result = fit(net, z, observed, mask, cfg, ground_truth=gt, callbacks=callbacks)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .errors import DipError
-from .fit import FitConfig
+from .solver import FitConfig
 from .inputs import make_input
 from .nets import SkipConfig, SkipNet, count_params, min_size
 

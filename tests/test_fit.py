@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from dip_lib.fit import FitConfig, fit
+from dip_lib.solver import FitConfig, fit
 from dip_lib.inputs import noise_input
 from dip_lib.masks import bernoulli_mask
 from dip_lib.metrics import psnr
@@ -71,7 +71,7 @@ def test_fit_inpaints_the_cameraman(camera):
 
 def test_fit_that_diverges_is_an_error_not_a_result(camera):
     """lr 1e30 without the guard: a FitDiverged (a DipError: one line, exit 2), never a NaN result."""
-    from dip_lib.fit import FitDiverged
+    from dip_lib.solver import FitDiverged
 
     with pytest.raises(FitDiverged, match="diverged"):
         run(camera, iterations=30, lr=1e30, guard=False)

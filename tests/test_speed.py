@@ -16,7 +16,7 @@ from dip_lib.batched import StackedNets, fit_many
 from dip_lib.bench import conv_flops, memory_in_subprocess, parity, Variant
 from dip_lib.cli import main
 from dip_lib.device import cpu_has_native_bf16
-from dip_lib.fit import FitConfig, fast_config, fit
+from dip_lib.solver import FitConfig, fast_config, fit
 from dip_lib.tracking import _GoodCopy
 from dip_lib.masks import bernoulli_mask
 from dip_lib.nets import Lanczos2Down, SkipConfig, SkipNet

@@ -1,4 +1,4 @@
-"""The DIP solver loop: fit one network to one masked image.
+"""The DIP solver loop (``fit``): fit one network to one masked image.
 
 min_theta  mean(((f_theta(z + s * eps_t) - y) * m)^2),  eps_t ~ N(0, I) fresh each iteration,
 with y (1, C, H, W) the observed image, m (1 or C, H, W) the mask (1 = observed), z the fixed input.
