@@ -14,7 +14,7 @@ import numpy as np
 from .runs import Run, get_profile, load_problem
 from .scores import by as _by
 from .scores import mean_std as _mean_std
-from .scores import oracle, oracle_iteration, table1_values
+from .scores import hole_psnr, late_gain, oracle, oracle_iteration, table1_values
 from .store import ResultStore
 
 Records = list[tuple[Run, dict[str, Any]]]
@@ -201,14 +201,16 @@ def arch_tables(records: Records):
     for (label, mask), rows in _by(records, lambda r: (r.label, r.mask)).items():
         best = _mean_std(oracle(rec) for _, rec in rows)
         final = _mean_std(rec["summary"]["final_psnr"] for _, rec in rows)
+        hole = _mean_std(hole_psnr(rec) for _, rec in rows)
+        gain = _mean_std(late_gain(rec) for _, rec in rows)
         params = rows[0][1]["summary"]["params"]
         run = rows[0][0]
+        cells = {"params": params, "n": best[2], "best PSNR": fmt(*best), "hole PSNR": fmt(*hole),
+                 "final PSNR": fmt(*final), "last 20% gain": gain[0], "_best": best[0]}
         if not label.startswith("depth"):
-            f_rows.append({"mask": mask, "filters": run.filters, "params": params,
-                           "best PSNR": fmt(*best), "final PSNR": fmt(*final), "_best": best[0]})
+            f_rows.append({"mask": mask, "filters": run.filters, **cells})
         else:
-            d_rows.append({"mask": mask, "depth": run.depth, "skip": run.skip,
-                           "params": params, "best PSNR": fmt(*best), "final PSNR": fmt(*final), "_best": best[0]})
+            d_rows.append({"mask": mask, "depth": run.depth, "skip": run.skip, **cells})
     fdf = pd.DataFrame(f_rows).sort_values(["mask", "filters"]).reset_index(drop=True) if f_rows else pd.DataFrame()
     ddf = pd.DataFrame(d_rows).sort_values(["mask", "skip", "depth"]).reset_index(drop=True) if d_rows else pd.DataFrame()
     return fdf, ddf
@@ -286,7 +288,9 @@ def optim_table(records: Records):
         ms = float(np.median([x["summary"]["ms_per_iteration"] for _, x in recs]))
         drops = [d for _, x in recs for d in x["drops"]]
         biggest = max((d["from_psnr"] - d["to_psnr"] for d in drops), default=0.0)
-        rows.append({"optimizer": label, "best PSNR": fmt(*best), "best it": round(np.mean([oracle_iteration(x) for _, x in recs])),
+        hole = _mean_std(hole_psnr(x) for _, x in recs)
+        rows.append({"optimizer": label, "n": best[2], "best PSNR": fmt(*best), "hole PSNR": fmt(*hole),
+                     "best it": round(np.mean([oracle_iteration(x) for _, x in recs])),
                      "final PSNR": fmt(*final), "best - final (dB)": best[0] - final[0],
                      "drops > 1 dB": len(drops) / len(recs), "largest drop (dB)": biggest, "ms / iteration": ms,
                      "device": recs[0][1]["environment"]["device_name"]})
