@@ -63,6 +63,9 @@ def render(profile: str, execute: bool = False, out_dir: Path | None = None, res
     report as it was."""
     root = find_root()
     final = out_dir or root / "report" / profile
+    absent = [n for n in notebooks if not (root / "notebooks" / n).is_file()]
+    if absent:
+        raise DipError(f"no such notebook in {root / 'notebooks'}: {', '.join(absent)}")
     if execute:
         outcomes = reproduce(profile, device=device, results_dir=results_dir)
         failed = [f"{exp}/{r.run_id}: {why}" for exp, o in outcomes.items() for r, why in o.failed]

@@ -143,3 +143,37 @@ def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
     assert f"1 of {len(plan('table1', 'paper'))} runs stored" in line and "seed 0 only" in line
     text = site.write_landing(tmp_path / "page", "paper", store).read_text()
     assert site.check_page(text, landing=True) == [] and "Partial results" in text
+
+
+REPORT = """
+import sys
+from pathlib import Path
+from dip_lib.report import render
+render("smoke", out_dir=Path(sys.argv[1]), results_dir=sys.argv[2], notebooks=("05_claims.ipynb",))
+"""
+
+
+@pytest.mark.slow
+def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
+    """Unique temp names and a folder swapped in whole: two renders at once both succeed, and a
+    render that fails leaves the previous pages exactly as they were."""
+    import subprocess
+    import sys
+
+    from dip_lib.errors import DipError
+    from dip_lib.report import render
+
+    out = tmp_path / "report"
+    procs = [subprocess.Popen([sys.executable, "-c", REPORT, str(out), str(tmp_path / "r")], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "05_claims.html" in before and "index.html" in before
+    with pytest.raises(DipError, match="no such notebook"):  # refused before any work
+        render("smoke", out_dir=out, results_dir=str(tmp_path / "r"), notebooks=("05_claims.ipynb", "no_such.ipynb"))
+    with pytest.raises(DipError, match="failed"):  # a notebook fails while building: the old report stays
+        render("smoke", out_dir=out, results_dir=str(tmp_path / "r"), notebooks=("05_claims.ipynb", "06_paper_figures.ipynb"),
+               device="no-such-device")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no build folder left behind
