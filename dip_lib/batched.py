@@ -21,8 +21,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import FitConfig, FitResult
 from .device import backend_flags, resolve_device
-from .solver import fit, run_problems
 from .nets import Lanczos2Down, Level, center_crop_to
+from .solver import fit, run_problems
 from .step import prepare_net
 from .tracking import Problem
 

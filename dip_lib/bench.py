@@ -41,13 +41,13 @@ import numpy as np
 import torch
 
 from .batched import fit_many
-from .errors import DipError
 from .device import idle_cpu_threads, resolve_device, tf32_flags
-from .solver import FitConfig, FitResult, fast_config, fit
+from .errors import DipError
 from .masks import bernoulli_mask
 from .metrics import masked_psnr, psnr
 from .nets import SkipConfig, min_size
 from .presets import Preset, get_preset
+from .solver import FitConfig, FitResult, fast_config, fit
 
 log = logging.getLogger(__name__)
 

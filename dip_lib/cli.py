@@ -25,7 +25,6 @@ def _positive_int(text: str) -> int:
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from . import masks
     from .device import resolve_device
-    from .solver import fit
     from .imageio import (
         atomic_write_bytes,
         center_crop_multiple,
@@ -38,6 +37,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     )
     from .metrics import psnr
     from .presets import get_preset
+    from .solver import fit
     from .store import dumps
 
     # everything that can be refused is refused here, before the image is read or a fit starts

@@ -85,8 +85,8 @@ def _callbacks(iterations: int):
 
 def execute(run: Run) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Compute one run on its numerics; returns its record and output images (not yet saved)."""
-    from .solver import fit
     from .nets import count_params
+    from .solver import fit
 
     image, mask = load_problem(run)
     t0 = time.perf_counter()

@@ -13,8 +13,8 @@ import numpy as np
 
 from .runs import Run, get_profile, load_problem
 from .scores import by as _by
-from .scores import mean_std as _mean_std
 from .scores import hole_psnr, late_gain, oracle, oracle_iteration, table1_values
+from .scores import mean_std as _mean_std
 from .store import ResultStore
 
 Records = list[tuple[Run, dict[str, Any]]]

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from .errors import DipError
-from .solver import FitConfig
 from .inputs import make_input
 from .nets import SkipConfig, SkipNet, count_params, min_size
+from .solver import FitConfig
 
 _TEXT_NET = SkipConfig(
     in_channels=32, channels_down=(128,) * 5, channels_up=(128,) * 5, channels_skip=(128,) * 5,

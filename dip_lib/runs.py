@@ -43,7 +43,10 @@ def pairs(**kw: Any) -> Pairs:
 
 def numerics_for(device: str) -> Pairs:
     """The numerics a profile uses on a device type ('cpu' or 'cuda'); others run like the CPU."""
-    kind = torch.device(device).type
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise DipError(f"unknown device {device!r} (cpu, cuda, mps)") from None
     if kind == "cuda":
         return CUDA_NUMERICS
     return tuple((k, kind if k == "device" else v) for k, v in CPU_NUMERICS)

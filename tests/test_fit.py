@@ -6,11 +6,11 @@ import pytest
 import torch
 from skimage import data
 
-from dip_lib.solver import FitConfig, fit
 from dip_lib.inputs import noise_input
 from dip_lib.masks import bernoulli_mask
 from dip_lib.metrics import psnr
 from dip_lib.nets import SkipConfig, SkipNet
+from dip_lib.solver import FitConfig, fit
 
 NARROW = SkipConfig(in_channels=8, out_channels=1, channels_down=(16,) * 3, channels_up=(16,) * 3, channels_skip=(4,) * 3)
 

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from dip_lib.nets import (
-    ACTIVATIONS, DOWNSAMPLE_MODES, PADS, UPSAMPLE_MODES, SkipConfig, SkipNet, count_params, min_size,
+    ACTIVATIONS,
+    DOWNSAMPLE_MODES,
+    PADS,
+    UPSAMPLE_MODES,
+    SkipConfig,
+    SkipNet,
+    count_params,
+    min_size,
 )
 from dip_lib.presets import get_preset, sweep_net
 

@@ -8,9 +8,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from dip_lib import pages, site
 from dip_lib import runs as ex
 from dip_lib.store import ResultStore
-from dip_lib import pages, site
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("nbconvert")

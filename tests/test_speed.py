@@ -13,14 +13,14 @@ import torch
 from skimage import data, transform
 
 from dip_lib.batched import StackedNets, fit_many
-from dip_lib.bench import conv_flops, memory_in_subprocess, parity, Variant
+from dip_lib.bench import Variant, conv_flops, memory_in_subprocess, parity
 from dip_lib.cli import main
 from dip_lib.device import cpu_has_native_bf16
-from dip_lib.solver import FitConfig, fast_config, fit
-from dip_lib.tracking import _GoodCopy
 from dip_lib.masks import bernoulli_mask
 from dip_lib.nets import Lanczos2Down, SkipConfig, SkipNet
 from dip_lib.presets import get_preset
+from dip_lib.solver import FitConfig, fast_config, fit
+from dip_lib.tracking import _GoodCopy
 
 # Exact comparisons need the same arithmetic on both sides, and a tiny net fitted for 30
 # iterations amplifies 1-ulp differences: nearest upsampling (CPU bilinear rounds differently with

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dip_lib.solver import FitConfig, fit
 from dip_lib.nets import SkipConfig, SkipNet
+from dip_lib.solver import FitConfig, fit
 from dip_lib.stopping import ESWMV
 
 
