@@ -217,6 +217,7 @@ def test_problems_are_deterministic():
     (a, ma), (b, mb) = load_problem(run), load_problem(run)
     assert a.shape == (1, 48, 48) and ma.shape == (1, 48, 48)
     np.testing.assert_array_equal(ma, mb)
+    np.testing.assert_array_equal(a, b)
     assert abs(ma.mean() - 0.5) < 0.1
 
 
