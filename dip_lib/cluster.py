@@ -91,12 +91,27 @@ def open_client(workers: int | None = None, scheduler: str | None = None, device
         return
     if workers is None or workers < 1:
         raise DipError(f"--workers must be a positive integer, got {workers}")
-    cluster = _local_cluster(workers, device_type, dashboard)
+    with _quiet_dask():
+        cluster = _local_cluster(workers, device_type, dashboard)
+        try:
+            with Client(cluster) as client:
+                client.register_plugin(_ignore_ctrl_c())
+                yield client
+        finally:
+            cluster.close()
+
+
+@contextlib.contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """The embedded scheduler's and nannies' chatter only with ``-v`` (their errors always)."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    if not logging.getLogger("dip_lib").isEnabledFor(logging.INFO):
+        logger.setLevel(logging.ERROR)
     try:
-        with Client(cluster) as client:
-            yield client
+        yield
     finally:
-        cluster.close()
+        logger.setLevel(level)
 
 
 def _local_cluster(workers: int, device_type: str, dashboard: bool):
@@ -114,6 +129,21 @@ def _local_cluster(workers: int, device_type: str, dashboard: bool):
     from distributed import LocalCluster
 
     return LocalCluster(**kw)
+
+
+def _ignore_ctrl_c():
+    """A worker plugin: local workers leave Ctrl-C (sent to the whole terminal's process group) to
+    the client, which cancels their tasks and closes them, instead of each dying with a traceback."""
+    from distributed import WorkerPlugin
+
+    class IgnoreCtrlC(WorkerPlugin):
+        name = "dip-ignore-ctrl-c"
+
+        def setup(self, worker) -> None:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreCtrlC()
 
 
 def describe(client: Client) -> str:
