@@ -195,3 +195,39 @@ def test_ctrl_c_keeps_finished_runs_and_the_resume_is_exact(tmp_path, serial):
     assert {r.run_id: store.path(r).stat().st_mtime_ns for r in stored} == before
     for r in runs:
         assert comparable(store, r) == comparable(serial, r)
+
+
+def test_bad_worker_options_are_refused_in_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    from dip_lib import cluster
+    from dip_lib.cli import main
+
+    base = ["reproduce", "--profile", "smoke", "--only", "optim", "--results-dir", str(tmp_path)]
+    assert main(base + ["--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --workers must be a positive integer, got 0"
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1)
+    assert main(base + ["--scheduler", "tcp://127.0.0.1:1"]) == 2  # nothing listens on port 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:1")
+    assert not list(tmp_path.rglob("*.json"))
+
+
+SERIAL = """
+import json, sys
+from dip_lib import experiments as ex
+from dip_lib.runs import Run
+from dip_lib.store import ResultStore
+out = ex.run_all([Run.from_dict(json.loads(sys.argv[2]))], ResultStore(sys.argv[1]), workers=1, progress=False)
+assert out.computed
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed")))
+"""
+
+
+def test_the_serial_path_imports_no_dask(tmp_path):
+    run = tiny_runs(1)[0]
+    proc = subprocess.run([sys.executable, "-c", SERIAL, str(tmp_path), json.dumps(run.to_dict())], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
