@@ -126,7 +126,7 @@ def _local_cluster(workers: int, device_type: str, dashboard: bool):
 
 def _start_local_cluster(workers: int, device_type: str, dashboard: bool):
     kw: dict[str, Any] = dict(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                              dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR,
+                              dashboard_address="127.0.0.1:8787" if dashboard else None, silence_logs=logging.ERROR,
                               scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES})
     if device_type == "cuda":
         try:  # one worker per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES)
