@@ -171,7 +171,7 @@ def run_all(runs: list[Run], store: ResultStore | None = None, budget_seconds: f
     store = store or ResultStore()
     if budget_seconds is not None and not budget_seconds >= 0:
         raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
-    if workers != 1 or scheduler:
+    if (workers != 1 or scheduler) and store.missing(runs):
         from .cluster import open_client, run_all_dask
 
         device_type = dict(runs[0].numerics).get("device", "cpu") if runs else "cpu"
