@@ -4,6 +4,9 @@ TORCH   ?= torch==2.13.0
 SHARED  := $(abspath ../shared/data)
 # tests and CI use the shared folder as a local mirror of the public files when it exists
 export DIP_DATA_MIRROR ?= $(if $(wildcard $(SHARED)/MANIFEST.tsv),$(SHARED),)
+# make reproduce WORKERS=N (N local Dask workers; 1 = one run after another) or SCHEDULER=tcp://host:port
+WORKERS ?=
+SCHEDULER ?=
 PROFILE ?= $(shell $(PY) -c "import torch; print('paper' if torch.cuda.is_available() else 'quick')" 2>/dev/null || echo quick)
 
 .PHONY: setup test bench reproduce report lab clean
@@ -27,7 +30,8 @@ bench:
 	$(PY) -m dip_lib bench --out results/bench-$(shell hostname)-cpu.json
 
 reproduce:
-	$(PY) -m dip_lib report --profile $(PROFILE) --execute
+	$(PY) -m dip_lib report --profile $(PROFILE) --execute $(if $(WORKERS),--workers $(WORKERS)) \
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 report:
 	$(PY) -m dip_lib report --profile $(PROFILE)

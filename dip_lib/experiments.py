@@ -159,16 +159,24 @@ def _describe(r: Run) -> str:
 
 
 def run_all(runs: list[Run], store: ResultStore | None = None, budget_seconds: float | None = None,
-            batch: int | str = "auto", progress: bool = True) -> Outcome:
+            batch: int | str = "auto", progress: bool = True, workers: int = 1,
+            scheduler: str | None = None) -> Outcome:
     """Compute every run without a valid stored record, in plan order, saving each at once.
 
     With a budget, no new run (or batch) starts once the time spent plus its estimated time (the
     slowest seconds per unit of cost so far) would pass it. Runs locked by another process are left
     to it and waited for at the end; a run that fails is reported in the outcome, never stored.
+    ``workers`` > 1 or a ``scheduler`` address computes them on Dask (``dip_lib.cluster``).
     """
     store = store or ResultStore()
     if budget_seconds is not None and not budget_seconds >= 0:
         raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
+    if (workers != 1 or scheduler) and store.missing(runs):
+        from .cluster import open_client, run_all_dask
+
+        device_type = dict(runs[0].numerics).get("device", "cpu") if runs else "cpu"
+        with open_client(workers, scheduler, device_type, dashboard=False) as client:
+            return run_all_dask(runs, store, client, budget_seconds, batch, progress)
     outcome = Outcome()
     todo = store.missing(runs)
     if not todo:
@@ -246,11 +254,12 @@ def _execute_and_save(runs: list[Run], store: ResultStore, outcome: Outcome) -> 
         outcome.computed.append(run)
 
 
-def _batch_size(batch: int | str):
-    """Problems per network pass: on a GPU up to one 512x512 image's pixels; on a CPU one at a time."""
+def _batch_size(batch: int | str, cuda: bool | None = None):
+    """Problems per network pass: on a GPU up to one 512x512 image's pixels; on a CPU one at a time.
+    ``cuda``: whether the runs are GPU runs (default: whether this machine has a GPU)."""
     if batch != "auto":
         return lambda shape, k=int(batch): k
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() if cuda is None else cuda:
         return lambda shape: max(1, min(8, 512 * 512 // (shape[-2] * shape[-1])))
     return lambda shape: 1
 
@@ -361,17 +370,32 @@ def coverage(runs: list[Run], store: ResultStore | None = None) -> dict[str, Any
 
 def reproduce(profile: str, only: Iterable[str] | None = None, device: str | None = None,
               budget_seconds: float | None = None, results_dir: str | Path = "results",
-              progress: bool = True) -> dict[str, Outcome]:
-    """Compute every missing run of the chosen experiments (resumable); returns each one's outcome."""
+              progress: bool = True, workers: int | None = 1, scheduler: str | None = None) -> dict[str, Outcome]:
+    """Compute every missing run of the chosen experiments (resumable); returns each one's outcome.
+
+    ``workers``: 1 computes here, one run after another; N > 1 on a local Dask cluster of N workers;
+    None picks (one per idle core, or per GPU). ``scheduler``: the address of an existing Dask cluster."""
     if budget_seconds is not None and not (isinstance(budget_seconds, (int, float)) and budget_seconds >= 0
                                            and not math.isnan(budget_seconds)):
         raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DipError(f"--workers must be a positive integer, got {workers}")
+    if workers not in (None, 1) and scheduler:
+        raise DipError("--workers and --scheduler exclude each other: the cluster at --scheduler has its own workers")
     if device is not None:
         device = resolve_device(device).type
     store = ResultStore(results_dir)
     chosen = list(only) if only else list(EXPERIMENTS)
     plans = {exp: plan(exp, profile, device=device) for exp in chosen}
-    _fetch_data([r for runs in plans.values() for r in store.missing(runs)])  # all of it before the first fit
+    missing = [r for runs in plans.values() for r in store.missing(runs)]
+    _fetch_data(missing)  # all of it before the first fit
+    if missing and budget_seconds != 0 and (scheduler or workers != 1):
+        from . import cluster
+
+        device_type = device or get_profile(profile).device
+        workers = None if scheduler else min(workers or cluster.auto_workers(device_type), len(missing))
+        if scheduler or workers > 1:
+            return cluster.reproduce(plans, store, workers, scheduler, device_type, budget_seconds, progress)
     started = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
     for exp, runs in plans.items():
@@ -398,7 +422,8 @@ def _fetch_data(runs: list[Run]) -> None:
 def cmd_reproduce(args) -> int:
     prof = get_profile(args.profile)
     print(f"profile {prof.name}: {prof.description}")
-    outcomes = reproduce(args.profile, args.only, args.device, args.budget_seconds, args.results_dir)
+    outcomes = reproduce(args.profile, args.only, args.device, args.budget_seconds, args.results_dir,
+                         workers=args.workers, scheduler=args.scheduler)
     failed = 0
     for exp, out in outcomes.items():
         total = len(plan(exp, args.profile, device=args.device and resolve_device(args.device).type))
@@ -418,5 +443,15 @@ def add_cli(sub) -> None:
     p.add_argument("--device", help="run on this device instead of the profile's (other numerics, other run ids)")
     p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
     p.add_argument("--results-dir", default="results")
+    add_worker_options(p)
     p.set_defaults(func=cmd_reproduce)
+
+
+def add_worker_options(p) -> None:
+    """--workers / --scheduler (shared with ``report --execute``)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, metavar="N", help="compute on N local Dask workers (1: here, one run after "
+                   "another, no Dask; default: one per idle CPU core, one per GPU on CUDA)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="compute on the existing Dask cluster at ADDRESS "
+                   "(tcp://host:port), e.g. SLURM workers started with dask-jobqueue")
 

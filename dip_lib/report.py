@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from .errors import DipError
-from .experiments import reproduce
+from .experiments import add_worker_options, reproduce
 from .runs import PROFILE_NAMES
 from .store import ResultStore, find_root
 
@@ -57,17 +57,18 @@ def to_html(notebook: Path, profile: str = "quick", prev: tuple[str, str] | None
 
 
 def render(profile: str, execute: bool = False, out_dir: Path | None = None, results_dir: str = "results",
-           device: str | None = None, notebooks: tuple[str, ...] = REPORT_NOTEBOOKS) -> Path:
+           device: str | None = None, notebooks: tuple[str, ...] = REPORT_NOTEBOOKS, workers: int | None = 1,
+           scheduler: str | None = None) -> Path:
     """Write report/<profile>/ whole: the pages are built in a fresh folder beside it and swapped in
     only when every page is built and passes the reader checks, so a failure leaves the previous
-    report as it was."""
+    report as it was. ``workers``/``scheduler``: where ``execute`` computes (``experiments.reproduce``)."""
     root = find_root()
     final = out_dir or root / "report" / profile
     absent = [n for n in notebooks if not (root / "notebooks" / n).is_file()]
     if absent:
         raise DipError(f"no such notebook in {root / 'notebooks'}: {', '.join(absent)}")
     if execute:
-        outcomes = reproduce(profile, device=device, results_dir=results_dir)
+        outcomes = reproduce(profile, device=device, results_dir=results_dir, workers=workers, scheduler=scheduler)
         failed = [f"{exp}/{r.run_id}: {why}" for exp, o in outcomes.items() for r, why in o.failed]
         if failed:
             log.error("%d runs failed (not stored): %s", len(failed), "; ".join(failed))
@@ -121,7 +122,8 @@ def _build(root: Path, out: Path, profile: str, results_dir: str, device: str | 
 
 
 def cmd_report(args) -> int:
-    index = render(args.profile, execute=args.execute, results_dir=args.results_dir, device=args.device)
+    index = render(args.profile, execute=args.execute, results_dir=args.results_dir, device=args.device,
+                   workers=args.workers, scheduler=args.scheduler)
     print(f"report written: {index}")
     return 0
 
@@ -132,4 +134,5 @@ def add_cli(sub) -> None:
     p.add_argument("--execute", action="store_true", help="compute missing runs first (make reproduce); without it the pages show what is stored")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
+    add_worker_options(p)
     p.set_defaults(func=cmd_report)
