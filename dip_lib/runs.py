@@ -14,9 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any, Iterable
 
 import numpy as np
-import torch
 
-from . import masks as masks_mod
 from .errors import DipError
 from .imageio import center_crop, resize_square
 
@@ -43,6 +41,8 @@ def pairs(**kw: Any) -> Pairs:
 
 def numerics_for(device: str) -> Pairs:
     """The numerics a profile uses on a device type ('cpu' or 'cuda'); others run like the CPU."""
+    import torch
+
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):
@@ -206,6 +206,8 @@ def spec(run: Run) -> dict[str, Any]:
         out["csc_iterations"] = run.csc_iterations
     if run.method != "dip":
         return out
+    import torch
+
     from .presets import get_preset
 
     preset = get_preset(run.preset)
@@ -371,6 +373,7 @@ def _fig2_target(image: np.ndarray, target: str, seed: int) -> np.ndarray:
 def load_problem(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth (C, H, W) and mask (1 or C, H, W) of a run, float32."""
     from . import data
+    from . import masks as masks_mod
 
     file_mask = None
     if run.source == "table1":
