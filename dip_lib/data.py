@@ -218,7 +218,9 @@ def _install(entry: Entry, write: Callable[[object], None], origin: str) -> Path
             write(fh)
         got = sha256_file(tmp)
         if got != entry.sha256:
-            raise DipError(f"checksum mismatch for {entry.path} from {origin}: expected sha256 {entry.sha256}, got {got}; the bad bytes were removed")
+            raise DipError(f"checksum mismatch for {entry.path} from {origin}: expected sha256 {entry.sha256}, "
+                           f"got {got}; the bad bytes were removed")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its other users
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -224,3 +224,13 @@ def test_usage_errors_are_one_line(capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_float_images_in_0_255_are_scaled_not_clipped_and_out_of_range_refused(tmp_path):
+    arr = np.linspace(0, 255, 48 * 48, dtype=np.float32).reshape(48, 48)
+    Image.fromarray(arr, mode="F").save(tmp_path / "f255.tif")
+    img = load_image(tmp_path / "f255.tif")
+    assert img.max() == pytest.approx(1.0) and img.min() == 0.0 and (img < 1).mean() > 0.99
+    Image.fromarray(arr * 10, mode="F").save(tmp_path / "f2550.tif")
+    with pytest.raises(DipError, match="expected"):
+        load_image(tmp_path / "f2550.tif")

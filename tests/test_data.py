@@ -146,6 +146,7 @@ def test_http_fetch_verifies_and_caches(server, tmp_path):
     data.fetch(["house", "vase_mask"])  # now served from the cache
     assert len(server.requests) == 2
     assert _cache_files(tmp_path) == ["dip/vase_mask.png", "table1/house.png"]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths)  # a shared cache is readable by all
 
 
 @needs_shared
