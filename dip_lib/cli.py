@@ -29,7 +29,7 @@ def resize_longer_side(img: np.ndarray, size: int) -> np.ndarray:
     """Resize (C, H, W) so that its longer side is ``size`` (anti-aliased), keeping the aspect."""
     from skimage.transform import resize
 
-    c, h, w = img.shape
+    h, w = img.shape[-2:]
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) == (h, w):
@@ -60,6 +60,60 @@ def check_device(name: str) -> None:
         raise DipError(f"device {name!r} requested but no CUDA device is available")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise DipError(f"device {name!r} requested but MPS is not available")
+
+
+def preflight_config(preset, args: argparse.Namespace):
+    """The fit configuration of ``inpaint``: the preset's recipe with the measured-fast levers."""
+    from dataclasses import replace
+
+    from .fit import fast_config
+
+    cfg = preset.fit_config(iterations=args.iterations, lr=args.lr, seed=args.seed, device=args.device)
+    return replace(fast_config(cfg), checkpointing=bool(getattr(args, "checkpointing", False)))
+
+
+def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndarray:
+    """Before a fit: with --max-minutes, shrink the image to the largest size that fits in time;
+    refuse (DipError) when the memory estimate exceeds what the machine has; print the estimate of
+    time and memory (and a smaller --size when the fit is long). Returns the image to fit."""
+    from dataclasses import replace
+
+    from . import estimate as est
+    from .fit import resolve_device
+
+    est.require_positive_minutes(args.max_minutes)
+    c, h, w = img.shape
+    net_cfg = replace(preset.net, out_channels=c)
+    device = resolve_device(cfg.device).type
+    if args.max_minutes is None:
+        est.check_memory(net_cfg, h, w, cfg)  # at once: nothing allocated yet
+    rate = est.calibrate_time(net_cfg, h, w, cfg, preset.make_input)
+    if args.max_minutes is not None:
+        side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, args.max_minutes * 60, cfg)
+        avail = est.available_memory_bytes()
+        if avail is not None:
+            fits = est.largest_side_that_fits(net_cfg, h, w, est.memory_mode(cfg), avail + est.BASE_BYTES)
+            side = fits if side is None else side if fits is None else min(side, fits)
+        if side is None:
+            raise DipError(f"no size of preset {preset.name!r} fits in {args.max_minutes:g} min at {cfg.iterations} iterations "
+                           f"on {device}; lower --iterations")
+        if side < max(h, w):
+            if args.mask:
+                raise DipError(f"--max-minutes {args.max_minutes:g} needs --size {side}, which cannot be combined with --mask")
+            img = resize_longer_side(img, side)
+            c, h, w = img.shape
+        e = est.estimate(net_cfg, h, w, cfg.iterations, cfg, rate)
+        print(f"--max-minutes {args.max_minutes:g}: chose --size {max(h, w)} ({w}x{h}), {est.describe(e, device)}")
+        return img
+    e = est.estimate(net_cfg, h, w, cfg.iterations, cfg, rate)
+    suggestion = None
+    if e.seconds > est.LONG_FIT_S:
+        side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, est.LONG_FIT_S, cfg)
+        if side is not None and side < max(h, w):
+            sh, sw = est.scaled_shape(h, w, side)
+            suggestion = (side, est.estimate(net_cfg, sh, sw, cfg.iterations, cfg, rate).seconds)
+    print(f"estimate: {est.describe(e, device, suggestion)}", flush=True)
+    return img
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
@@ -94,6 +148,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     need = min_size(preset.net)
     if min(h, w) < need:
         raise DipError(f"image is {w}x{h} but preset {preset.name!r} (depth {preset.net.depth}) needs at least {need}x{need}")
+    cfg = preflight_config(preset, args)
+    img = preflight(preset, img, cfg, args)
+    c, h, w = img.shape
 
     ground_truth = None
     if args.mask:
@@ -108,7 +165,6 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
     net = preset.build_net(c, seed=args.seed)
     z = preset.make_input(h, w, seed=args.seed)
-    cfg = preset.fit_config(iterations=args.iterations, lr=args.lr, seed=args.seed, device=args.device)
     callbacks = []
     if args.stop == "es-wmv":
         from .stopping import ESWMV
@@ -173,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, help="resize so the longer side is N px")
     p.add_argument("--crop", action="store_true", help="center-crop to a multiple of 2^depth, as the original")
     p.add_argument("--stop", choices=["none", "es-wmv"], default="none", help="no-reference early stopping")
+    p.add_argument("--checkpointing", action="store_true", help="recompute activations in backward: less memory, ~30%% slower")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="fit the largest size (longer side) that the estimate says takes at most M minutes here")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--history", type=Path)
     p.add_argument("--masked", type=Path)
