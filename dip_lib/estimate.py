@@ -13,9 +13,11 @@ project's CPU VM (``calibrate_memory``; the constants below say when and where).
 fp32, bf16 (autocast) or checkpointing.
 
 Time: the analytic conv FLOPs (``bench.conv_flops``) of one iteration at the target size divided
-by the rate (FLOP/s) that 2-3 timed iterations of the very same fit configuration reach on this
-machine at a calibration size (the target size when that is cheap, else a smaller image of the
-same aspect with about ``CALIBRATION_GFLOP`` per iteration).
+by the rate (FLOP/s) that the very same fit configuration reaches on this machine over 4 timed
+iterations (their median step) at a calibration size (the target size when that is cheap, else a
+smaller image of the same aspect with about ``CALIBRATION_GFLOP`` per iteration), plus the first
+iteration's warm-up. On a machine shared with other jobs the estimate holds for the load of the
+moment it was measured.
 """
 from __future__ import annotations
 
@@ -34,10 +36,11 @@ from .nets import SkipConfig, SkipNet, count_params, min_size
 
 log = logging.getLogger(__name__)
 
-BASE_BYTES = 350 * 2**20  # python, torch, numpy and their thread pools before any fit (VmHWM, this VM)
-# activation multiplier per mode: calibrate_memory() on the VM (AMD EPYC, 2 cores, torch 2.13 CPU),
-# text and table1-paper presets at 256/384/512 px, 2026-11-29
-K_ACTIVATIONS = {"fp32": 1.0, "bf16": 1.0, "checkpointing": 0.35}
+BASE_BYTES = 460 * 2**20  # python, torch, numpy, the CLI's modules and a first small fit (RSS, this VM)
+# activation multiplier per mode: calibrate_memory() on the VM (AMD EPYC with avx512_bf16, 2 cores,
+# torch 2.13 CPU, 2026-11-29), the larger of text (256/384/512 px: 1.108, 0.757, 0.848) and
+# table1-paper (256/512 px: 1.148, 0.731, 0.824), rounded up
+K_ACTIVATIONS = {"fp32": 1.15, "bf16": 0.76, "checkpointing": 0.85}
 CALIBRATION_GFLOP = 40.0  # work per calibration iteration (about 0.2-0.4 s on one core here)
 CANDIDATE_SIDES = (128, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096)
 LONG_FIT_S = 15 * 60  # a fit longer than this gets a suggested smaller size
@@ -189,7 +192,7 @@ def calibration_shape(net_cfg: SkipConfig, height: int, width: int, gflop: float
     return h, w
 
 
-def measure_rate(net: torch.nn.Module, net_input: torch.Tensor, cfg: FitConfig, iterations: int = 3) -> tuple[float, float]:
+def measure_rate(net: torch.nn.Module, net_input: torch.Tensor, cfg: FitConfig, iterations: int = 4) -> tuple[float, float]:
     """(seconds per iteration, seconds the first iteration takes beyond that) of ``fit`` with
     ``cfg`` at the input's size, from ``iterations`` + 1 iterations: the first one pays the
     warm-up (lazy inits, oneDNN primitive creation) and is timed apart."""
@@ -208,7 +211,8 @@ def measure_rate(net: torch.nn.Module, net_input: torch.Tensor, cfg: FitConfig, 
     t0 = time.perf_counter()
     fit(net, net_input, truth * mask, mask, run, callbacks=[hook])
     # on_iteration runs after each forward: stamp i is iteration i's forward end
-    per = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    # the median step: one iteration slowed down by a neighbour's burst does not set the rate
+    per = float(np.median(np.diff(stamps)))
     return per, max(0.0, stamps[0] - t0 - per)
 
 
@@ -223,7 +227,7 @@ class Rate:
 
 
 def calibrate_time(net_cfg: SkipConfig, height: int, width: int, cfg: FitConfig, make_input,
-                   iterations: int = 3) -> Rate:
+                   iterations: int = 4) -> Rate:
     """Time ``iterations`` + 1 iterations of ``cfg`` for this network on this machine at the
     calibration shape. ``make_input(h, w)`` builds the network input."""
     h, w = calibration_shape(net_cfg, height, width)
