@@ -35,8 +35,8 @@ def original_loop(net: nn.Module, net_input: torch.Tensor, truth: np.ndarray, ma
     """Run ``iterations`` iterations of the original loop on the CPU (stop early once ``seconds``
     have passed after the first iteration). ``truth`` (C, H, W), ``mask`` (1 or C, H, W) in numpy."""
     net = net.train()
-    img_var = torch.from_numpy(np.ascontiguousarray(truth, dtype=np.float32))[None]
-    mask_var = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+    img_var = torch.from_numpy(np.array(truth, dtype=np.float32))[None]  # a copy: the caller's array may be read-only
+    mask_var = torch.from_numpy(np.array(mask, dtype=np.float32))[None]
     img_masked_np = truth * mask
     net_input_saved = net_input.detach().clone()
     noise = net_input.detach().clone()
