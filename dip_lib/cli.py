@@ -80,6 +80,7 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
 
     from . import estimate as est
     from .fit import resolve_device
+    from .inputs import make_input
 
     est.require_positive_minutes(args.max_minutes)
     c, h, w = img.shape
@@ -87,7 +88,7 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
     device = resolve_device(cfg.device).type
     if args.max_minutes is None:
         est.check_memory(net_cfg, h, w, cfg)  # at once: nothing allocated yet
-    rate = est.calibrate_time(net_cfg, h, w, cfg, preset.make_input)
+    rate = est.calibrate_time(net_cfg, h, w, cfg, lambda hh, ww: make_input(preset.input_kind, net_cfg.in_channels, hh, ww, 0))
     if args.max_minutes is not None:
         side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, args.max_minutes * 60, cfg)
         avail = est.available_memory_bytes()

@@ -161,13 +161,17 @@ def _fit_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from .fit import fit
+    from .inputs import make_input
+    from .nets import SkipNet
     from .presets import get_preset
 
     torch.set_num_threads(job["threads"])
     preset = get_preset(job["preset"])
     truth, mask, source = parity_problem(job["image"], job["size"])
-    net = preset.build_net(truth.shape[0], seed=job["seed"], **job.get("net", {}))
-    z = preset.make_input(job["size"], job["size"], seed=job["seed"])
+    net_cfg = replace(preset.net, out_channels=truth.shape[0], **job.get("net", {}))
+    torch.manual_seed(job["seed"])
+    net = SkipNet(net_cfg)
+    z = make_input(preset.input_kind, net_cfg.in_channels, job["size"], job["size"], job["seed"])
     cfg = preset.fit_config(iterations=job["iterations"], seed=job["seed"], device="cpu", progress=False,
                             log_every=max(1, job["iterations"] // 10), adam_impl="fused", threads=job["threads"])
     res = fit(net, z, truth * mask, mask, replace(cfg, **ARMS[job["arm"]]), truth)
