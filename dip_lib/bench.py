@@ -1,20 +1,28 @@
 """Benchmark of the DIP loop: time per iteration, FLOP/s and peak memory per preset, size and mode.
 
-``python -m dip_lib bench [--device D] [--sizes ...] [--modes ...] [--iterations N] [--out FILE]``
+``python -m dip_lib bench [--device D] [--sizes ...] [--modes ...] [--threads T ...] [--out FILE]``
 writes JSON. Modes:
-  reference  the original notebooks' loop: fp32, eager, NCHW, loss and PSNRs on the host every
-             iteration (``fit`` with log_every=1; on an accelerator a callback also moves the
-             output to the host and computes the PSNRs with numpy, as the notebooks did);
+  original   the original repository's loop (``dip_lib.original``): closure, default Adam,
+             ``normal_`` input noise, fp32 eager, PSNRs with scikit-image every iteration;
+  reference  dip_lib's plain loop as the notebooks run it: fp32, eager, NCHW, loss and PSNRs on the
+             host every iteration (``fit`` with log_every=1; on an accelerator a callback also moves
+             the output to the host and computes the PSNRs with numpy, as the notebooks did);
   fast       ``fit`` with ``fast_config`` (checks every 10 iterations, on the device);
   batched    ``fit_many`` with K problems in one pass (times are per problem-iteration).
-Modes run interleaved in rounds (reference, fast, batched, reference, ...) so a shared machine's
-load hits them alike. A chunk runs N+1 iterations and times those between its first and last
-check (setup, cudnn autotuning, graph capture and compile land before the first check and are
-reported apart); results are medians over rounds.
+On the CPU every row runs at the same thread count (``--threads``, default 1: on a shared machine
+more threads measure the neighbours, not the code; several counts make a scaling ladder, each
+row's speedups against the rows of its own count), and a matmul/conv microbenchmark in fp32 and
+bf16 gives the machine's ceiling: each row reports its achieved GFLOP/s (analytic conv FLOPs)
+as a fraction of the ceiling of its precision.
+Modes run interleaved in rounds (original, reference, fast, batched, original, ...) so a shared
+machine's load hits them alike. A chunk runs N+1 iterations and times those between its first
+and last check (setup, cudnn autotuning, graph capture and compile land before the first check
+and are reported apart); results are medians over rounds.
 
-Other studies (each writes its own JSON): ``--levers`` (every speed lever's effect, cumulative),
-``--parity`` (bf16 vs fp32 PSNR over 3 seeds), ``--memory-study`` (peak memory with and without
-activation checkpointing), ``--selfcheck`` (CUDA graphs and fit_many against the plain loop).
+Other studies (each writes its own JSON): ``--levers`` (every speed lever's effect, one row each),
+``--parity`` (bf16 levers vs fp32: the rule of ``dip_lib.parity`` over 3 images x 3 seeds),
+``--memory-study`` (peak memory with and without activation checkpointing), ``--selfcheck``
+(CUDA graphs and fit_many against the plain loop).
 """
 from __future__ import annotations
 
@@ -52,8 +60,7 @@ from .solver import FitConfig, FitResult, fast_config, fit
 log = logging.getLogger(__name__)
 
 PRESET_NAMES = ("table1-paper", "text")
-MODES = ("reference", "fast", "batched")
-PARITY_TOLERANCE_DB = 0.3
+MODES = ("original", "reference", "fast", "batched")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +171,7 @@ def bench_image(size: int, index: int = 0) -> np.ndarray:
         from skimage import data
 
         img = data.astronaut().astype(np.float32) / 255.0
-    except Exception:  # no bundled data: a smooth pattern keeps the benchmark running
+    except (ImportError, OSError, ValueError):  # no bundled data: a smooth pattern keeps the benchmark running
         yy, xx = np.mgrid[0:512, 0:512] / 512.0
         img = np.stack([np.sin(6 * xx) * 0.5 + 0.5, np.cos(5 * yy) * 0.5 + 0.5, xx * yy], -1).astype(np.float32)
     img = np.roll(img, 37 * index, axis=1)
@@ -185,12 +192,12 @@ class Problems:
     truths: list[np.ndarray]
 
     @classmethod
-    def make(cls, preset: Preset, size: int, k: int = 1, seed: int = 0, **net_overrides: Any) -> "Problems":
+    def make(cls, preset: Preset, size: int, k: int = 1, seed: int = 0, **net_overrides: Any) -> Problems:
         """Problem i: image shift i, mask seed i, network and input seeded ``seed + i``."""
         truths = [bench_image(size, i) for i in range(k)]
         masks = [bernoulli_mask((size, size), 0.5, seed=i) for i in range(k)]
-        return cls(nets=[preset.build_net(3, seed=seed + i, **net_overrides) for i in range(k)],
-                   inputs=[preset.make_input(size, size, seed=seed + i) for i in range(k)],
+        built = [preset.setup((3, size, size), seed=seed + i, net=net_overrides)[:2] for i in range(k)]
+        return cls(nets=[net for net, _ in built], inputs=[z for _, z in built],
                    observed=[t * m for t, m in zip(truths, masks)], masks=masks, truths=truths)
 
 
@@ -221,6 +228,7 @@ class Variant:
     fast: bool = False
     host_metrics: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # threads="idle": the idle cores now
+    original: bool = False  # the original repository's loop (dip_lib.original), not ``fit``
 
     def config(self, preset: Preset, device: torch.device, iterations: int) -> FitConfig:
         cfg = preset.fit_config(iterations=iterations, seed=0, device=str(device), log_every=self.log_every, progress=False)
@@ -232,6 +240,16 @@ class Variant:
         return replace(cfg, **over)
 
 
+def original_variant() -> Variant:
+    return Variant("original", "the original repository's loop (dip_lib.original): closure, default Adam, normal_ noise, "
+                   "fp32 eager, PSNRs with scikit-image every iteration", log_every=1, original=True)
+
+
+def with_threads(v: Variant, threads: int) -> Variant:
+    """``v`` pinned to ``threads`` torch threads (its name gets the count when the ladder has several)."""
+    return replace(v, overrides={**v.overrides, "threads": threads})
+
+
 def reference_variant() -> Variant:
     return Variant("reference", "original loop: fp32 eager NCHW, loss and PSNR on the host every iteration",
                    log_every=1, host_metrics=True)
@@ -239,6 +257,8 @@ def reference_variant() -> Variant:
 
 def mode_variant(mode: str, k: int, checkpointing: bool = False) -> Variant:
     extra = {"checkpointing": True} if checkpointing else {}
+    if mode == "original":
+        return original_variant()
     if mode == "reference":
         return reference_variant()
     if mode == "fast":
@@ -276,6 +296,8 @@ def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, itera
     (CUDA) the peak memory."""
     probs = Problems.make(preset, size, v.k)
     cfg = v.config(preset, device, iterations + 1)
+    if v.original:
+        return _original_chunk(probs, cfg, iterations + 1, budget_s)
     deadline = [Deadline(budget_s)] if budget_s else []
     callbacks = [([HostMetrics(t, o, m)] if v.host_metrics and device.type != "cpu" else []) + deadline
                  for t, o, m in zip(probs.truths, probs.observed, probs.masks)]
@@ -294,6 +316,21 @@ def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, itera
     if device.type == "cuda":
         out["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
     return out
+
+
+def _original_chunk(probs: Problems, cfg: FitConfig, iterations: int, budget_s: float | None) -> dict[str, Any]:
+    from .original import original_loop
+
+    saved = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        t = original_loop(probs.nets[0], probs.inputs[0], probs.truths[0], probs.masks[0], iterations, cfg.lr,
+                          cfg.reg_noise_std, budget_s)
+    finally:
+        torch.set_num_threads(saved)
+    e = t.elapsed
+    return {"ms": 1000 * (e[-1] - e[0]) / (len(e) - 1), "first_check_s": e[0], "restores": 0}
 
 
 def _fit_problems(probs: Problems, cfg: FitConfig, callbacks: list[list]) -> list[FitResult]:
@@ -390,41 +427,107 @@ def default_batch(device: torch.device, size: int) -> int:
     return 2
 
 
+def machine_ceiling(threads: int, reps: int = 5) -> dict[str, Any]:
+    """What this machine's cores can do at ``threads`` threads: GFLOP/s of a 1024^3 matmul and of
+    a 128->128 3x3 conv (forward, batch 1, 128x128, channels_last: oneDNN's best layout) in fp32
+    and bf16; median of ``reps`` timed calls after a warm-up. ``ceiling_gflops`` per precision is
+    the better of the two: the rate a conv network could reach if only its convs cost time."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    out: dict[str, Any] = {"threads": threads}
+    try:
+        g = torch.Generator().manual_seed(0)
+        for dt, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            a = torch.randn(1024, 1024, generator=g).to(dt)
+            x = torch.randn(1, 128, 128, 128, generator=g).to(dt).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(128, 128, 3, 3, generator=g).to(dt).contiguous(memory_format=torch.channels_last)
+            jobs = {"matmul": (lambda a=a: a @ a, 2.0 * 1024**3),
+                    "conv": (lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1), 2.0 * 9 * 128 * 128 * 128 * 128)}
+            for kind, (fn, flop) in jobs.items():
+                fn()
+                times = []
+                for _ in range(reps):
+                    t = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t)
+                out[f"{name}_{kind}_gflops"] = round(flop / statistics.median(times) / 1e9, 1)
+            out[f"{name}_ceiling_gflops"] = max(out[f"{name}_matmul_gflops"], out[f"{name}_conv_gflops"])
+    finally:
+        torch.set_num_threads(saved)
+    return out
+
+
+def _best_ceilings(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per key the best of several ceiling measurements (a busy machine only ever lowers it)."""
+    return {k: max(c[k] for c in samples) for k in samples[0]}
+
+
 def bench(device: torch.device, presets: list[str], sizes: list[int], modes: list[str], iterations: int, rounds: int,
-          batch: int | None, checkpointing: bool = False, memory: bool = True, budget_s: float | None = None) -> dict[str, Any]:
-    """The main table: per preset, size and mode the median ms per problem-iteration and more."""
+          batch: int | None, checkpointing: bool = False, memory: bool = True, budget_s: float | None = None,
+          threads: tuple[int, ...] = (1,)) -> dict[str, Any]:
+    """The main table: per preset, size, mode and thread count the median ms per problem-iteration,
+    achieved GFLOP/s as a fraction of the machine's ceiling (CPU), the speedups over the original
+    loop and the reference at the same thread count, and peak memory."""
     t_start = time.perf_counter()
+    cpu = device.type == "cpu"
+    ceilings = {t: [machine_ceiling(t)] for t in threads} if cpu else {}
     rows = []
     for name in presets:
         preset = get_preset(name)
         for size in sizes:
             k = batch or default_batch(device, size)
-            variants = [mode_variant(m, k, checkpointing) for m in modes]
+            variants = []
+            for t in threads:
+                for m in modes:
+                    v = mode_variant(m, k, checkpointing)
+                    if cpu:
+                        v = with_threads(v, t)
+                        v.name = v.name if len(threads) == 1 else f"{m}@{t}"
+                    variants.append(v)
             timed = time_variants(variants, preset, size, device, iterations, rounds, budget_s)
             flops = conv_flops(replace(preset.net, out_channels=3), size, size)
-            ref_ms = timed.get("reference", {}).get("ms_per_iteration")
             for v in variants:
                 e = timed[v.name]
                 ms = e["ms_per_iteration"]
-                row = {"preset": name, "size": size, "mode": v.name, "batch": v.k, "description": v.description,
-                       "config": _config_summary(v.config(preset, device, iterations + 1)),
+                mode = v.name.split("@")[0]
+                t = v.overrides.get("threads") if cpu else None
+                same = "" if len(threads) == 1 or not cpu else f"@{t}"
+                orig_ms = timed.get(f"original{same}", {}).get("ms_per_iteration")
+                ref_ms = timed.get(f"reference{same}", {}).get("ms_per_iteration")
+                cfg = v.config(preset, device, iterations + 1)
+                row = {"preset": name, "size": size, "mode": mode, "threads": t, "batch": v.k, "description": v.description,
+                       "config": _config_summary(cfg),
                        "ms_per_iteration": round(ms, 3), "iterations_per_s": round(1000 / ms, 3),
                        "gflop_forward": round(flops["forward"] / 1e9, 3), "gflop_backward": round(flops["backward"] / 1e9, 3),
                        "gflop_per_iteration": round(flops["total"] / 1e9, 3),
+                       "gflops_achieved": round(flops["total"] / ms / 1e6, 2),
                        "tflops_achieved": round(flops["total"] / ms / 1e9, 4),
+                       "speedup_vs_original": round(orig_ms / ms, 3) if orig_ms else None,
                        "speedup_vs_reference": round(ref_ms / ms, 3) if ref_ms else None,
                        **{k2: e[k2] for k2 in ("samples_ms", "first_check_s", "guard_restores")}}
                 if device.type == "cuda":
                     row["peak_memory_mb"] = round(e.get("peak_memory_mb", float("nan")), 1)
-                elif memory and v.name != "reference":  # reference: the same network and precision as fast
+                elif memory and mode not in ("reference", "original"):  # the same network and precision as fast
                     mb = memory_in_subprocess(v, preset, size)
                     row["peak_memory_mb"] = None if mb is None else round(mb, 1)
                 if "peak_memory_mb" in row and row["peak_memory_mb"] is not None and v.k > 1:
                     row["peak_memory_per_problem_mb"] = round(row["peak_memory_mb"] / v.k, 1)
                 rows.append(row)
-    return {"results": rows, "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets,
-                                          "modes": modes, "checkpointing": checkpointing, "chunk_budget_s": budget_s,
-                                          "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD},
+            for t, samples in ceilings.items():
+                samples.append(machine_ceiling(t, reps=3))
+    best = {t: _best_ceilings(c) for t, c in ceilings.items()}
+    for r in rows:
+        if cpu:
+            c = best[r["threads"]][f"{r['config']['precision']}_ceiling_gflops"]
+            r["ceiling_gflops"] = c
+            r["ceiling_fraction"] = round(r["gflops_achieved"] / c, 3)
+    return {"results": rows, "ceiling": {"per_threads": {str(t): best[t] for t in best},
+                                         "samples": {str(t): c for t, c in ceilings.items()},
+                                         "method": "best of the microbenchmark runs at the start and after each (preset, size) "
+                                                   "block; a row's fraction uses the ceiling of its precision"} if cpu else None,
+            "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets, "threads": list(threads),
+                         "modes": modes, "checkpointing": checkpointing, "chunk_budget_s": budget_s,
+                         "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD},
             "wall_s": round(time.perf_counter() - t_start, 1)}
 
 
@@ -434,35 +537,50 @@ def _config_summary(cfg: FitConfig) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in keys}
 
 
+def cpu_lever_variants(k: int, compile_: bool = False) -> list[Variant]:
+    """CPU: the original loop, then one lever per row (cumulative up to '+bf16 channels_last'),
+    then fast_config, batched and (``compile_``) torch.compile. Threads are set by the caller."""
+    variants = [original_variant(), reference_variant()]
+    steps: list[tuple[str, str, dict[str, Any]]] = [
+        ("checks/10", "dip_lib's loop, checks every 10 iterations", {}),
+        ("+fused adam", "fused Adam", {"adam_impl": "fused"}),
+        ("+channels_last", "NHWC activations and weights (fp32)", {"channels_last": True}),
+        ("+bf16 autocast", "bf16 autocast of the network forward (fp32 master weights, loss, Adam)", {"precision": "bf16"}),
+    ]
+    acc: dict[str, Any] = {}
+    for name, desc, over in steps:
+        acc = {**acc, **over}
+        variants.append(Variant(name, desc, overrides=dict(acc)))
+    variants.append(Variant("bf16 NCHW", "fused Adam + bf16 autocast without channels_last",
+                            overrides={"adam_impl": "fused", "precision": "bf16"}))
+    if compile_:
+        variants.append(Variant("+torch.compile", "the ladder's top with torch.compile (inductor) of the network",
+                                overrides={**acc, "compile": True}))
+    variants.append(Variant("fast_config", "fit with fast_config", fast=True))
+    variants.append(Variant(f"batched K={k}", f"fit_many with K={k}, fast_config", k=k, fast=True))
+    return variants
+
+
 def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list[Variant]:
     """The cumulative ladder from the reference loop to the fastest, one lever per step."""
+    if device.type == "cpu":
+        return cpu_lever_variants(k, compile_)
     steps: list[tuple[str, str, dict[str, Any]]] = [("checks/10", "checks every 10 iterations (on the device)", {})]
     steps.append(("+fused adam", "fused Adam", {"adam_impl": "fused"}))
-    if device.type == "cuda":
-        steps += [("+cudnn.benchmark", "cudnn autotuning", {"cudnn_benchmark": True}),
-                  ("+tf32", "TF32 convs and matmuls (torch's default for convs)", {"tf32": True}),
-                  ("+cuda graphs", "forward+backward replayed from a CUDA graph", {"cuda_graphs": True})]
-    else:
-        steps.append(("+idle-core threads", "threads = cores the other processes leave idle (fast_config)", {"threads": "idle"}))
+    steps += [("+cudnn.benchmark", "cudnn autotuning", {"cudnn_benchmark": True}),
+              ("+tf32", "TF32 convs and matmuls (torch's default for convs)", {"tf32": True}),
+              ("+cuda graphs", "forward+backward replayed from a CUDA graph", {"cuda_graphs": True})]
     variants = [reference_variant()]
     acc: dict[str, Any] = {}
     for name, desc, over in steps:
         acc = {**acc, **over}
         variants.append(Variant(name, desc, overrides=dict(acc)))
     best = dict(acc)
-    if device.type == "cuda":
-        variants += [Variant("graphs, tf32 off", "the ladder's top with exact fp32 convs", overrides={**best, "tf32": False}),
-                     Variant("graphs + channels_last", "the ladder's top in NHWC", overrides={**best, "channels_last": True}),
-                     Variant("graphs + bf16", "the ladder's top with bf16 autocast", overrides={**best, "precision": "bf16"}),
-                     Variant("graphs + bf16 + channels_last", "the ladder's top with bf16 autocast in NHWC",
-                             overrides={**best, "precision": "bf16", "channels_last": True})]
-    else:
-        variants += [Variant("reference, 1 thread", "the reference loop with 1 thread", log_every=1, host_metrics=True,
-                             overrides={"threads": 1}),
-                     Variant("channels_last", "fused Adam + NHWC", overrides={"adam_impl": "fused", "channels_last": True}),
-                     Variant("bf16", "fused Adam + bf16 autocast", overrides={"adam_impl": "fused", "precision": "bf16"}),
-                     Variant("1 thread", "fused Adam with 1 thread", overrides={"adam_impl": "fused", "threads": 1}),
-                     Variant("2 threads", "fused Adam with 2 threads", overrides={"adam_impl": "fused", "threads": 2})]
+    variants += [Variant("graphs, tf32 off", "the ladder's top with exact fp32 convs", overrides={**best, "tf32": False}),
+                 Variant("graphs + channels_last", "the ladder's top in NHWC", overrides={**best, "channels_last": True}),
+                 Variant("graphs + bf16", "the ladder's top with bf16 autocast", overrides={**best, "precision": "bf16"}),
+                 Variant("graphs + bf16 + channels_last", "the ladder's top with bf16 autocast in NHWC",
+                         overrides={**best, "precision": "bf16", "channels_last": True})]
     if compile_:
         over = {**best, "cuda_graphs": False, "compile": True}
         variants.append(Variant("compile", "torch.compile instead of CUDA graphs", overrides=over))
@@ -472,58 +590,44 @@ def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list
 
 
 def lever_study(device: torch.device, presets: list[str], sizes: list[int], iterations: int, rounds: int,
-                batch: int | None, compile_: bool = False, budget_s: float | None = None) -> dict[str, Any]:
+                batch: int | None, compile_: bool = False, budget_s: float | None = None,
+                threads: int = 1) -> dict[str, Any]:
+    """Each lever's time per iteration, interleaved at ``threads`` threads for every row (CPU), with
+    its gain over the previous row, the reference and the original loop."""
+    cpu = device.type == "cpu"
+    ceiling = machine_ceiling(threads) if cpu else None
     rows = []
     for name in presets:
         preset = get_preset(name)
+        flops_of = {}
         for size in sizes:
             k = batch or default_batch(device, size)
             variants = lever_variants(device, k, compile_)
+            if cpu:
+                variants = [with_threads(v, threads) for v in variants]
             timed = time_variants(variants, preset, size, device, iterations, rounds, budget_s)
+            flops_of[size] = conv_flops(replace(preset.net, out_channels=3), size, size)["total"]
             ref = timed["reference"]["ms_per_iteration"]
-            prev = ref
+            orig = timed.get("original", {}).get("ms_per_iteration")
+            prev = orig or ref
             for v in variants:
                 e = timed[v.name]
                 ms = e["ms_per_iteration"]
-                rows.append({"preset": name, "size": size, "variant": v.name, "description": v.description, "batch": v.k,
-                             "config": _config_summary(v.config(preset, device, iterations + 1)),
-                             "ms_per_iteration": round(ms, 3), "speedup_vs_reference": round(ref / ms, 3),
-                             "speedup_vs_previous_row": round(prev / ms, 3), "samples_ms": e["samples_ms"],
-                             "first_check_s": round(e["first_check_s"], 3), "peak_memory_mb": e.get("peak_memory_mb")})
+                cfg = v.config(preset, device, iterations + 1)
+                row = {"preset": name, "size": size, "variant": v.name, "description": v.description, "batch": v.k,
+                       "threads": cfg.threads, "config": _config_summary(cfg),
+                       "ms_per_iteration": round(ms, 3), "gflops_achieved": round(flops_of[size] / ms / 1e6, 2),
+                       "speedup_vs_original": round(orig / ms, 3) if orig else None,
+                       "speedup_vs_reference": round(ref / ms, 3),
+                       "speedup_vs_previous_row": round(prev / ms, 3), "samples_ms": e["samples_ms"],
+                       "first_check_s": round(e["first_check_s"], 3), "peak_memory_mb": e.get("peak_memory_mb")}
+                if ceiling:
+                    row["ceiling_fraction"] = round(row["gflops_achieved"] / ceiling[f"{cfg.precision}_ceiling_gflops"], 3)
+                rows.append(row)
                 prev = ms
-    return {"levers": rows, "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets,
-                                         "note": "rows up to the last '+' row are cumulative; the others stand alone"}}
-
-
-def parity(device: torch.device, preset_name: str = "table1-paper", size: int = 64, iterations: int = 60,
-           seeds: tuple[int, ...] = (0, 1, 2), base: Variant | None = None, **net_overrides: Any) -> dict[str, Any]:
-    """bf16 autocast against fp32: same problem, seed and levers otherwise (``base``, default the
-    plain loop; on CUDA the fast levers); PSNR against the ground truth at every check. Passes when,
-    for every seed, the PSNR at the last iteration is within 0.3 dB."""
-    preset = get_preset(preset_name)
-    base = base or Variant("fp32", "", log_every=max(1, iterations // 10), fast=device.type == "cuda")
-    per_seed = []
-    for seed in seeds:
-        curves = {}
-        # control: fp32 again with the memory format flipped (other kernels, other rounding), the
-        # run-to-run spread that any change of arithmetic causes in these fits
-        for name, over in (("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"}), ("control", {"precision": "fp32"})):
-            probs = Problems.make(preset, size, 1, seed=seed, **net_overrides)
-            cfg = replace(base.config(preset, device, iterations), seed=seed, **over)
-            if name == "control":
-                cfg = replace(cfg, channels_last=not cfg.channels_last)
-            res = fit(probs.nets[0], probs.inputs[0], probs.observed[0], probs.masks[0], cfg, probs.truths[0])
-            curves[name] = res.history
-        a, b, c = (np.array(curves[n].psnr) for n in ("fp32", "bf16", "control"))
-        per_seed.append({"seed": seed, "iterations": curves["fp32"].iteration, "psnr_fp32": [round(x, 4) for x in a],
-                         "psnr_bf16": [round(x, 4) for x in b], "final_diff_db": round(float(b[-1] - a[-1]), 4),
-                         "max_abs_diff_db": round(float(np.max(np.abs(b - a))), 4),
-                         "control_final_diff_db": round(float(c[-1] - a[-1]), 4),
-                         "control_max_abs_diff_db": round(float(np.max(np.abs(c - a))), 4)})
-    passed = all(abs(s["final_diff_db"]) <= PARITY_TOLERANCE_DB for s in per_seed)
-    return {"parity": {"preset": preset_name, "size": size, "iterations": iterations, "device": str(device),
-                       "tolerance_db": PARITY_TOLERANCE_DB, "passed": passed, "per_seed": per_seed,
-                       "rule": "|PSNR_bf16 - PSNR_fp32| at the last iteration <= 0.3 dB for every seed"}}
+    return {"levers": rows, "ceiling": ceiling,
+            "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets, "threads": threads,
+                         "note": "rows from 'checks/10' to '+bf16 autocast' are cumulative; the others stand alone"}}
 
 
 def memory_study(device: torch.device, presets: list[str], sizes: list[int], iterations: int = 1,
@@ -550,7 +654,7 @@ def memory_study(device: torch.device, presets: list[str], sizes: list[int], ite
                     rows.append({"preset": name, "size": size, "precision": precision, "checkpointing": ckpt,
                                  "peak_memory_mb": None if mb is None else round(mb, 1)})
                     log.info("memory %s %d %s ckpt=%s: %s MiB", name, size, precision, ckpt, mb)
-    for r in list(rows):
+    for r in rows:
         if r["peak_memory_mb"] is not None and r["size"] < 2048:
             scale = (2048 / r["size"]) ** 2
             r["extrapolated_2048_mb"] = round(r["peak_memory_mb"] * scale, 0)
@@ -601,21 +705,33 @@ def selfcheck(device: torch.device, preset_name: str = "table1-paper", size: int
 
 
 def _print_table(payload: dict[str, Any]) -> None:
+    def x(v: float | None) -> str:
+        return "   -  " if v is None else f"x{v:5.2f}"
+
+    def frac(r: dict[str, Any]) -> str:
+        return f"{100 * r['ceiling_fraction']:4.0f}% of ceiling" if r.get("ceiling_fraction") is not None else ""
+
+    c = payload.get("ceiling") or {}
+    for t, v in sorted((c.get("per_threads") or ({str(c["threads"]): c} if "threads" in c else {})).items()):
+        print(f"ceiling at {t} thread(s): fp32 matmul {v['fp32_matmul_gflops']} conv {v['fp32_conv_gflops']} GFLOP/s, "
+              f"bf16 matmul {v['bf16_matmul_gflops']} conv {v['bf16_conv_gflops']} GFLOP/s")
     for r in payload.get("results", []):
         mem = r.get("peak_memory_mb")
-        print(f"{r['preset']:<13}{r['size']:>5} {r['mode']:<10} K={r['batch']:<2} {r['ms_per_iteration']:>10.1f} ms/it "
-              f"{r['tflops_achieved']:>8.3f} TFLOP/s  x{(r['speedup_vs_reference'] or float('nan')):.2f}  "
+        print(f"{r['preset']:<13}{r['size']:>5} {r['mode']:<10} threads={r.get('threads') or '-'} K={r['batch']:<2} "
+              f"{r['ms_per_iteration']:>9.1f} ms/it {r['gflops_achieved']:>7.1f} GFLOP/s {frac(r)}  "
+              f"{x(r.get('speedup_vs_original'))} vs original {x(r['speedup_vs_reference'])} vs reference  "
               f"peak {mem if mem is not None else '-'} MiB")
     for r in payload.get("levers", []):
-        print(f"{r['preset']:<13}{r['size']:>5} {r['variant']:<18} {r['ms_per_iteration']:>10.1f} ms/it  "
-              f"x{r['speedup_vs_reference']:.2f} vs reference, x{r['speedup_vs_previous_row']:.2f} vs previous row")
+        print(f"{r['preset']:<13}{r['size']:>5} {r['variant']:<16} threads={r.get('threads') or '-'} "
+              f"{r['ms_per_iteration']:>9.1f} ms/it {frac(r)}  {x(r.get('speedup_vs_original'))} vs original "
+              f"{x(r['speedup_vs_reference'])} vs reference {x(r['speedup_vs_previous_row'])} vs previous row")
     if "parity" in payload:
         p = payload["parity"]
-        for s in p["per_seed"]:
-            print(f"parity seed {s['seed']}: final PSNR fp32 {s['psnr_fp32'][-1]:.3f} bf16 {s['psnr_bf16'][-1]:.3f} "
-                  f"diff {s['final_diff_db']:+.3f} dB (max |diff| over checks {s['max_abs_diff_db']:.3f}; "
-                  f"fp32 control {s['control_final_diff_db']:+.3f}, max {s['control_max_abs_diff_db']:.3f})")
-        print(f"parity {'PASSED' if p['passed'] else 'FAILED'} (tolerance {p['tolerance_db']} dB)")
+        for arm, v in p["verdicts"].items():
+            f = v["final_psnr"]
+            print(f"parity {arm} vs fp32 ({f['n_pairs']} pairs): mean {f['mean_diff_db']:+.3f} dB, CI [{f['ci_low_db']:+.3f}, "
+                  f"{f['ci_high_db']:+.3f}], tolerance {f['tolerance_db']:.3f} dB -> {'PASSED' if v['passed'] else 'FAILED'} "
+                  f"({f['reason']})")
     for r in payload.get("memory_study", []):
         print(f"memory {r['preset']:<13}{r['size']:>5} {r['precision']} checkpointing={r['checkpointing']!s:<5} "
               f"peak {r['peak_memory_mb']} MiB  (~{r.get('extrapolated_2048_mb', '-')} MiB at 2048)")
@@ -635,18 +751,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise DipError(f"device {args.device!r} is not usable: {exc}") from None
     for name in args.presets:
         get_preset(name)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = tuple(args.threads or [1])
     budget = (5.0 if device.type == "cpu" else None) if args.chunk_budget is None else (args.chunk_budget or None)
     t0 = time.perf_counter()
     info = machine_info(device)
     sizes = args.sizes or default_sizes(device)
     if args.parity:
-        payload = parity(device, args.presets[0], (args.sizes or [64 if device.type == "cpu" else 256])[0],
-                         args.parity_iterations or (60 if device.type == "cpu" else 1000))
+        if device.type != "cpu":
+            raise DipError("--parity runs on the CPU (GPU parity: results/bench-gpu-h200-parity.json)")
+        from .parity import measure_parity
+
+        payload = measure_parity(args.presets[0], size=(args.sizes or [64])[0], iterations=args.parity_iterations or 300,
+                                 workers=args.workers, threads=threads[0])
     elif args.levers:
         payload = lever_study(device, args.presets, sizes, args.iterations or _default_iterations(device),
-                              args.rounds or _default_rounds(device), args.batch, args.compile, budget)
+                              args.rounds or _default_rounds(device), args.batch, args.compile, budget, threads[0])
     elif args.memory_study:
         payload = memory_study(device, args.presets, args.sizes or [512], precisions=("fp32", "bf16") if device.type == "cuda" else ("fp32",))
     elif args.selfcheck:
@@ -654,7 +773,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         payload = bench(device, args.presets, sizes, args.modes, args.iterations or _default_iterations(device),
                         args.rounds or _default_rounds(device), args.batch, args.checkpointing, memory=not args.no_memory,
-                        budget_s=budget)
+                        budget_s=budget, threads=threads)
     with contextlib.suppress(OSError):
         info["load_average_end"] = list(os.getloadavg())
     payload = {"schema": "dip-bench/1", "machine": info, "argv": sys.argv[1:], **payload,
@@ -693,15 +812,18 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=_positive, help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)")
     p.add_argument("--checkpointing", action="store_true", help="fast and batched modes with activation checkpointing")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory probes (one fresh process per row)")
-    p.add_argument("--threads", type=_positive, help="pin torch's CPU threads for every variant (default: torch's)")
+    p.add_argument("--threads", type=_positive, nargs="+", metavar="T",
+                   help="CPU threads for every row (default 1: equal for all modes); several = a scaling ladder")
     p.add_argument("--chunk-budget", type=float, metavar="S",
                    help="end a timing chunk after S seconds (default: CPU 5, GPU none); 0 = never")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--levers", action="store_true", help="measure each speed lever (cumulative ladder) instead")
-    g.add_argument("--parity", action="store_true", help="bf16 vs fp32 PSNR parity over 3 seeds instead")
+    g.add_argument("--parity", action="store_true",
+                   help="bf16 levers vs fp32: PSNR parity rule over 3 images x 3 seeds (dip_lib.parity) instead")
     g.add_argument("--memory-study", action="store_true", help="peak memory with/without checkpointing (default 512 px) instead")
     g.add_argument("--selfcheck", action="store_true", help="CUDA graphs / channels_last / fit_many against the plain loop instead")
-    p.add_argument("--parity-iterations", type=_positive)
+    p.add_argument("--parity-iterations", type=_positive, help="iterations per parity fit (default 300)")
+    p.add_argument("--workers", type=_positive, default=1, help="parity: fits run side by side in this many processes")
     p.add_argument("--compile", action="store_true", help="add torch.compile to the lever study (slow to compile)")
     p.add_argument("--out", type=Path, help="JSON file to write")
     p.set_defaults(func=cmd_bench)

@@ -6,8 +6,12 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import DipError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("dip_lib")
 
@@ -22,7 +26,55 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndarray:
+    """Before a fit: with --max-minutes, shrink the image to the largest size that fits in time;
+    refuse (DipError) when the memory estimate exceeds what the machine has; print the estimate of
+    time and memory (and a smaller --size when the fit is long). Returns the image to fit."""
+    from dataclasses import replace
+
+    from . import estimate as est
+    from .device import resolve_device
+    from .imageio import resize_longer_side
+    from .inputs import make_input
+
+    est.require_positive_minutes(args.max_minutes)
+    c, h, w = img.shape
+    net_cfg = replace(preset.net, out_channels=c)
+    device = resolve_device(cfg.device).type
+    if args.max_minutes is None:
+        est.check_memory(net_cfg, h, w, cfg)  # at once: nothing allocated yet
+    rate = est.calibrate_time(net_cfg, h, w, cfg, lambda hh, ww: make_input(preset.input_kind, net_cfg.in_channels, hh, ww, 0))
+    if args.max_minutes is not None:
+        side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, args.max_minutes * 60, cfg)
+        avail = est.available_memory_bytes()
+        if avail is not None:
+            fits = est.largest_side_that_fits(net_cfg, h, w, est.memory_mode(cfg), avail + est.BASE_BYTES)
+            side = fits if side is None else side if fits is None else min(side, fits)
+        if side is None:
+            raise DipError(f"no size of preset {preset.name!r} fits in {args.max_minutes:g} min at {cfg.iterations} iterations "
+                           f"on {device}; lower --iterations")
+        if side < max(h, w):
+            if args.mask:
+                raise DipError(f"--max-minutes {args.max_minutes:g} needs --size {side}, which cannot be combined with --mask")
+            img = resize_longer_side(img, side)
+            c, h, w = img.shape
+        e = est.estimate(net_cfg, h, w, cfg.iterations, cfg, rate)
+        print(f"--max-minutes {args.max_minutes:g}: chose --size {max(h, w)} ({w}x{h}), {est.describe(e, device)}")
+        return img
+    e = est.estimate(net_cfg, h, w, cfg.iterations, cfg, rate)
+    suggestion = None
+    if e.seconds > est.LONG_FIT_S:
+        side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, est.LONG_FIT_S, cfg)
+        if side is not None and side < max(h, w):
+            sh, sw = est.scaled_shape(h, w, side)
+            suggestion = (side, est.estimate(net_cfg, sh, sw, cfg.iterations, cfg, rate).seconds)
+    print(f"estimate: {est.describe(e, device, suggestion)}", flush=True)
+    return img
+
+
 def cmd_inpaint(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from . import masks
     from .device import resolve_device
     from .imageio import (
@@ -37,7 +89,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     )
     from .metrics import psnr
     from .presets import get_preset
-    from .solver import fit
+    from .solver import fast_config, fit
     from .store import dumps
 
     # everything that can be refused is refused here, before the image is read or a fit starts
@@ -71,6 +123,14 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         img = resize_longer_side(img, args.size)
     if args.crop:
         img = center_crop_multiple(img, 2**preset.net.depth)
+    # the network, its input and the recipe with the levers measured fast here (bf16 autocast on a CPU
+    # with native bf16: it passed the parity rule); then the estimate, which may refuse or resize
+    net, z, cfg = preset.setup(img.shape, seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
+    cfg = replace(fast_config(cfg), checkpointing=args.checkpointing)
+    fitted = preflight(preset, img, cfg, args)
+    if fitted is not img:
+        img = fitted
+        net, z, _ = preset.setup(img.shape, seed=args.seed)
     c, h, w = img.shape
 
     ground_truth = None
@@ -89,7 +149,6 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         ground_truth = img
     observed = img * mask
 
-    net, z, cfg = preset.setup(img.shape, seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
     callbacks = []
     if args.stop == "es-wmv":
         from .stopping import ESWMV
@@ -158,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, help="resize so the longer side is N px")
     p.add_argument("--crop", action="store_true", help="center-crop to a multiple of 2^depth, as the original")
     p.add_argument("--stop", choices=["none", "es-wmv"], default="none", help="no-reference early stopping")
+    p.add_argument("--checkpointing", action="store_true", help="recompute activations in backward: less memory, ~30%% slower")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="fit the largest size (longer side) that the estimate says takes at most M minutes here")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--history", type=Path)
     p.add_argument("--masked", type=Path)

@@ -60,7 +60,7 @@ def auto_workers(device_type: str) -> int:
         return 1
     if device_type == "cuda" and torch.cuda.is_available():
         return max(1, torch.cuda.device_count())
-    from .fit import other_cpu_load
+    from .device import other_cpu_load
 
     cores = os.cpu_count() or 1
     others = other_cpu_load()

@@ -68,8 +68,12 @@ def fast_config(cfg: FitConfig | None = None, device: str | torch.device | None 
     and TF32 convs, in fp32 NCHW. Not bf16: it missed the 0.3 dB parity rule (one seed of three by
     0.006 dB) and ran no faster eagerly; not channels_last: neutral to 16% slower in fp32 (H200,
     results/bench-gpu-h200-*.json). CPU: fused Adam, as many threads as there are idle cores
-    (measured now, see ``idle_cpu_threads``), and bf16 only on CPUs with native bf16 (emulated it
-    ran ~3x slower). Other devices: unchanged.
+    (measured now, see ``idle_cpu_threads``), and bf16 autocast only on CPUs with native bf16
+    (emulated it ran ~3x slower). bf16 passed the parity rule of ``dip_lib.parity`` on the CPU
+    (results/bench-vm-cpu-parity.json: mean -0.05 dB, 90% CI [-0.47, +0.37] within the fp32
+    control's 0.49 dB); bf16 with channels_last did not (CI [-0.03, +0.55]), so NCHW stays.
+    torch.compile is left out: ~7% at 128 px for ~4 minutes of compiling. Other devices: unchanged.
+    The report's profiles do not use this: their numerics are fixed per profile (``runs``).
     """
     cfg = cfg or FitConfig()
     dev = resolve_device(cfg.device if device is None else device)
