@@ -791,39 +791,3 @@ def _default_iterations(device: torch.device) -> int:
 
 def _default_rounds(device: torch.device) -> int:
     return 2
-
-
-def _positive(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-    return v
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="time the DIP loop per preset, size and mode (JSON)",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--presets", nargs="+", default=list(PRESET_NAMES))
-    p.add_argument("--sizes", nargs="+", type=_positive, help="image sides (default: CPU 64 128, GPU 256 512)")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--iterations", type=_positive, help="timed iterations per chunk (default: CPU 5, GPU 40)")
-    p.add_argument("--rounds", type=_positive, help="interleaved rounds (default 2)")
-    p.add_argument("--batch", type=_positive, help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)")
-    p.add_argument("--checkpointing", action="store_true", help="fast and batched modes with activation checkpointing")
-    p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory probes (one fresh process per row)")
-    p.add_argument("--threads", type=_positive, nargs="+", metavar="T",
-                   help="CPU threads for every row (default 1: equal for all modes); several = a scaling ladder")
-    p.add_argument("--chunk-budget", type=float, metavar="S",
-                   help="end a timing chunk after S seconds (default: CPU 5, GPU none); 0 = never")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--levers", action="store_true", help="measure each speed lever (cumulative ladder) instead")
-    g.add_argument("--parity", action="store_true",
-                   help="bf16 levers vs fp32: PSNR parity rule over 3 images x 3 seeds (dip_lib.parity) instead")
-    g.add_argument("--memory-study", action="store_true", help="peak memory with/without checkpointing (default 512 px) instead")
-    g.add_argument("--selfcheck", action="store_true", help="CUDA graphs / channels_last / fit_many against the plain loop instead")
-    p.add_argument("--parity-iterations", type=_positive, help="iterations per parity fit (default 300)")
-    p.add_argument("--workers", type=_positive, default=1, help="parity: fits run side by side in this many processes")
-    p.add_argument("--compile", action="store_true", help="add torch.compile to the lever study (slow to compile)")
-    p.add_argument("--out", type=Path, help="JSON file to write")
-    p.set_defaults(func=cmd_bench)

@@ -5,6 +5,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,8 +76,6 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from . import masks
-    from .device import resolve_device
     from .imageio import (
         atomic_write_bytes,
         center_crop_multiple,
@@ -87,13 +86,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         resize_longer_side,
         save_image,
     )
-    from .metrics import psnr
-    from .presets import get_preset
-    from .solver import fast_config, fit
-    from .store import dumps
 
-    # everything that can be refused is refused here, before the image is read or a fit starts
-    preset = get_preset(args.preset)
+    # everything that can be refused is refused here, before torch is imported or a fit starts
     if args.iterations is not None and args.iterations <= 0:
         raise DipError(f"--iterations must be positive, got {args.iterations}")
     if args.bernoulli is not None and not 0 < args.bernoulli < 1:
@@ -114,6 +108,17 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     named = [p.resolve() for _, p in outputs if p is not None]
     if len(set(named)) < len(named) or args.image.resolve() in named:
         raise DipError("--output, --history, --masked and the input image must be different files")
+    if not args.image.is_file():
+        raise DipError(f"file not found: {args.image}" if not args.image.exists() else f"not a file: {args.image}")
+
+    from . import masks
+    from .device import resolve_device
+    from .metrics import psnr
+    from .presets import get_preset
+    from .solver import fast_config, fit
+    from .store import dumps
+
+    preset = get_preset(args.preset)
     device = resolve_device(args.device)
 
     img = load_image(args.image)
@@ -197,7 +202,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+# the modes and presets ``bench`` implements (tests check that bench.py agrees); named here so that
+# building the parser imports no torch and a bad option is refused at once
+BENCH_MODES = ("original", "reference", "fast", "batched")
+BENCH_PRESETS = ("table1-paper", "text")
+
+
+def _handler(target: str) -> Callable[[argparse.Namespace], int]:
+    """'module:function' of dip_lib, imported only when the command runs."""
+    def run(args: argparse.Namespace) -> int:
+        module, name = target.split(":")
+        return getattr(importlib.import_module(f"dip_lib.{module}"), name)(args)
+
+    return run
+
+
+def _worker_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, metavar="N", help="compute on N local Dask workers (1: here, one run after "
+                   "another, no Dask; default: one per idle CPU core, one per GPU on CUDA)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="compute on the existing Dask cluster at ADDRESS "
+                   "(tcp://host:port), e.g. SLURM workers started with dask-jobqueue")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .runs import EXPERIMENTS, PROFILE_NAMES
+
     parser = _Parser(prog="python -m dip_lib", description="Deep Image Prior inpainting")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -217,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, help="resize so the longer side is N px")
     p.add_argument("--crop", action="store_true", help="center-crop to a multiple of 2^depth, as the original")
     p.add_argument("--stop", choices=["none", "es-wmv"], default="none", help="no-reference early stopping")
-    p.add_argument("--checkpointing", action="store_true", help="recompute activations in backward: less memory, ~30%% slower")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="recompute activations in backward: less memory, ~30%% slower")
     p.add_argument("--max-minutes", type=float, metavar="M",
                    help="fit the largest size (longer side) that the estimate says takes at most M minutes here")
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -225,11 +256,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masked", type=Path)
     p.set_defaults(func=cmd_inpaint)
 
-    p = sub.add_parser("presets", help="list the named recipes with their parameter counts")
-    p.set_defaults(func=cmd_presets)
-    # subcommands defined beside the code they drive; each module has add_cli(sub)
-    for module in ("data", "experiments", "report", "bench"):
-        importlib.import_module(f"dip_lib.{module}").add_cli(sub)
+    sub.add_parser("presets", help="list the named recipes with their parameter counts").set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("data", help="fetch, list or import the Table-1 and original DIP images")
+    data = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    f = data.add_parser("fetch", help="download into the cache and verify (default: all)")
+    f.add_argument("targets", nargs="*", metavar="table1|dip|all|NAME", help="groups or file names")
+    f.set_defaults(func=_handler("data:cmd_fetch"))
+    data.add_parser("list", help="registry files with cached / verified state").set_defaults(
+        func=_handler("data:cmd_list"))
+    f = data.add_parser("import", help="copy registry files found in a folder into the cache")
+    f.add_argument("folder", type=Path, metavar="DIR")
+    f.set_defaults(func=_handler("data:cmd_import"))
+
+    p = sub.add_parser("reproduce", help="compute the runs of the report without notebooks (resumable)")
+    p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
+    p.add_argument("--only", action="append", choices=EXPERIMENTS, help="one experiment (repeatable)")
+    p.add_argument("--device", help="run on this device instead of the profile's (other numerics, other run ids)")
+    p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
+    p.add_argument("--results-dir", default="results")
+    _worker_options(p)
+    p.set_defaults(func=_handler("experiments:cmd_reproduce"))
+
+    p = sub.add_parser("report", help="run the notebooks from stored results and render the HTML report")
+    p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
+    p.add_argument("--execute", action="store_true",
+                   help="compute missing runs first (make reproduce); without it the pages show what is stored")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
+    _worker_options(p)
+    p.set_defaults(func=_handler("report:cmd_report"))
+
+    p = sub.add_parser("bench", help="time the DIP loop per preset, size and mode (JSON)",
+                       description="Speed of the DIP loop: median ms per iteration per mode, at equal thread counts.")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--presets", nargs="+", default=list(BENCH_PRESETS))
+    p.add_argument("--sizes", nargs="+", type=_positive_int, help="image sides (default: CPU 64 128, GPU 256 512)")
+    p.add_argument("--modes", nargs="+", choices=BENCH_MODES, default=list(BENCH_MODES))
+    p.add_argument("--iterations", type=_positive_int, help="timed iterations per chunk (default: CPU 5, GPU 40)")
+    p.add_argument("--rounds", type=_positive_int, help="interleaved rounds (default 2)")
+    p.add_argument("--batch", type=_positive_int,
+                   help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)")
+    p.add_argument("--checkpointing", action="store_true", help="fast and batched modes with activation checkpointing")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the CPU peak-memory probes (one fresh process per row)")
+    p.add_argument("--threads", type=_positive_int, nargs="+", metavar="T",
+                   help="CPU threads for every row (default 1: equal for all modes); several = a scaling ladder")
+    p.add_argument("--chunk-budget", type=float, metavar="S",
+                   help="end a timing chunk after S seconds (default: CPU 5, GPU none); 0 = never")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--levers", action="store_true", help="measure each speed lever (cumulative ladder) instead")
+    g.add_argument("--parity", action="store_true",
+                   help="bf16 levers vs fp32: PSNR parity rule over 3 images x 3 seeds (dip_lib.parity) instead")
+    g.add_argument("--memory-study", action="store_true",
+                   help="peak memory with/without checkpointing (default 512 px) instead")
+    g.add_argument("--selfcheck", action="store_true",
+                   help="CUDA graphs / channels_last / fit_many against the plain loop instead")
+    p.add_argument("--parity-iterations", type=_positive_int, help="iterations per parity fit (default 300)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="parity: fits run side by side in this many processes")
+    p.add_argument("--compile", action="store_true", help="add torch.compile to the lever study (slow to compile)")
+    p.add_argument("--out", type=Path, help="JSON file to write")
+    p.set_defaults(func=_handler("bench:cmd_bench"))
     return parser
 
 

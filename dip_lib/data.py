@@ -455,16 +455,3 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         print("all registry files are cached and verified")
     return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register ``data {fetch,list,import}`` on the CLI's subparsers."""
-    p = subparsers.add_parser("data", help="fetch, list or import the Table-1 and original DIP images")
-    sub = p.add_subparsers(dest="data_command", required=True)
-    f = sub.add_parser("fetch", help="download into the cache and verify (default: all)")
-    f.add_argument("targets", nargs="*", metavar="table1|dip|all|NAME", help="groups or file names")
-    f.set_defaults(func=cmd_fetch)
-    sub.add_parser("list", help="registry files with cached / verified state").set_defaults(func=cmd_list)
-    i = sub.add_parser("import", help="copy registry files found in a folder into the cache")
-    i.add_argument("folder", type=Path, metavar="DIR")
-    i.set_defaults(func=cmd_import)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .device import resolve_device
 from .errors import DipError
 from .metrics import masked_psnr, psnr, ssim
-from .runs import EXPERIMENTS, PROFILE_NAMES, Run, get_profile, load_problem, plan
+from .runs import EXPERIMENTS, Run, get_profile, load_problem, plan
 from .store import ResultStore, environment
 
 log = logging.getLogger(__name__)
@@ -434,24 +434,3 @@ def cmd_reproduce(args) -> int:
             print(f"  failed: {_describe(run)}: {why}")
         failed += len(out.failed)
     return 1 if failed else 0
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("reproduce", help="compute the runs of the report without notebooks (resumable)")
-    p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
-    p.add_argument("--only", action="append", choices=EXPERIMENTS, help="one experiment (repeatable)")
-    p.add_argument("--device", help="run on this device instead of the profile's (other numerics, other run ids)")
-    p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
-    p.add_argument("--results-dir", default="results")
-    add_worker_options(p)
-    p.set_defaults(func=cmd_reproduce)
-
-
-def add_worker_options(p) -> None:
-    """--workers / --scheduler (shared with ``report --execute``)."""
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--workers", type=int, metavar="N", help="compute on N local Dask workers (1: here, one run after "
-                   "another, no Dask; default: one per idle CPU core, one per GPU on CUDA)")
-    g.add_argument("--scheduler", metavar="ADDRESS", help="compute on the existing Dask cluster at ADDRESS "
-                   "(tcp://host:port), e.g. SLURM workers started with dask-jobqueue")
-

@@ -16,8 +16,7 @@ import uuid
 from pathlib import Path
 
 from .errors import DipError
-from .experiments import add_worker_options, reproduce
-from .runs import PROFILE_NAMES
+from .experiments import reproduce
 from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)
@@ -126,13 +125,3 @@ def cmd_report(args) -> int:
                    workers=args.workers, scheduler=args.scheduler)
     print(f"report written: {index}")
     return 0
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("report", help="run the notebooks from stored results and render the HTML report")
-    p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
-    p.add_argument("--execute", action="store_true", help="compute missing runs first (make reproduce); without it the pages show what is stored")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
-    add_worker_options(p)
-    p.set_defaults(func=cmd_report)

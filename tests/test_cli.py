@@ -234,3 +234,19 @@ def test_float_images_in_0_255_are_scaled_not_clipped_and_out_of_range_refused(t
     Image.fromarray(arr * 10, mode="F").save(tmp_path / "f2550.tif")
     with pytest.raises(DipError, match="expected"):
         load_image(tmp_path / "f2550.tif")
+
+
+def test_the_parser_and_early_refusals_import_no_torch(files):
+    """Usage errors and bad files are refused before torch's import (seconds on a small machine)."""
+    code = ("import sys\nfrom dip_lib.cli import main\n"
+            f"rc = main(['inpaint', {str(files['missing'])!r}, '--bernoulli', '0.5', '-o', 'x.png'])\n"
+            "assert rc == 2 and 'torch' not in sys.modules, rc\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "file not found" in proc.stderr
+
+
+def test_bench_options_name_what_bench_implements():
+    from dip_lib import bench, cli
+
+    assert cli.BENCH_MODES == bench.MODES and cli.BENCH_PRESETS == bench.PRESET_NAMES
