@@ -21,6 +21,8 @@ setup:
 # regenerate its tables identically from the committed results
 test: export DIP_DATA_DIR ?= $(CURDIR)/.cache/data
 test:
+	$(PY) -m ruff check dip_lib tests notebooks
+	$(PY) -m ruff format --check dip_lib tests notebooks
 	$(PY) -m pytest -q
 	@if ls report/quick/*.ipynb >/dev/null 2>&1; then \
 	  $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg report/quick/*.ipynb; \

@@ -3,6 +3,7 @@
 The names below are imported on first use, so that ``python -m dip_lib`` answers (and refuses bad
 input) without first paying for torch's import.
 """
+
 from __future__ import annotations
 
 import importlib

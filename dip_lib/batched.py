@@ -8,6 +8,7 @@ problem, and the output (1, K*C, H, W) -> (K, C, H, W). The loss is the sum of t
 losses, so each network's parameters get exactly its own gradient; each problem keeps its own
 Adam, noise stream, guard, checks and callbacks (the loop is ``fit.run_problems``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,20 @@ from .tracking import Problem
 log = logging.getLogger(__name__)
 
 # modules that act on each channel alone: the stacked network applies them unchanged
-_CHANNELWISE = (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d, nn.Upsample, nn.LeakyReLU, nn.SiLU,
-                nn.ELU, nn.ReLU, nn.Identity, nn.Sigmoid, nn.AvgPool2d, nn.MaxPool2d)
+_CHANNELWISE = (
+    nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+    nn.ZeroPad2d,
+    nn.Upsample,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.ELU,
+    nn.ReLU,
+    nn.Identity,
+    nn.Sigmoid,
+    nn.AvgPool2d,
+    nn.MaxPool2d,
+)
 
 
 def interleave_cat(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
@@ -106,8 +119,9 @@ class StackedNets(nn.Module):
             b = torch.cat([c.bias for c in mods]) if m.affine else None
             if m.training:
                 getattr(self, f"bn{i}_count").add_(1)
-            return F.batch_norm(x, getattr(self, f"bn{i}_mean"), getattr(self, f"bn{i}_var"), w, b,
-                                m.training, m.momentum, m.eps)
+            return F.batch_norm(
+                x, getattr(self, f"bn{i}_mean"), getattr(self, f"bn{i}_var"), w, b, m.training, m.momentum, m.eps
+            )
         if isinstance(m, Lanczos2Down):
             x = F.pad(x, (m.pad, m.pad + 1, m.pad, m.pad + 1), mode="replicate")
             return F.conv2d(x, torch.cat([c.weight for c in mods]), stride=2, groups=m.channels * k)
@@ -179,7 +193,9 @@ def fit_many(
     ground_truths = [None] * k if ground_truths is None else list(ground_truths)
     callbacks = [[] for _ in range(k)] if callbacks is None else [list(c) for c in callbacks]
     if not all(len(x) == k for x in (net_inputs, observed, masks, seeds, ground_truths, callbacks)):
-        raise ValueError("fit_many needs one net input, observation, mask, seed, ground truth and callback list per net")
+        raise ValueError(
+            "fit_many needs one net input, observation, mask, seed, ground truth and callback list per net"
+        )
     configs = [replace(config, seed=int(s)) for s in seeds]
     if k == 1 or config.optimizer != "adam":
         return [fit(*args) for args in zip(nets, net_inputs, observed, masks, configs, ground_truths, callbacks)]
@@ -190,8 +206,10 @@ def fit_many(
     with backend_flags(config, device):
         nets = [prepare_net(n, config, device) for n in nets]
         try:
-            problems = [Problem(*args, device, gt, cb) for args, gt, cb in
-                        zip(zip(nets, net_inputs, observed, masks, configs), ground_truths, callbacks)]
+            problems = [
+                Problem(*args, device, gt, cb)
+                for args, gt, cb in zip(zip(nets, net_inputs, observed, masks, configs), ground_truths, callbacks)
+            ]
             if len({(p.z.shape, p.y.shape, p.m.shape) for p in problems}) != 1:
                 raise ValueError("fit_many needs problems of one shape (inputs, observations and masks)")
             stacked = StackedNets(nets, channels_last=config.channels_last).to(device)

@@ -24,6 +24,7 @@ Other studies (each writes its own JSON): ``--levers`` (every speed lever's effe
 ``--memory-study`` (peak memory with and without activation checkpointing), ``--selfcheck``
 (CUDA graphs and fit_many against the plain loop).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,7 +77,16 @@ def conv_flops(cfg: SkipConfig, height: int, width: int) -> dict[str, float]:
     """
     fwd = bwd = 0.0
 
-    def add(c_in: int, c_out: int, k: int, h: int, w: int, input_grad: bool = True, weight_grad: bool = True, groups: int = 1) -> None:
+    def add(
+        c_in: int,
+        c_out: int,
+        k: int,
+        h: int,
+        w: int,
+        input_grad: bool = True,
+        weight_grad: bool = True,
+        groups: int = 1,
+    ) -> None:
         nonlocal fwd, bwd
         f = 2.0 * k * k * (c_in // groups) * c_out * h * w
         fwd += f
@@ -120,8 +130,13 @@ def machine_info(device: torch.device) -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     info: dict[str, Any] = {
-        "host": socket.gethostname(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+        "host": socket.gethostname(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     with contextlib.suppress(OSError):
@@ -197,8 +212,13 @@ class Problems:
         truths = [bench_image(size, i) for i in range(k)]
         masks = [bernoulli_mask((size, size), 0.5, seed=i) for i in range(k)]
         built = [preset.setup((3, size, size), seed=seed + i, net=net_overrides)[:2] for i in range(k)]
-        return cls(nets=[net for net, _ in built], inputs=[z for _, z in built],
-                   observed=[t * m for t, m in zip(truths, masks)], masks=masks, truths=truths)
+        return cls(
+            nets=[net for net, _ in built],
+            inputs=[z for _, z in built],
+            observed=[t * m for t, m in zip(truths, masks)],
+            masks=masks,
+            truths=truths,
+        )
 
 
 class HostMetrics:
@@ -231,7 +251,9 @@ class Variant:
     original: bool = False  # the original repository's loop (dip_lib.original), not ``fit``
 
     def config(self, preset: Preset, device: torch.device, iterations: int) -> FitConfig:
-        cfg = preset.fit_config(iterations=iterations, seed=0, device=str(device), log_every=self.log_every, progress=False)
+        cfg = preset.fit_config(
+            iterations=iterations, seed=0, device=str(device), log_every=self.log_every, progress=False
+        )
         if self.fast:
             cfg = fast_config(cfg, device)
         over = dict(self.overrides)
@@ -241,8 +263,13 @@ class Variant:
 
 
 def original_variant() -> Variant:
-    return Variant("original", "the original repository's loop (dip_lib.original): closure, default Adam, normal_ noise, "
-                   "fp32 eager, PSNRs with scikit-image every iteration", log_every=1, original=True)
+    return Variant(
+        "original",
+        "the original repository's loop (dip_lib.original): closure, default Adam, normal_ noise, "
+        "fp32 eager, PSNRs with scikit-image every iteration",
+        log_every=1,
+        original=True,
+    )
 
 
 def with_threads(v: Variant, threads: int) -> Variant:
@@ -251,8 +278,12 @@ def with_threads(v: Variant, threads: int) -> Variant:
 
 
 def reference_variant() -> Variant:
-    return Variant("reference", "original loop: fp32 eager NCHW, loss and PSNR on the host every iteration",
-                   log_every=1, host_metrics=True)
+    return Variant(
+        "reference",
+        "original loop: fp32 eager NCHW, loss and PSNR on the host every iteration",
+        log_every=1,
+        host_metrics=True,
+    )
 
 
 def mode_variant(mode: str, k: int, checkpointing: bool = False) -> Variant:
@@ -289,8 +320,9 @@ class Deadline:
         return False
 
 
-def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, iterations: int,
-              budget_s: float | None = None) -> dict[str, Any]:
+def run_chunk(
+    v: Variant, preset: Preset, size: int, device: torch.device, iterations: int, budget_s: float | None = None
+) -> dict[str, Any]:
     """Run ``iterations`` + 1 iterations of variant ``v`` (fewer if ``budget_s`` runs out); time
     per problem-iteration between the first and the last check, the time to the first check, and
     (CUDA) the peak memory."""
@@ -299,8 +331,10 @@ def run_chunk(v: Variant, preset: Preset, size: int, device: torch.device, itera
     if v.original:
         return _original_chunk(probs, cfg, iterations + 1, budget_s)
     deadline = [Deadline(budget_s)] if budget_s else []
-    callbacks = [([HostMetrics(t, o, m)] if v.host_metrics and device.type != "cpu" else []) + deadline
-                 for t, o, m in zip(probs.truths, probs.observed, probs.masks)]
+    callbacks = [
+        ([HostMetrics(t, o, m)] if v.host_metrics and device.type != "cpu" else []) + deadline
+        for t, o, m in zip(probs.truths, probs.observed, probs.masks)
+    ]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -325,8 +359,16 @@ def _original_chunk(probs: Problems, cfg: FitConfig, iterations: int, budget_s: 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        t = original_loop(probs.nets[0], probs.inputs[0], probs.truths[0], probs.masks[0], iterations, cfg.lr,
-                          cfg.reg_noise_std, budget_s)
+        t = original_loop(
+            probs.nets[0],
+            probs.inputs[0],
+            probs.truths[0],
+            probs.masks[0],
+            iterations,
+            cfg.lr,
+            cfg.reg_noise_std,
+            budget_s,
+        )
     finally:
         torch.set_num_threads(saved)
     e = t.elapsed
@@ -335,13 +377,30 @@ def _original_chunk(probs: Problems, cfg: FitConfig, iterations: int, budget_s: 
 
 def _fit_problems(probs: Problems, cfg: FitConfig, callbacks: list[list]) -> list[FitResult]:
     if len(probs.nets) == 1:
-        return [fit(probs.nets[0], probs.inputs[0], probs.observed[0], probs.masks[0], cfg, probs.truths[0], callbacks[0])]
-    return fit_many(probs.nets, probs.inputs, probs.observed, probs.masks, cfg, probs.truths,
-                    seeds=[cfg.seed + i for i in range(len(probs.nets))], callbacks=callbacks)
+        return [
+            fit(probs.nets[0], probs.inputs[0], probs.observed[0], probs.masks[0], cfg, probs.truths[0], callbacks[0])
+        ]
+    return fit_many(
+        probs.nets,
+        probs.inputs,
+        probs.observed,
+        probs.masks,
+        cfg,
+        probs.truths,
+        seeds=[cfg.seed + i for i in range(len(probs.nets))],
+        callbacks=callbacks,
+    )
 
 
-def time_variants(variants: list[Variant], preset: Preset, size: int, device: torch.device, iterations: int,
-                  rounds: int, budget_s: float | None = None) -> dict[str, dict[str, Any]]:
+def time_variants(
+    variants: list[Variant],
+    preset: Preset,
+    size: int,
+    device: torch.device,
+    iterations: int,
+    rounds: int,
+    budget_s: float | None = None,
+) -> dict[str, dict[str, Any]]:
     """Interleave the variants for ``rounds`` rounds; median ms per problem-iteration for each."""
     samples: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     for r in range(rounds):
@@ -357,9 +416,12 @@ def time_variants(variants: list[Variant], preset: Preset, size: int, device: to
     for v in variants:
         s = samples[v.name]
         ms = [c["ms"] for c in s]
-        entry: dict[str, Any] = {"ms_per_iteration": statistics.median(ms), "samples_ms": [round(x, 3) for x in ms],
-                                 "first_check_s": statistics.median(c.get("first_check_s", float("nan")) for c in s),
-                                 "guard_restores": sum(c.get("restores", 0) for c in s)}
+        entry: dict[str, Any] = {
+            "ms_per_iteration": statistics.median(ms),
+            "samples_ms": [round(x, 3) for x in ms],
+            "first_check_s": statistics.median(c.get("first_check_s", float("nan")) for c in s),
+            "guard_restores": sum(c.get("restores", 0) for c in s),
+        }
         peaks = [c["peak_bytes"] for c in s if "peak_bytes" in c]
         if peaks:
             entry["peak_memory_mb"] = max(peaks) / 2**20
@@ -390,26 +452,39 @@ def memory_probe(spec: dict[str, Any]) -> dict[str, Any]:
     return {"peak_bytes": _max_rss_bytes() - base}
 
 
-def memory_in_subprocess(v: Variant, preset: Preset, size: int, iterations: int = 1, timeout: float = 1800) -> float | None:
+def memory_in_subprocess(
+    v: Variant, preset: Preset, size: int, iterations: int = 1, timeout: float = 1800
+) -> float | None:
     """Peak RSS growth (MiB) of the variant in a fresh Python process, or None if that failed."""
     spec = {"variant": asdict(v), "preset": preset.name, "size": size, "iterations": iterations}
-    code = "import json, sys; from dip_lib.bench import memory_probe; print(json.dumps(memory_probe(json.loads(sys.argv[1]))))"
+    code = (
+        "import json, sys; from dip_lib.bench import memory_probe; "
+        "print(json.dumps(memory_probe(json.loads(sys.argv[1]))))"
+    )
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
     try:
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
-                              timeout=timeout, env=env, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=True,
+        )
         return json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"] / 2**20
     except (subprocess.SubprocessError, ValueError, IndexError, KeyError) as exc:
         log.warning("memory probe %s %s %d failed: %s", v.name, preset.name, size, exc)
         return None
 
 
-CPU_MEMORY_METHOD = ("peak RSS growth of a fresh process over the fit (resource.getrusage ru_maxrss minus the RSS "
-                     "before it, via psutil or /proc/self/statm) after a warm-up fit at the smallest size; includes "
-                     "parameters, gradients, Adam state and allocator slack")
+CPU_MEMORY_METHOD = (
+    "peak RSS growth of a fresh process over the fit (resource.getrusage ru_maxrss minus the RSS "
+    "before it, via psutil or /proc/self/statm) after a warm-up fit at the smallest size; includes "
+    "parameters, gradients, Adam state and allocator slack"
+)
 CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated minus memory_allocated before the fit"
 
 
@@ -441,8 +516,10 @@ def machine_ceiling(threads: int, reps: int = 5) -> dict[str, Any]:
             a = torch.randn(1024, 1024, generator=g).to(dt)
             x = torch.randn(1, 128, 128, 128, generator=g).to(dt).contiguous(memory_format=torch.channels_last)
             w = torch.randn(128, 128, 3, 3, generator=g).to(dt).contiguous(memory_format=torch.channels_last)
-            jobs = {"matmul": (lambda a=a: a @ a, 2.0 * 1024**3),
-                    "conv": (lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1), 2.0 * 9 * 128 * 128 * 128 * 128)}
+            jobs = {
+                "matmul": (lambda a=a: a @ a, 2.0 * 1024**3),
+                "conv": (lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1), 2.0 * 9 * 128 * 128 * 128 * 128),
+            }
             for kind, (fn, flop) in jobs.items():
                 fn()
                 times = []
@@ -462,9 +539,19 @@ def _best_ceilings(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: max(c[k] for c in samples) for k in samples[0]}
 
 
-def bench(device: torch.device, presets: list[str], sizes: list[int], modes: list[str], iterations: int, rounds: int,
-          batch: int | None, checkpointing: bool = False, memory: bool = True, budget_s: float | None = None,
-          threads: tuple[int, ...] = (1,)) -> dict[str, Any]:
+def bench(
+    device: torch.device,
+    presets: list[str],
+    sizes: list[int],
+    modes: list[str],
+    iterations: int,
+    rounds: int,
+    batch: int | None,
+    checkpointing: bool = False,
+    memory: bool = True,
+    budget_s: float | None = None,
+    threads: tuple[int, ...] = (1,),
+) -> dict[str, Any]:
     """The main table: per preset, size, mode and thread count the median ms per problem-iteration,
     achieved GFLOP/s as a fraction of the machine's ceiling (CPU), the speedups over the original
     loop and the reference at the same thread count, and peak memory."""
@@ -495,16 +582,25 @@ def bench(device: torch.device, presets: list[str], sizes: list[int], modes: lis
                 orig_ms = timed.get(f"original{same}", {}).get("ms_per_iteration")
                 ref_ms = timed.get(f"reference{same}", {}).get("ms_per_iteration")
                 cfg = v.config(preset, device, iterations + 1)
-                row = {"preset": name, "size": size, "mode": mode, "threads": t, "batch": v.k, "description": v.description,
-                       "config": _config_summary(cfg),
-                       "ms_per_iteration": round(ms, 3), "iterations_per_s": round(1000 / ms, 3),
-                       "gflop_forward": round(flops["forward"] / 1e9, 3), "gflop_backward": round(flops["backward"] / 1e9, 3),
-                       "gflop_per_iteration": round(flops["total"] / 1e9, 3),
-                       "gflops_achieved": round(flops["total"] / ms / 1e6, 2),
-                       "tflops_achieved": round(flops["total"] / ms / 1e9, 4),
-                       "speedup_vs_original": round(orig_ms / ms, 3) if orig_ms else None,
-                       "speedup_vs_reference": round(ref_ms / ms, 3) if ref_ms else None,
-                       **{k2: e[k2] for k2 in ("samples_ms", "first_check_s", "guard_restores")}}
+                row = {
+                    "preset": name,
+                    "size": size,
+                    "mode": mode,
+                    "threads": t,
+                    "batch": v.k,
+                    "description": v.description,
+                    "config": _config_summary(cfg),
+                    "ms_per_iteration": round(ms, 3),
+                    "iterations_per_s": round(1000 / ms, 3),
+                    "gflop_forward": round(flops["forward"] / 1e9, 3),
+                    "gflop_backward": round(flops["backward"] / 1e9, 3),
+                    "gflop_per_iteration": round(flops["total"] / 1e9, 3),
+                    "gflops_achieved": round(flops["total"] / ms / 1e6, 2),
+                    "tflops_achieved": round(flops["total"] / ms / 1e9, 4),
+                    "speedup_vs_original": round(orig_ms / ms, 3) if orig_ms else None,
+                    "speedup_vs_reference": round(ref_ms / ms, 3) if ref_ms else None,
+                    **{k2: e[k2] for k2 in ("samples_ms", "first_check_s", "guard_restores")},
+                }
                 if device.type == "cuda":
                     row["peak_memory_mb"] = round(e.get("peak_memory_mb", float("nan")), 1)
                 elif memory and mode not in ("reference", "original"):  # the same network and precision as fast
@@ -521,19 +617,44 @@ def bench(device: torch.device, presets: list[str], sizes: list[int], modes: lis
             c = best[r["threads"]][f"{r['config']['precision']}_ceiling_gflops"]
             r["ceiling_gflops"] = c
             r["ceiling_fraction"] = round(r["gflops_achieved"] / c, 3)
-    return {"results": rows, "ceiling": {"per_threads": {str(t): best[t] for t in best},
-                                         "samples": {str(t): c for t, c in ceilings.items()},
-                                         "method": "best of the microbenchmark runs at the start and after each (preset, size) "
-                                                   "block; a row's fraction uses the ceiling of its precision"} if cpu else None,
-            "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets, "threads": list(threads),
-                         "modes": modes, "checkpointing": checkpointing, "chunk_budget_s": budget_s,
-                         "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD},
-            "wall_s": round(time.perf_counter() - t_start, 1)}
+    return {
+        "results": rows,
+        "ceiling": {
+            "per_threads": {str(t): best[t] for t in best},
+            "samples": {str(t): c for t, c in ceilings.items()},
+            "method": "best of the microbenchmark runs at the start and after each (preset, size) "
+            "block; a row's fraction uses the ceiling of its precision",
+        }
+        if cpu
+        else None,
+        "settings": {
+            "iterations": iterations,
+            "rounds": rounds,
+            "sizes": sizes,
+            "presets": presets,
+            "threads": list(threads),
+            "modes": modes,
+            "checkpointing": checkpointing,
+            "chunk_budget_s": budget_s,
+            "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
+        },
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
 
 
 def _config_summary(cfg: FitConfig) -> dict[str, Any]:
-    keys = ("log_every", "precision", "channels_last", "cudnn_benchmark", "tf32", "adam_impl", "compile", "cuda_graphs",
-            "checkpointing", "threads")
+    keys = (
+        "log_every",
+        "precision",
+        "channels_last",
+        "cudnn_benchmark",
+        "tf32",
+        "adam_impl",
+        "compile",
+        "cuda_graphs",
+        "checkpointing",
+        "threads",
+    )
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -545,17 +666,31 @@ def cpu_lever_variants(k: int, compile_: bool = False) -> list[Variant]:
         ("checks/10", "dip_lib's loop, checks every 10 iterations", {}),
         ("+fused adam", "fused Adam", {"adam_impl": "fused"}),
         ("+channels_last", "NHWC activations and weights (fp32)", {"channels_last": True}),
-        ("+bf16 autocast", "bf16 autocast of the network forward (fp32 master weights, loss, Adam)", {"precision": "bf16"}),
+        (
+            "+bf16 autocast",
+            "bf16 autocast of the network forward (fp32 master weights, loss, Adam)",
+            {"precision": "bf16"},
+        ),
     ]
     acc: dict[str, Any] = {}
     for name, desc, over in steps:
         acc = {**acc, **over}
         variants.append(Variant(name, desc, overrides=dict(acc)))
-    variants.append(Variant("bf16 NCHW", "fused Adam + bf16 autocast without channels_last",
-                            overrides={"adam_impl": "fused", "precision": "bf16"}))
+    variants.append(
+        Variant(
+            "bf16 NCHW",
+            "fused Adam + bf16 autocast without channels_last",
+            overrides={"adam_impl": "fused", "precision": "bf16"},
+        )
+    )
     if compile_:
-        variants.append(Variant("+torch.compile", "the ladder's top with torch.compile (inductor) of the network",
-                                overrides={**acc, "compile": True}))
+        variants.append(
+            Variant(
+                "+torch.compile",
+                "the ladder's top with torch.compile (inductor) of the network",
+                overrides={**acc, "compile": True},
+            )
+        )
     variants.append(Variant("fast_config", "fit with fast_config", fast=True))
     variants.append(Variant(f"batched K={k}", f"fit_many with K={k}, fast_config", k=k, fast=True))
     return variants
@@ -567,20 +702,27 @@ def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list
         return cpu_lever_variants(k, compile_)
     steps: list[tuple[str, str, dict[str, Any]]] = [("checks/10", "checks every 10 iterations (on the device)", {})]
     steps.append(("+fused adam", "fused Adam", {"adam_impl": "fused"}))
-    steps += [("+cudnn.benchmark", "cudnn autotuning", {"cudnn_benchmark": True}),
-              ("+tf32", "TF32 convs and matmuls (torch's default for convs)", {"tf32": True}),
-              ("+cuda graphs", "forward+backward replayed from a CUDA graph", {"cuda_graphs": True})]
+    steps += [
+        ("+cudnn.benchmark", "cudnn autotuning", {"cudnn_benchmark": True}),
+        ("+tf32", "TF32 convs and matmuls (torch's default for convs)", {"tf32": True}),
+        ("+cuda graphs", "forward+backward replayed from a CUDA graph", {"cuda_graphs": True}),
+    ]
     variants = [reference_variant()]
     acc: dict[str, Any] = {}
     for name, desc, over in steps:
         acc = {**acc, **over}
         variants.append(Variant(name, desc, overrides=dict(acc)))
     best = dict(acc)
-    variants += [Variant("graphs, tf32 off", "the ladder's top with exact fp32 convs", overrides={**best, "tf32": False}),
-                 Variant("graphs + channels_last", "the ladder's top in NHWC", overrides={**best, "channels_last": True}),
-                 Variant("graphs + bf16", "the ladder's top with bf16 autocast", overrides={**best, "precision": "bf16"}),
-                 Variant("graphs + bf16 + channels_last", "the ladder's top with bf16 autocast in NHWC",
-                         overrides={**best, "precision": "bf16", "channels_last": True})]
+    variants += [
+        Variant("graphs, tf32 off", "the ladder's top with exact fp32 convs", overrides={**best, "tf32": False}),
+        Variant("graphs + channels_last", "the ladder's top in NHWC", overrides={**best, "channels_last": True}),
+        Variant("graphs + bf16", "the ladder's top with bf16 autocast", overrides={**best, "precision": "bf16"}),
+        Variant(
+            "graphs + bf16 + channels_last",
+            "the ladder's top with bf16 autocast in NHWC",
+            overrides={**best, "precision": "bf16", "channels_last": True},
+        ),
+    ]
     if compile_:
         over = {**best, "cuda_graphs": False, "compile": True}
         variants.append(Variant("compile", "torch.compile instead of CUDA graphs", overrides=over))
@@ -589,9 +731,17 @@ def lever_variants(device: torch.device, k: int, compile_: bool = False) -> list
     return variants
 
 
-def lever_study(device: torch.device, presets: list[str], sizes: list[int], iterations: int, rounds: int,
-                batch: int | None, compile_: bool = False, budget_s: float | None = None,
-                threads: int = 1) -> dict[str, Any]:
+def lever_study(
+    device: torch.device,
+    presets: list[str],
+    sizes: list[int],
+    iterations: int,
+    rounds: int,
+    batch: int | None,
+    compile_: bool = False,
+    budget_s: float | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
     """Each lever's time per iteration, interleaved at ``threads`` threads for every row (CPU), with
     its gain over the previous row, the reference and the original loop."""
     cpu = device.type == "cpu"
@@ -614,24 +764,50 @@ def lever_study(device: torch.device, presets: list[str], sizes: list[int], iter
                 e = timed[v.name]
                 ms = e["ms_per_iteration"]
                 cfg = v.config(preset, device, iterations + 1)
-                row = {"preset": name, "size": size, "variant": v.name, "description": v.description, "batch": v.k,
-                       "threads": cfg.threads, "config": _config_summary(cfg),
-                       "ms_per_iteration": round(ms, 3), "gflops_achieved": round(flops_of[size] / ms / 1e6, 2),
-                       "speedup_vs_original": round(orig / ms, 3) if orig else None,
-                       "speedup_vs_reference": round(ref / ms, 3),
-                       "speedup_vs_previous_row": round(prev / ms, 3), "samples_ms": e["samples_ms"],
-                       "first_check_s": round(e["first_check_s"], 3), "peak_memory_mb": e.get("peak_memory_mb")}
+                row = {
+                    "preset": name,
+                    "size": size,
+                    "variant": v.name,
+                    "description": v.description,
+                    "batch": v.k,
+                    "threads": cfg.threads,
+                    "config": _config_summary(cfg),
+                    "ms_per_iteration": round(ms, 3),
+                    "gflops_achieved": round(flops_of[size] / ms / 1e6, 2),
+                    "speedup_vs_original": round(orig / ms, 3) if orig else None,
+                    "speedup_vs_reference": round(ref / ms, 3),
+                    "speedup_vs_previous_row": round(prev / ms, 3),
+                    "samples_ms": e["samples_ms"],
+                    "first_check_s": round(e["first_check_s"], 3),
+                    "peak_memory_mb": e.get("peak_memory_mb"),
+                }
                 if ceiling:
-                    row["ceiling_fraction"] = round(row["gflops_achieved"] / ceiling[f"{cfg.precision}_ceiling_gflops"], 3)
+                    row["ceiling_fraction"] = round(
+                        row["gflops_achieved"] / ceiling[f"{cfg.precision}_ceiling_gflops"], 3
+                    )
                 rows.append(row)
                 prev = ms
-    return {"levers": rows, "ceiling": ceiling,
-            "settings": {"iterations": iterations, "rounds": rounds, "sizes": sizes, "presets": presets, "threads": threads,
-                         "note": "rows from 'checks/10' to '+bf16 autocast' are cumulative; the others stand alone"}}
+    return {
+        "levers": rows,
+        "ceiling": ceiling,
+        "settings": {
+            "iterations": iterations,
+            "rounds": rounds,
+            "sizes": sizes,
+            "presets": presets,
+            "threads": threads,
+            "note": "rows from 'checks/10' to '+bf16 autocast' are cumulative; the others stand alone",
+        },
+    }
 
 
-def memory_study(device: torch.device, presets: list[str], sizes: list[int], iterations: int = 1,
-                 precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
+def memory_study(
+    device: torch.device,
+    presets: list[str],
+    sizes: list[int],
+    iterations: int = 1,
+    precisions: tuple[str, ...] = ("fp32",),
+) -> dict[str, Any]:
     """Peak memory of one fit iteration with and without activation checkpointing."""
     rows = []
     for name in presets:
@@ -640,9 +816,17 @@ def memory_study(device: torch.device, presets: list[str], sizes: list[int], ite
             for precision in precisions:
                 for ckpt in (False, True):
                     # no cudnn.benchmark: its trial runs allocate large workspaces that would count
-                    v = Variant(f"{precision}{' ckpt' if ckpt else ''}", "", fast=device.type == "cuda",
-                                overrides={"precision": precision, "checkpointing": ckpt, "cuda_graphs": False,
-                                           "cudnn_benchmark": False})
+                    v = Variant(
+                        f"{precision}{' ckpt' if ckpt else ''}",
+                        "",
+                        fast=device.type == "cuda",
+                        overrides={
+                            "precision": precision,
+                            "checkpointing": ckpt,
+                            "cuda_graphs": False,
+                            "cudnn_benchmark": False,
+                        },
+                    )
                     if device.type == "cuda":
                         try:
                             mb = run_chunk(v, preset, size, device, iterations)["peak_bytes"] / 2**20
@@ -651,18 +835,33 @@ def memory_study(device: torch.device, presets: list[str], sizes: list[int], ite
                             torch.cuda.empty_cache()
                     else:
                         mb = memory_in_subprocess(v, preset, size, iterations)
-                    rows.append({"preset": name, "size": size, "precision": precision, "checkpointing": ckpt,
-                                 "peak_memory_mb": None if mb is None else round(mb, 1)})
+                    rows.append(
+                        {
+                            "preset": name,
+                            "size": size,
+                            "precision": precision,
+                            "checkpointing": ckpt,
+                            "peak_memory_mb": None if mb is None else round(mb, 1),
+                        }
+                    )
                     log.info("memory %s %d %s ckpt=%s: %s MiB", name, size, precision, ckpt, mb)
     for r in rows:
         if r["peak_memory_mb"] is not None and r["size"] < 2048:
             scale = (2048 / r["size"]) ** 2
             r["extrapolated_2048_mb"] = round(r["peak_memory_mb"] * scale, 0)
-    return {"memory_study": rows, "settings": {"iterations": iterations, "method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
-                                               "extrapolation": "peak x (2048 / size)^2: activations grow with the pixel count"}}
+    return {
+        "memory_study": rows,
+        "settings": {
+            "iterations": iterations,
+            "method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
+            "extrapolation": "peak x (2048 / size)^2: activations grow with the pixel count",
+        },
+    }
 
 
-def selfcheck(device: torch.device, preset_name: str = "table1-paper", size: int = 128, iterations: int = 60, k: int = 3) -> dict[str, Any]:
+def selfcheck(
+    device: torch.device, preset_name: str = "table1-paper", size: int = 128, iterations: int = 60, k: int = 3
+) -> dict[str, Any]:
     """Fast paths against the plain loop on one device: CUDA graphs vs eager (fp32 and bf16) and
     fit_many vs separate fits; first-check loss and PSNR gap over ``iterations``."""
     preset = get_preset(preset_name)
@@ -670,33 +869,49 @@ def selfcheck(device: torch.device, preset_name: str = "table1-paper", size: int
 
     def hist(over: dict[str, Any], kk: int = 1) -> list:
         probs = Problems.make(preset, size, kk)
-        cfg = replace(preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False), **over)
+        cfg = replace(
+            preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False), **over
+        )
         res = _fit_problems(probs, cfg, [[] for _ in range(kk)])
         return [(r.history.loss, r.history.psnr) for r in res]
 
-    pairs = {"cuda_graphs_fp32": ({"cuda_graphs": False}, {"cuda_graphs": True}),
-             "cuda_graphs_bf16": ({"precision": "bf16", "cuda_graphs": False}, {"precision": "bf16", "cuda_graphs": True}),
-             "channels_last": ({}, {"channels_last": True})}
+    pairs = {
+        "cuda_graphs_fp32": ({"cuda_graphs": False}, {"cuda_graphs": True}),
+        "cuda_graphs_bf16": ({"precision": "bf16", "cuda_graphs": False}, {"precision": "bf16", "cuda_graphs": True}),
+        "channels_last": ({}, {"channels_last": True}),
+    }
     if device.type != "cuda":
         pairs = {"channels_last": pairs["channels_last"]}
     for name, (a_over, b_over) in pairs.items():
-        (la, pa), = hist(a_over)
-        (lb, pb), = hist(b_over)
-        checks[name] = {"first_loss_rel_diff": abs(lb[0] - la[0]) / abs(la[0]), "max_psnr_diff_db": float(np.max(np.abs(np.subtract(pa, pb)))),
-                        "psnr_a": pa, "psnr_b": pb}
-    fast = {f: v for f, v in _config_summary(fast_config(FitConfig(), device)).items() if f not in ("log_every", "threads")}
+        ((la, pa),) = hist(a_over)
+        ((lb, pb),) = hist(b_over)
+        checks[name] = {
+            "first_loss_rel_diff": abs(lb[0] - la[0]) / abs(la[0]),
+            "max_psnr_diff_db": float(np.max(np.abs(np.subtract(pa, pb)))),
+            "psnr_a": pa,
+            "psnr_b": pb,
+        }
+    fast = {
+        f: v for f, v in _config_summary(fast_config(FitConfig(), device)).items() if f not in ("log_every", "threads")
+    }
     sep = []
     for i in range(k):
         probs = Problems.make(preset, size, k)
-        cfg = replace(preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False, seed=i), **fast)
+        cfg = replace(
+            preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False, seed=i), **fast
+        )
         r = fit(probs.nets[i], probs.inputs[i], probs.observed[i], probs.masks[i], cfg, probs.truths[i])
         sep.append((r.history.loss, r.history.psnr))
     probs = Problems.make(preset, size, k)
     cfg = replace(preset.fit_config(iterations=iterations, device=str(device), log_every=10, progress=False), **fast)
     many = _fit_problems(probs, cfg, [[] for _ in range(k)])
-    checks["fit_many_vs_fit"] = [{"first_loss_rel_diff": abs(m.history.loss[0] - s[0][0]) / abs(s[0][0]),
-                                  "max_psnr_diff_db": float(np.max(np.abs(np.subtract(m.history.psnr, s[1]))))}
-                                 for m, s in zip(many, sep)]
+    checks["fit_many_vs_fit"] = [
+        {
+            "first_loss_rel_diff": abs(m.history.loss[0] - s[0][0]) / abs(s[0][0]),
+            "max_psnr_diff_db": float(np.max(np.abs(np.subtract(m.history.psnr, s[1])))),
+        }
+        for m, s in zip(many, sep)
+    ]
     return {"selfcheck": {"preset": preset_name, "size": size, "iterations": iterations, "checks": checks}}
 
 
@@ -713,28 +928,40 @@ def _print_table(payload: dict[str, Any]) -> None:
 
     c = payload.get("ceiling") or {}
     for t, v in sorted((c.get("per_threads") or ({str(c["threads"]): c} if "threads" in c else {})).items()):
-        print(f"ceiling at {t} thread(s): fp32 matmul {v['fp32_matmul_gflops']} conv {v['fp32_conv_gflops']} GFLOP/s, "
-              f"bf16 matmul {v['bf16_matmul_gflops']} conv {v['bf16_conv_gflops']} GFLOP/s")
+        print(
+            f"ceiling at {t} thread(s): fp32 matmul {v['fp32_matmul_gflops']} conv {v['fp32_conv_gflops']} GFLOP/s, "
+            f"bf16 matmul {v['bf16_matmul_gflops']} conv {v['bf16_conv_gflops']} GFLOP/s"
+        )
     for r in payload.get("results", []):
         mem = r.get("peak_memory_mb")
-        print(f"{r['preset']:<13}{r['size']:>5} {r['mode']:<10} threads={r.get('threads') or '-'} K={r['batch']:<2} "
-              f"{r['ms_per_iteration']:>9.1f} ms/it {r['gflops_achieved']:>7.1f} GFLOP/s {frac(r)}  "
-              f"{x(r.get('speedup_vs_original'))} vs original {x(r['speedup_vs_reference'])} vs reference  "
-              f"peak {mem if mem is not None else '-'} MiB")
+        print(
+            f"{r['preset']:<13}{r['size']:>5} {r['mode']:<10} threads={r.get('threads') or '-'} K={r['batch']:<2} "
+            f"{r['ms_per_iteration']:>9.1f} ms/it {r['gflops_achieved']:>7.1f} GFLOP/s {frac(r)}  "
+            f"{x(r.get('speedup_vs_original'))} vs original {x(r['speedup_vs_reference'])} vs reference  "
+            f"peak {mem if mem is not None else '-'} MiB"
+        )
     for r in payload.get("levers", []):
-        print(f"{r['preset']:<13}{r['size']:>5} {r['variant']:<16} threads={r.get('threads') or '-'} "
-              f"{r['ms_per_iteration']:>9.1f} ms/it {frac(r)}  {x(r.get('speedup_vs_original'))} vs original "
-              f"{x(r['speedup_vs_reference'])} vs reference {x(r['speedup_vs_previous_row'])} vs previous row")
+        print(
+            f"{r['preset']:<13}{r['size']:>5} {r['variant']:<16} threads={r.get('threads') or '-'} "
+            f"{r['ms_per_iteration']:>9.1f} ms/it {frac(r)}  {x(r.get('speedup_vs_original'))} vs original "
+            f"{x(r['speedup_vs_reference'])} vs reference {x(r['speedup_vs_previous_row'])} vs previous row"
+        )
     if "parity" in payload:
         p = payload["parity"]
         for arm, v in p["verdicts"].items():
             f = v["final_psnr"]
-            print(f"parity {arm} vs fp32 ({f['n_pairs']} pairs): mean {f['mean_diff_db']:+.3f} dB, CI [{f['ci_low_db']:+.3f}, "
-                  f"{f['ci_high_db']:+.3f}], tolerance {f['tolerance_db']:.3f} dB -> {'PASSED' if v['passed'] else 'FAILED'} "
-                  f"({f['reason']})")
+            print(
+                f"parity {arm} vs fp32 ({f['n_pairs']} pairs): mean {f['mean_diff_db']:+.3f} dB, CI "
+                f"[{f['ci_low_db']:+.3f}, "
+                f"{f['ci_high_db']:+.3f}], tolerance {f['tolerance_db']:.3f} dB -> "
+                f"{'PASSED' if v['passed'] else 'FAILED'} "
+                f"({f['reason']})"
+            )
     for r in payload.get("memory_study", []):
-        print(f"memory {r['preset']:<13}{r['size']:>5} {r['precision']} checkpointing={r['checkpointing']!s:<5} "
-              f"peak {r['peak_memory_mb']} MiB  (~{r.get('extrapolated_2048_mb', '-')} MiB at 2048)")
+        print(
+            f"memory {r['preset']:<13}{r['size']:>5} {r['precision']} checkpointing={r['checkpointing']!s:<5} "
+            f"peak {r['peak_memory_mb']} MiB  (~{r.get('extrapolated_2048_mb', '-')} MiB at 2048)"
+        )
     if "selfcheck" in payload:
         print(json.dumps(payload["selfcheck"]["checks"], default=lambda x: round(x, 4))[:2000])
 
@@ -761,23 +988,57 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise DipError("--parity runs on the CPU (GPU parity: results/bench-gpu-h200-parity.json)")
         from .parity import measure_parity
 
-        payload = measure_parity(args.presets[0], size=(args.sizes or [64])[0], iterations=args.parity_iterations or 300,
-                                 workers=args.workers, threads=threads[0])
+        payload = measure_parity(
+            args.presets[0],
+            size=(args.sizes or [64])[0],
+            iterations=args.parity_iterations or 300,
+            workers=args.workers,
+            threads=threads[0],
+        )
     elif args.levers:
-        payload = lever_study(device, args.presets, sizes, args.iterations or _default_iterations(device),
-                              args.rounds or _default_rounds(device), args.batch, args.compile, budget, threads[0])
+        payload = lever_study(
+            device,
+            args.presets,
+            sizes,
+            args.iterations or _default_iterations(device),
+            args.rounds or _default_rounds(device),
+            args.batch,
+            args.compile,
+            budget,
+            threads[0],
+        )
     elif args.memory_study:
-        payload = memory_study(device, args.presets, args.sizes or [512], precisions=("fp32", "bf16") if device.type == "cuda" else ("fp32",))
+        payload = memory_study(
+            device,
+            args.presets,
+            args.sizes or [512],
+            precisions=("fp32", "bf16") if device.type == "cuda" else ("fp32",),
+        )
     elif args.selfcheck:
         payload = selfcheck(device, args.presets[0], (args.sizes or [128])[0])
     else:
-        payload = bench(device, args.presets, sizes, args.modes, args.iterations or _default_iterations(device),
-                        args.rounds or _default_rounds(device), args.batch, args.checkpointing, memory=not args.no_memory,
-                        budget_s=budget, threads=threads)
+        payload = bench(
+            device,
+            args.presets,
+            sizes,
+            args.modes,
+            args.iterations or _default_iterations(device),
+            args.rounds or _default_rounds(device),
+            args.batch,
+            args.checkpointing,
+            memory=not args.no_memory,
+            budget_s=budget,
+            threads=threads,
+        )
     with contextlib.suppress(OSError):
         info["load_average_end"] = list(os.getloadavg())
-    payload = {"schema": "dip-bench/1", "machine": info, "argv": sys.argv[1:], **payload,
-               "total_s": round(time.perf_counter() - t0, 1)}
+    payload = {
+        "schema": "dip-bench/1",
+        "machine": info,
+        "argv": sys.argv[1:],
+        **payload,
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
     _print_table(payload)
     if args.out:
         atomic_write_bytes(args.out, (json.dumps(payload, indent=1, default=float) + "\n").encode())

@@ -5,6 +5,7 @@ fewer than REGIME_SHARE of the claim's DIP runs reached their regime (``scores.r
 last 20% of iterations gained < 0.2 dB). They are computed here, never typed in; each threshold is
 a named constant that the rule's text is formatted from.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -34,8 +35,10 @@ def _decided(records: Records, result: dict[str, Any]) -> dict[str, Any]:
     ok, n = regime_share(records)
     result["regime"] = f"{ok} of {n} DIP runs reached their regime"
     if n and ok < REGIME_SHARE * n and result["verdict"] != "no data":
-        result["evidence"] += (f" Only {ok} of {n} runs flattened (last {LATE_SHARE:.0%} of iterations gaining "
-                               f"< {FLAT_DB} dB), so the verdict would be '{result['verdict']}' but is not given.")
+        result["evidence"] += (
+            f" Only {ok} of {n} runs flattened (last {LATE_SHARE:.0%} of iterations gaining "
+            f"< {FLAT_DB} dB), so the verdict would be '{result['verdict']}' but is not given."
+        )
         result["verdict"] = UNDECIDED
     return result
 
@@ -43,20 +46,31 @@ def _decided(records: Records, result: dict[str, Any]) -> dict[str, Any]:
 def early_stopping(all_records: Records, optim: Records) -> dict[str, Any]:
     dip = _dip(all_records)
     gaps = np.array([oracle(x) - x["summary"]["final_psnr"] for _, x in dip])
-    rule = (f"supported if the median oracle-final gap > {GAP_DB} dB or > {LOSS_SHARE:.0%} of runs lose > {LOSS_DB} dB "
-            f"by the end; mixed if > {SOME_SHARE:.0%} do")
+    rule = (
+        f"supported if the median oracle-final gap > {GAP_DB} dB or > {LOSS_SHARE:.0%} of runs lose > {LOSS_DB} dB "
+        f"by the end; mixed if > {SOME_SHARE:.0%} do"
+    )
     if gaps.size == 0:
         return {"verdict": "no data", "evidence": "no DIP runs", "rule": rule}
     share = float(np.mean(gaps > LOSS_DB))
-    verdict = "supported" if np.median(gaps) > GAP_DB or share > LOSS_SHARE else (
-        "mixed" if share > SOME_SHARE else "not supported")
+    verdict = (
+        "supported"
+        if np.median(gaps) > GAP_DB or share > LOSS_SHARE
+        else ("mixed" if share > SOME_SHARE else "not supported")
+    )
     fb = "; ".join(f"{r.label} (seed {r.seed}): {oracle(x) - x['summary']['final_psnr']:.2f} dB" for r, x in optim)
-    return _decided(dip, {
-        "verdict": verdict, "key": f"median gap {np.median(gaps):.2f} dB",
-        "evidence": f"Over {gaps.size} DIP runs the oracle beats the final output by a median {np.median(gaps):.2f} dB "
-                    f"(max {gaps.max():.2f}); {share:.0%} of runs lose more than {LOSS_DB} dB by the end. "
-                    f"Optimiser sweep (oracle - final): {fb or 'no runs'}.",
-        "rule": rule})
+    return _decided(
+        dip,
+        {
+            "verdict": verdict,
+            "key": f"median gap {np.median(gaps):.2f} dB",
+            "evidence": f"Over {gaps.size} DIP runs the oracle beats the final output by a median "
+            f"{np.median(gaps):.2f} dB "
+            f"(max {gaps.max():.2f}); {share:.0%} of runs lose more than {LOSS_DB} dB by the end. "
+            f"Optimiser sweep (oracle - final): {fb or 'no runs'}.",
+            "rule": rule,
+        },
+    )
 
 
 def dip_vs_papyan(table1: Records, comparable: bool) -> dict[str, Any]:
@@ -65,8 +79,10 @@ def dip_vs_papyan(table1: Records, comparable: bool) -> dict[str, Any]:
     names = dict(TABLE1_ORDER)
     papyan = {row["image"]: float(row["papyan_psnr"]) for row in paper_table1()}
     csc = {r.image: x["summary"]["final_psnr"] for r, x in table1 if r.method == "csc"}
-    rule = (f"supported if DIP (oracle) beats the CSC peer on >= {WIN_SHARE:.0%} of images with a positive mean "
-            f"difference, per recipe; not supported if on <= {LOSE_SHARE:.0%}")
+    rule = (
+        f"supported if DIP (oracle) beats the CSC peer on >= {WIN_SHARE:.0%} of images with a positive mean "
+        f"difference, per recipe; not supported if on <= {LOSE_SHARE:.0%}"
+    )
     out, verdicts, key = [], [], ""
     for preset in ("table1-paper", "table1-seed"):
         per_image: dict[str, list[float]] = defaultdict(list)
@@ -77,17 +93,24 @@ def dip_vs_papyan(table1: Records, comparable: bool) -> dict[str, Any]:
         if not imgs:
             continue
         d_csc = np.array([np.mean(per_image[i]) - csc[i] for i in imgs])
-        text = (f"{preset}: oracle DIP beats our CSC peer on {int((d_csc > 0).sum())}/{len(imgs)} images "
-                f"(mean {d_csc.mean():+.2f} dB)")
+        text = (
+            f"{preset}: oracle DIP beats our CSC peer on {int((d_csc > 0).sum())}/{len(imgs)} images "
+            f"(mean {d_csc.mean():+.2f} dB)"
+        )
         key = key or f"{preset}: {int((d_csc > 0).sum())}/{len(imgs)} images, {d_csc.mean():+.2f} dB"
         if comparable:
             d_pap = np.array([np.mean(v) - papyan[names[i]] for i, v in per_image.items() if names.get(i) in papyan])
-            text += (f"; vs the published Papyan et al. values: {int((d_pap > 0).sum())}/{d_pap.size} "
-                     f"(mean {d_pap.mean():+.2f} dB)")
+            text += (
+                f"; vs the published Papyan et al. values: {int((d_pap > 0).sum())}/{d_pap.size} "
+                f"(mean {d_pap.mean():+.2f} dB)"
+            )
         out.append(text)
         wins = float((d_csc > 0).mean())
-        verdicts.append("supported" if wins >= WIN_SHARE and d_csc.mean() > 0 else (
-            "not supported" if wins <= LOSE_SHARE else "mixed"))
+        verdicts.append(
+            "supported"
+            if wins >= WIN_SHARE and d_csc.mean() > 0
+            else ("not supported" if wins <= LOSE_SHARE else "mixed")
+        )
     if not out:
         return {"verdict": "no data", "evidence": "no Table-1 runs with the CSC peer", "rule": rule}
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
@@ -101,7 +124,9 @@ def _arch_means(arch: Records, pick) -> dict[str, dict[Any, float]]:
         k = pick(r)
         if k is not None:
             vals[r.mask][k].append(oracle(x))
-    return {m: {k: float(np.mean(v)) for k, v in sorted(ks.items(), key=lambda kv: str(kv[0]))} for m, ks in vals.items()}
+    return {
+        m: {k: float(np.mean(v)) for k, v in sorted(ks.items(), key=lambda kv: str(kv[0]))} for m, ks in vals.items()
+    }
 
 
 def structure_fits_task(table1: Records, arch: Records) -> dict[str, Any]:
@@ -112,8 +137,9 @@ def structure_fits_task(table1: Records, arch: Records) -> dict[str, Any]:
         best_by_mask[mask] = best
         spread = max(means.values()) - min(means.values())
         spreads.append(spread)
-        parts.append(f"mask {mask}: best {best} ({means[best]:.2f} dB), spread over {len(means)} architectures "
-                     f"{spread:.2f} dB")
+        parts.append(
+            f"mask {mask}: best {best} ({means[best]:.2f} dB), spread over {len(means)} architectures {spread:.2f} dB"
+        )
     presets: dict[str, list[float]] = defaultdict(list)
     for r, x in _dip(table1):
         presets[r.preset].append(oracle(x))
@@ -125,13 +151,17 @@ def structure_fits_task(table1: Records, arch: Records) -> dict[str, Any]:
     differs = len(set(best_by_mask.values())) > 1
     parts.append("the best architecture " + ("differs between masks" if differs else "is the same for every mask"))
     verdict = "supported" if min(spreads) > SPREAD_DB else "mixed"
-    return _decided(_dip(arch), {"verdict": verdict, "key": f"spread {min(spreads):.2f} dB",
-                                 "evidence": "; ".join(parts) + ".", "rule": rule})
+    return _decided(
+        _dip(arch),
+        {"verdict": verdict, "key": f"spread {min(spreads):.2f} dB", "evidence": "; ".join(parts) + ".", "rule": rule},
+    )
 
 
 def network_is_prior(table1: Records, arch: Records) -> dict[str, Any]:
-    rule = (f"supported if the median gain over the masked input is > {PRIOR_GAIN_DB:g} dB and DIP beats biharmonic "
-            f"on at least {BIHARMONIC_SHARE:.0%} of the images")
+    rule = (
+        f"supported if the median gain over the masked input is > {PRIOR_GAIN_DB:g} dB and DIP beats biharmonic "
+        f"on at least {BIHARMONIC_SHARE:.0%} of the images"
+    )
     dip = _dip(table1 + arch)
     gains = [oracle(x) - x["summary"]["masked_psnr"] for _, x in dip]
     if not gains:
@@ -143,19 +173,27 @@ def network_is_prior(table1: Records, arch: Records) -> dict[str, Any]:
     wins = [np.mean(v) > bih[i] for i, v in per_image.items() if i in bih]
     g = float(np.median(gains))
     verdict = "supported" if g > PRIOR_GAIN_DB and (not wins or np.mean(wins) >= BIHARMONIC_SHARE) else "mixed"
-    return _decided(dip, {
-        "verdict": verdict, "key": f"median gain {g:.2f} dB",
-        "evidence": f"With no training data, fitting the network alone lifts PSNR a median {g:.2f} dB above the masked "
-                    f"input over {len(gains)} runs; DIP (oracle) beats biharmonic interpolation on "
-                    f"{int(np.sum(wins))}/{len(wins)} Table-1 images.",
-        "rule": rule})
+    return _decided(
+        dip,
+        {
+            "verdict": verdict,
+            "key": f"median gain {g:.2f} dB",
+            "evidence": f"With no training data, fitting the network alone lifts PSNR a median {g:.2f} dB "
+            "above the masked "
+            f"input over {len(gains)} runs; DIP (oracle) beats biharmonic interpolation on "
+            f"{int(np.sum(wins))}/{len(wins)} Table-1 images.",
+            "rule": rule,
+        },
+    )
 
 
 def deeper_is_better(arch: Records) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
-    rule = (f"supported if Spearman rho(depth, PSNR) > {RHO} and the best depth is the deepest or next to it; "
-            f"mixed if rho > 0 but PSNR peaks earlier")
+    rule = (
+        f"supported if Spearman rho(depth, PSNR) > {RHO} and the best depth is the deepest or next to it; "
+        f"mixed if rho > 0 but PSNR peaks earlier"
+    )
     depth_runs = [(r, x) for r, x in _dip(arch) if r.label.startswith("depth")]
     parts, verdicts, key = [], [], ""
     for mask, means in _arch_means(depth_runs, lambda r: r.depth if r.skip else None).items():
@@ -165,8 +203,10 @@ def deeper_is_better(arch: Records) -> dict[str, Any]:
         rho = float(spearmanr(ds, ps).statistic)
         best = ds[int(np.argmax(ps))]
         key = key or f"rho {rho:.2f}, best depth {best}"
-        parts.append(f"mask {mask} (with skips): Spearman rho(depth, PSNR) = {rho:.2f}, best depth {best} of "
-                     f"{ds[0]}..{ds[-1]}; depth {ds[-1]} vs {ds[0]}: {ps[-1]:.2f} vs {ps[0]:.2f} dB")
+        parts.append(
+            f"mask {mask} (with skips): Spearman rho(depth, PSNR) = {rho:.2f}, best depth {best} of "
+            f"{ds[0]}..{ds[-1]}; depth {ds[-1]} vs {ds[0]}: {ps[-1]:.2f} vs {ps[0]:.2f} dB"
+        )
         verdicts.append("supported" if rho > RHO and best >= ds[-1] - 1 else ("mixed" if rho > 0 else "not supported"))
     if not verdicts:
         return {"verdict": "no data", "evidence": "no depth sweep", "rule": rule}
@@ -185,29 +225,58 @@ def skips_hurt_shallow(arch: Records) -> dict[str, Any]:
         for d in common:
             (shallow if d <= SHALLOW_DEPTH else deep).append(without[mask][d] - with_skip[mask][d])
         if common:
-            parts.append(f"mask {mask}: no-skip minus skip by depth " +
-                         ", ".join(f"{d}: {without[mask][d] - with_skip[mask][d]:+.2f}" for d in common))
+            parts.append(
+                f"mask {mask}: no-skip minus skip by depth "
+                + ", ".join(f"{d}: {without[mask][d] - with_skip[mask][d]:+.2f}" for d in common)
+            )
     if not shallow:
         return {"verdict": "no data", "evidence": "no shallow depths with and without skips", "rule": rule}
     m = float(np.mean(shallow))
     verdict = "supported" if m > SKIP_DB else ("not supported" if m < -SKIP_DB else "mixed")
     md = f"{np.mean(deep):+.2f}" if deep else "n/a"
-    return _decided(depth_runs, {
-        "verdict": verdict, "key": f"{m:+.2f} dB at depth <= {SHALLOW_DEPTH}",
-        "evidence": "; ".join(parts) + f" dB. Mean at depth <= {SHALLOW_DEPTH}: {m:+.2f} dB; deeper: {md} dB.",
-        "rule": rule})
+    return _decided(
+        depth_runs,
+        {
+            "verdict": verdict,
+            "key": f"{m:+.2f} dB at depth <= {SHALLOW_DEPTH}",
+            "evidence": "; ".join(parts) + f" dB. Mean at depth <= {SHALLOW_DEPTH}: {m:+.2f} dB; deeper: {md} dB.",
+            "rule": rule,
+        },
+    )
 
 
-CLAIMS = ("1. Early stopping matters", "2. DIP beats Papyan et al.", "3. Structure should fit the task",
-          "4. The network is the prior", "5. Deeper is better", "6. Skip connections hurt shallow nets")
+CLAIMS = (
+    "1. Early stopping matters",
+    "2. DIP beats Papyan et al.",
+    "3. Structure should fit the task",
+    "4. The network is the prior",
+    "5. Deeper is better",
+    "6. Skip connections hurt shallow nets",
+)
 
 
 def score(table1: Records, arch: Records, optim: Records, comparable: bool):
     """A DataFrame: claim, verdict, key number, evidence (computed from the records), rule, regime."""
     import pandas as pd
 
-    results = [early_stopping(table1 + arch + optim, optim), dip_vs_papyan(table1, comparable),
-               structure_fits_task(table1, arch), network_is_prior(table1, arch), deeper_is_better(arch),
-               skips_hurt_shallow(arch)]
-    return pd.DataFrame([{"claim": c, "verdict": v["verdict"], "key": v.get("key", ""), "evidence": v["evidence"],
-                          "rule": v["rule"], "regime": v.get("regime", "")} for c, v in zip(CLAIMS, results)])
+    results = [
+        early_stopping(table1 + arch + optim, optim),
+        dip_vs_papyan(table1, comparable),
+        structure_fits_task(table1, arch),
+        network_is_prior(table1, arch),
+        deeper_is_better(arch),
+        skips_hurt_shallow(arch),
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "claim": c,
+                "verdict": v["verdict"],
+                "key": v.get("key", ""),
+                "evidence": v["evidence"],
+                "rule": v["rule"],
+                "regime": v.get("regime", ""),
+            }
+            for c, v in zip(CLAIMS, results)
+        ]
+    )

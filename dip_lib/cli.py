@@ -1,4 +1,5 @@
 """Command line: ``python -m dip_lib {inpaint,presets,...}``. User errors: one line, exit code 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,9 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
     device = resolve_device(cfg.device).type
     if args.max_minutes is None:
         est.check_memory(net_cfg, h, w, cfg)  # at once: nothing allocated yet
-    rate = est.calibrate_time(net_cfg, h, w, cfg, lambda hh, ww: make_input(preset.input_kind, net_cfg.in_channels, hh, ww, 0))
+    rate = est.calibrate_time(
+        net_cfg, h, w, cfg, lambda hh, ww: make_input(preset.input_kind, net_cfg.in_channels, hh, ww, 0)
+    )
     if args.max_minutes is not None:
         side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, args.max_minutes * 60, cfg)
         avail = est.available_memory_bytes()
@@ -52,11 +55,15 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
             fits = est.largest_side_that_fits(net_cfg, h, w, est.memory_mode(cfg), avail + est.BASE_BYTES)
             side = fits if side is None else side if fits is None else min(side, fits)
         if side is None:
-            raise DipError(f"no size of preset {preset.name!r} fits in {args.max_minutes:g} min at {cfg.iterations} iterations "
-                           f"on {device}; lower --iterations")
+            raise DipError(
+                f"no size of preset {preset.name!r} fits in {args.max_minutes:g} min at {cfg.iterations} iterations "
+                f"on {device}; lower --iterations"
+            )
         if side < max(h, w):
             if args.mask:
-                raise DipError(f"--max-minutes {args.max_minutes:g} needs --size {side}, which cannot be combined with --mask")
+                raise DipError(
+                    f"--max-minutes {args.max_minutes:g} needs --size {side}, which cannot be combined with --mask"
+                )
             img = resize_longer_side(img, side)
             c, h, w = img.shape
         e = est.estimate(net_cfg, h, w, cfg.iterations, cfg, rate)
@@ -147,7 +154,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         mask = masks.bernoulli_mask((h, w), args.bernoulli, seed=args.seed, channels=c if args.per_channel else 1)
         ground_truth = img
     elif args.text.startswith("recipe:"):
-        mask = masks.recipe_text_mask((h, w), args.text[len("recipe:"):])
+        mask = masks.recipe_text_mask((h, w), args.text[len("recipe:") :])
         ground_truth = img
     else:
         mask = masks.user_text_mask((h, w), args.text)
@@ -168,20 +175,30 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if args.masked:
         save_image(args.masked, observed)
     if args.history:
-        payload = {"preset": preset.name, "image": str(args.image), "summary": result.summary(),
-                   "history": result.history.to_dict()}
+        payload = {
+            "preset": preset.name,
+            "image": str(args.image),
+            "summary": result.summary(),
+            "history": result.history.to_dict(),
+        }
         atomic_write_bytes(args.history, dumps(payload))
-    print(f"preset {preset.name}, {w}x{h}x{c}, {result.iterations_run} iterations on {result.device} "
-          f"in {result.wall_time:.1f} s")
+    print(
+        f"preset {preset.name}, {w}x{h}x{c}, {result.iterations_run} iterations on {result.device} "
+        f"in {result.wall_time:.1f} s"
+    )
     if ground_truth is not None:
         print(f"masked input PSNR {psnr(ground_truth, observed):.2f} dB")
-        print(f"final PSNR {result.final_psnr:.2f} dB, best PSNR {result.best_psnr:.2f} dB at iteration "
-              f"{result.best_iteration} (the output for the clean input at each check)")
+        print(
+            f"final PSNR {result.final_psnr:.2f} dB, best PSNR {result.best_psnr:.2f} dB at iteration "
+            f"{result.best_iteration} (the output for the clean input at each check)"
+        )
         if chosen is not result.final:
             es = callbacks[0]
             when = f"stopped at {es.stop_iteration}" if es.stop_iteration is not None else "never triggered"
-            print(f"es-wmv {when}; its output (iteration {es.best_iteration}) has PSNR "
-                  f"{psnr(ground_truth, chosen):.2f} dB")
+            print(
+                f"es-wmv {when}; its output (iteration {es.best_iteration}) has PSNR "
+                f"{psnr(ground_truth, chosen):.2f} dB"
+            )
     print(f"wrote {args.output}")
     return 0
 
@@ -191,7 +208,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     print(f"{'preset':<16}{'params (1 ch)':>15}{'params (3 ch)':>15}  iterations  lr      description")
     for p in PRESETS.values():
-        print(f"{p.name:<16}{p.param_count(1):>15,}{p.param_count(3):>15,}  {p.iterations:>10}  {p.lr:<7g} {p.description}")
+        print(
+            f"{p.name:<16}{p.param_count(1):>15,}{p.param_count(3):>15,}  {p.iterations:>10}  {p.lr:<7g} "
+            f"{p.description}"
+        )
     return 0
 
 
@@ -210,6 +230,7 @@ BENCH_PRESETS = ("table1-paper", "text")
 
 def _handler(target: str) -> Callable[[argparse.Namespace], int]:
     """'module:function' of dip_lib, imported only when the command runs."""
+
     def run(args: argparse.Namespace) -> int:
         module, name = target.split(":")
         return getattr(importlib.import_module(f"dip_lib.{module}"), name)(args)
@@ -219,10 +240,19 @@ def _handler(target: str) -> Callable[[argparse.Namespace], int]:
 
 def _worker_options(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--workers", type=int, metavar="N", help="compute on N local Dask workers (1: here, one run after "
-                   "another, no Dask; default: one per idle CPU core, one per GPU on CUDA)")
-    g.add_argument("--scheduler", metavar="ADDRESS", help="compute on the existing Dask cluster at ADDRESS "
-                   "(tcp://host:port), e.g. SLURM workers started with dask-jobqueue")
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="compute on N local Dask workers (1: here, one run after "
+        "another, no Dask; default: one per idle CPU core, one per GPU on CUDA)",
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="compute on the existing Dask cluster at ADDRESS "
+        "(tcp://host:port), e.g. SLURM workers started with dask-jobqueue",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,10 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int, help="resize so the longer side is N px")
     p.add_argument("--crop", action="store_true", help="center-crop to a multiple of 2^depth, as the original")
     p.add_argument("--stop", choices=["none", "es-wmv"], default="none", help="no-reference early stopping")
-    p.add_argument("--checkpointing", action="store_true",
-                   help="recompute activations in backward: less memory, ~30%% slower")
-    p.add_argument("--max-minutes", type=float, metavar="M",
-                   help="fit the largest size (longer side) that the estimate says takes at most M minutes here")
+    p.add_argument(
+        "--checkpointing", action="store_true", help="recompute activations in backward: less memory, ~30%% slower"
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="fit the largest size (longer side) that the estimate says takes at most M minutes here",
+    )
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--history", type=Path)
     p.add_argument("--masked", type=Path)
@@ -264,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("targets", nargs="*", metavar="table1|dip|all|NAME", help="groups or file names")
     f.set_defaults(func=_handler("data:cmd_fetch"))
     data.add_parser("list", help="registry files with cached / verified state").set_defaults(
-        func=_handler("data:cmd_list"))
+        func=_handler("data:cmd_list")
+    )
     f = data.add_parser("import", help="copy registry files found in a folder into the cache")
     f.add_argument("folder", type=Path, metavar="DIR")
     f.set_defaults(func=_handler("data:cmd_import"))
@@ -280,41 +316,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="run the notebooks from stored results and render the HTML report")
     p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
-    p.add_argument("--execute", action="store_true",
-                   help="compute missing runs first (make reproduce); without it the pages show what is stored")
+    p.add_argument(
+        "--execute",
+        action="store_true",
+        help="compute missing runs first (make reproduce); without it the pages show what is stored",
+    )
     p.add_argument("--results-dir", default="results")
     p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
     _worker_options(p)
     p.set_defaults(func=_handler("report:cmd_report"))
 
-    p = sub.add_parser("bench", help="time the DIP loop per preset, size and mode (JSON)",
-                       description="Speed of the DIP loop: median ms per iteration per mode, at equal thread counts.")
+    p = sub.add_parser(
+        "bench",
+        help="time the DIP loop per preset, size and mode (JSON)",
+        description="Speed of the DIP loop: median ms per iteration per mode, at equal thread counts.",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--presets", nargs="+", default=list(BENCH_PRESETS))
     p.add_argument("--sizes", nargs="+", type=_positive_int, help="image sides (default: CPU 64 128, GPU 256 512)")
     p.add_argument("--modes", nargs="+", choices=BENCH_MODES, default=list(BENCH_MODES))
     p.add_argument("--iterations", type=_positive_int, help="timed iterations per chunk (default: CPU 5, GPU 40)")
     p.add_argument("--rounds", type=_positive_int, help="interleaved rounds (default 2)")
-    p.add_argument("--batch", type=_positive_int,
-                   help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)")
+    p.add_argument(
+        "--batch", type=_positive_int, help="K problems per batched pass (default: CPU 2, GPU 8 up to 256 px, else 4)"
+    )
     p.add_argument("--checkpointing", action="store_true", help="fast and batched modes with activation checkpointing")
-    p.add_argument("--no-memory", action="store_true",
-                   help="skip the CPU peak-memory probes (one fresh process per row)")
-    p.add_argument("--threads", type=_positive_int, nargs="+", metavar="T",
-                   help="CPU threads for every row (default 1: equal for all modes); several = a scaling ladder")
-    p.add_argument("--chunk-budget", type=float, metavar="S",
-                   help="end a timing chunk after S seconds (default: CPU 5, GPU none); 0 = never")
+    p.add_argument(
+        "--no-memory", action="store_true", help="skip the CPU peak-memory probes (one fresh process per row)"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        nargs="+",
+        metavar="T",
+        help="CPU threads for every row (default 1: equal for all modes); several = a scaling ladder",
+    )
+    p.add_argument(
+        "--chunk-budget",
+        type=float,
+        metavar="S",
+        help="end a timing chunk after S seconds (default: CPU 5, GPU none); 0 = never",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--levers", action="store_true", help="measure each speed lever (cumulative ladder) instead")
-    g.add_argument("--parity", action="store_true",
-                   help="bf16 levers vs fp32: PSNR parity rule over 3 images x 3 seeds (dip_lib.parity) instead")
-    g.add_argument("--memory-study", action="store_true",
-                   help="peak memory with/without checkpointing (default 512 px) instead")
-    g.add_argument("--selfcheck", action="store_true",
-                   help="CUDA graphs / channels_last / fit_many against the plain loop instead")
+    g.add_argument(
+        "--parity",
+        action="store_true",
+        help="bf16 levers vs fp32: PSNR parity rule over 3 images x 3 seeds (dip_lib.parity) instead",
+    )
+    g.add_argument(
+        "--memory-study", action="store_true", help="peak memory with/without checkpointing (default 512 px) instead"
+    )
+    g.add_argument(
+        "--selfcheck", action="store_true", help="CUDA graphs / channels_last / fit_many against the plain loop instead"
+    )
     p.add_argument("--parity-iterations", type=_positive_int, help="iterations per parity fit (default 300)")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="parity: fits run side by side in this many processes")
+    p.add_argument(
+        "--workers", type=_positive_int, default=1, help="parity: fits run side by side in this many processes"
+    )
     p.add_argument("--compile", action="store_true", help="add torch.compile to the lever study (slow to compile)")
     p.add_argument("--out", type=Path, help="JSON file to write")
     p.set_defaults(func=_handler("bench:cmd_bench"))

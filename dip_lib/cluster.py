@@ -13,6 +13,7 @@ another worker (a bounded number of times); a run that fails (a diverged fit) is
 stored; Ctrl-C keeps every run already saved and writes no partial file. This module is imported
 only when more than one worker (or a scheduler) is asked for: the serial path needs no Dask.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,8 +72,9 @@ def auto_workers(device_type: str) -> int:
 
 
 @contextlib.contextmanager
-def open_client(workers: int | None = None, scheduler: str | None = None, device_type: str = "cpu",
-                dashboard: bool = True) -> Iterator[Client]:
+def open_client(
+    workers: int | None = None, scheduler: str | None = None, device_type: str = "cpu", dashboard: bool = True
+) -> Iterator[Client]:
     """A Dask client: on the cluster at ``scheduler``, else on a new local cluster of ``workers``
     single-threaded worker processes (loopback only), closed on exit."""
     try:
@@ -125,9 +127,15 @@ def _local_cluster(workers: int, device_type: str, dashboard: bool):
 
 
 def _start_local_cluster(workers: int, device_type: str, dashboard: bool):
-    kw: dict[str, Any] = dict(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                              dashboard_address="127.0.0.1:8787" if dashboard else None, silence_logs=logging.ERROR,
-                              scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES})
+    kw: dict[str, Any] = dict(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:8787" if dashboard else None,
+        silence_logs=logging.ERROR,
+        scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES},
+    )
     if device_type == "cuda":
         try:  # one worker per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES)
             from dask_cuda import LocalCUDACluster
@@ -164,8 +172,9 @@ def describe(client: Client) -> str:
         link = client.dashboard_link
     except Exception:  # no dashboard (bokeh not installed, or switched off)
         link = None
-    return text + (f"; dashboard {link}" if link and client.scheduler_info().get("services", {}).get("dashboard")
-                   else "")
+    return text + (
+        f"; dashboard {link}" if link and client.scheduler_info().get("services", {}).get("dashboard") else ""
+    )
 
 
 # ---------------------------------------------------------------- one task (on a worker)
@@ -256,8 +265,14 @@ def _slots(client: Client) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
-def run_all_dask(runs: list[Run], store: ResultStore, client: Client, budget_seconds: float | None = None,
-                 batch: int | str = "auto", progress: bool = True) -> ex.Outcome:
+def run_all_dask(
+    runs: list[Run],
+    store: ResultStore,
+    client: Client,
+    budget_seconds: float | None = None,
+    batch: int | str = "auto",
+    progress: bool = True,
+) -> ex.Outcome:
     """``experiments.run_all`` on a Dask cluster: the same runs, locks, budget rule and outcome.
 
     Groups are submitted as workers free up (one task per worker thread), each under its runs'
@@ -382,26 +397,42 @@ def run_all_dask(runs: list[Run], store: ResultStore, client: Client, budget_sec
         bar.close()
     if stop:
         outcome.remaining = [r for g in (*pending, *deferred) for r in g]
-        log.warning("budget of %.0f s: stopping after %.0f s; %d runs remain", budget_seconds,
-                    time.perf_counter() - started, len(outcome.remaining))
+        log.warning(
+            "budget of %.0f s: stopping after %.0f s; %d runs remain",
+            budget_seconds,
+            time.perf_counter() - started,
+            len(outcome.remaining),
+        )
     return outcome
 
 
 def split(outcome: ex.Outcome, experiments: list[str]) -> dict[str, ex.Outcome]:
     """One outcome per experiment, from an outcome over the runs of several."""
-    return {exp: ex.Outcome(computed=[r for r in outcome.computed if r.experiment == exp],
-                            failed=[(r, why) for r, why in outcome.failed if r.experiment == exp],
-                            remaining=[r for r in outcome.remaining if r.experiment == exp])
-            for exp in experiments}
+    return {
+        exp: ex.Outcome(
+            computed=[r for r in outcome.computed if r.experiment == exp],
+            failed=[(r, why) for r, why in outcome.failed if r.experiment == exp],
+            remaining=[r for r in outcome.remaining if r.experiment == exp],
+        )
+        for exp in experiments
+    }
 
 
-def reproduce(plans: dict[str, list[Run]], store: ResultStore, workers: int | None, scheduler: str | None,
-              device_type: str, budget_seconds: float | None, progress: bool) -> dict[str, ex.Outcome]:
+def reproduce(
+    plans: dict[str, list[Run]],
+    store: ResultStore,
+    workers: int | None,
+    scheduler: str | None,
+    device_type: str,
+    budget_seconds: float | None,
+    progress: bool,
+) -> dict[str, ex.Outcome]:
     """``experiments.reproduce`` on Dask: the runs of every chosen experiment in one pass (no barrier
     between experiments), on ``workers`` local workers or the cluster at ``scheduler``."""
     with open_client(workers, scheduler, device_type, dashboard=progress) as client:
         if progress:
             print(describe(client), flush=True)
-        outcome = run_all_dask([r for runs in plans.values() for r in runs], store, client, budget_seconds,
-                               progress=progress)
+        outcome = run_all_dask(
+            [r for runs in plans.values() for r in runs], store, client, budget_seconds, progress=progress
+        )
     return split(outcome, list(plans))

@@ -1,6 +1,7 @@
 """How a fit runs: ``FitConfig`` (the recipe's optimisation and the speed levers), ``fast_config``
 (the measured-best levers per device), and what a fit reports (``CheckState``, ``History``, ``FitResult``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -78,11 +79,19 @@ def fast_config(cfg: FitConfig | None = None, device: str | torch.device | None 
     cfg = cfg or FitConfig()
     dev = resolve_device(cfg.device if device is None else device)
     if dev.type == "cuda":
-        return replace(cfg, precision="fp32", channels_last=False, cudnn_benchmark=True, tf32=True,
-                       adam_impl="fused", cuda_graphs=True)
+        return replace(
+            cfg,
+            precision="fp32",
+            channels_last=False,
+            cudnn_benchmark=True,
+            tf32=True,
+            adam_impl="fused",
+            cuda_graphs=True,
+        )
     if dev.type == "cpu":
-        return replace(cfg, precision="bf16" if cpu_has_native_bf16() else "fp32", adam_impl="fused",
-                       threads=idle_cpu_threads())
+        return replace(
+            cfg, precision="bf16" if cpu_has_native_bf16() else "fp32", adam_impl="fused", threads=idle_cpu_threads()
+        )
     return cfg
 
 

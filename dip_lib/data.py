@@ -9,6 +9,7 @@ sha256 and only then moves it into place. Cache: ``$DIP_DATA_DIR``, else the use
 Sources: Table 1 of Ulyanov, Vedaldi, Lempitsky, "Deep Image Prior", CVPR 2018 (the BM3D grayscale
 test set, taken from Ryanshuai/BM3D_py) and the inputs of DmitryUlyanov/deep-image-prior.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,25 @@ log = logging.getLogger(__name__)
 GROUPS = ("table1", "dip")
 # Paper column order of Table 1: (file name, the paper's label).
 TABLE1_ORDER: tuple[tuple[str, str], ...] = (
-    ("barbara", "Barbara"), ("boat", "Boat"), ("house", "House"), ("lena", "Lena"),
-    ("peppers", "Peppers"), ("cameraman", "C.man"), ("couple", "Couple"), ("fingerprint", "Finger"),
-    ("hill", "Hill"), ("man", "Man"), ("montage", "Montage"),
+    ("barbara", "Barbara"),
+    ("boat", "Boat"),
+    ("house", "House"),
+    ("lena", "Lena"),
+    ("peppers", "Peppers"),
+    ("cameraman", "C.man"),
+    ("couple", "Couple"),
+    ("fingerprint", "Finger"),
+    ("hill", "Hill"),
+    ("man", "Man"),
+    ("montage", "Montage"),
 )
 # The original inpainting inputs come with a mask; the restoration ones are clean images.
 EXAMPLES: dict[str, str | None] = {
-    "kate": "kate_mask", "vase": "vase_mask", "library": "library_mask",
-    "restoration_barbara": None, "restoration_kate": None,
+    "kate": "kate_mask",
+    "vase": "vase_mask",
+    "library": "library_mask",
+    "restoration_barbara": None,
+    "restoration_kate": None,
 }
 # Images shipped inside scikit-image (no download): the stand-in when the Table-1 set is absent.
 EMBEDDED_LABEL = "embedded set, not comparable to the paper"
@@ -83,7 +95,10 @@ def data_dir() -> Path:
 
     path = Path(dip_lib.__file__).resolve().parent.parent / "data"
     if not (path / "registry.tsv").is_file():
-        raise DipError(f"data registry not found at {path / 'registry.tsv'}; install dip_lib from a source checkout (pip install -e .)")
+        raise DipError(
+            f"data registry not found at {path / 'registry.tsv'}; install dip_lib from a source checkout (pip "
+            "install -e .)"
+        )
     return path
 
 
@@ -107,13 +122,21 @@ def registry_from_manifest(shared: str | os.PathLike) -> list[Entry]:
     out = []
     for r in _read_tsv(shared / "MANIFEST.tsv"):
         rel = r["file"]
-        out.append(Entry(
-            name=Path(rel).stem, group=rel.split("/")[0], path=rel, url=r["raw_url"], sha256=r["sha256"],
-            size=(shared / rel).stat().st_size, width=int(r["width"]), height=int(r["height"]), mode=r["mode"],
-            source=f"{r['source_repo']}@{r['source_commit']}:{r['source_path']}",
-        ))
+        out.append(
+            Entry(
+                name=Path(rel).stem,
+                group=rel.split("/")[0],
+                path=rel,
+                url=r["raw_url"],
+                sha256=r["sha256"],
+                size=(shared / rel).stat().st_size,
+                width=int(r["width"]),
+                height=int(r["height"]),
+                mode=r["mode"],
+                source=f"{r['source_repo']}@{r['source_commit']}:{r['source_path']}",
+            )
+        )
     return out
-
 
 
 def _read_reference(filename: str, value_columns: tuple[str, ...], names: dict[str, str]) -> list[dict]:
@@ -162,7 +185,9 @@ def select(names_or_group: str | Iterable[str] = "all") -> list[Entry]:
         elif w in by_name:
             picked.add(w)
         else:
-            raise DipError(f"unknown data file or group {w!r}; choose from all, {', '.join(GROUPS)}, {', '.join(by_name)}")
+            raise DipError(
+                f"unknown data file or group {w!r}; choose from all, {', '.join(GROUPS)}, {', '.join(by_name)}"
+            )
     return [e for e in entries if e.name in picked]
 
 
@@ -177,7 +202,9 @@ def cache_dir() -> Path:
     try:
         import platformdirs
     except ImportError:
-        raise DipError("set DIP_DATA_DIR to a cache folder (platformdirs, which picks the default, is not installed)") from None
+        raise DipError(
+            "set DIP_DATA_DIR to a cache folder (platformdirs, which picks the default, is not installed)"
+        ) from None
     return Path(platformdirs.user_cache_dir("dip-inpainting"))
 
 
@@ -218,8 +245,10 @@ def _install(entry: Entry, write: Callable[[object], None], origin: str) -> Path
             write(fh)
         got = sha256_file(tmp)
         if got != entry.sha256:
-            raise DipError(f"checksum mismatch for {entry.path} from {origin}: expected sha256 {entry.sha256}, "
-                           f"got {got}; the bad bytes were removed")
+            raise DipError(
+                f"checksum mismatch for {entry.path} from {origin}: expected sha256 {entry.sha256}, "
+                f"got {got}; the bad bytes were removed"
+            )
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its other users
         os.replace(tmp, target)
     finally:
@@ -231,7 +260,7 @@ def _sources(entry: Entry) -> Iterator[tuple[str, str]]:
     """(kind, location) to try in order: the mirror ("dir" or "url"), then the public URL ("public")."""
     mirror = os.environ.get("DIP_DATA_MIRROR", "").strip()
     if mirror.startswith("file://"):
-        mirror = mirror[len("file://"):]
+        mirror = mirror[len("file://") :]
     if mirror.startswith(("http://", "https://")):
         yield "url", f"{mirror.rstrip('/')}/{entry.path}"
     elif mirror:
@@ -295,7 +324,8 @@ def missing_error(missing: list[Entry], reason: str = "") -> DipError:
     why = f" ({reason})" if reason else ""
     return DipError(
         f"{len(missing)} data file(s) missing and not downloadable: {', '.join(e.name for e in missing)}{why}; "
-        f"supply them with `python -m dip_lib data import DIR` or DIP_DATA_MIRROR=DIR_OR_URL (files at <mirror>/{missing[0].path})"
+        "supply them with `python -m dip_lib data import DIR` or DIP_DATA_MIRROR=DIR_OR_URL (files at "
+        f"<mirror>/{missing[0].path})"
     )
 
 
@@ -344,7 +374,9 @@ def import_dir(folder: str | os.PathLike) -> tuple[list[tuple[Entry, Path]], lis
             continue
         names = {Path(e.path).name.lower(), Path(e.source.rsplit(":", 1)[-1]).name.lower()}
         candidates = [folder / e.path] + [p for n in sorted(names) for p in by_basename.get(n, [])]
-        match = next((p for p in candidates if p.is_file() and p.stat().st_size == e.size and sha256_file(p) == e.sha256), None)
+        match = next(
+            (p for p in candidates if p.is_file() and p.stat().st_size == e.size and sha256_file(p) == e.sha256), None
+        )
         if match is None:
             missing.append(e)
             continue
@@ -405,7 +437,9 @@ def load_embedded(names: str | Iterable[str] | None = None) -> list[tuple[str, n
     for n in asked:
         for m in groups.get(n, (n,)):
             if m not in groups["all"]:
-                raise DipError(f"unknown embedded image {m!r}; choose from {', '.join(groups['all'])} or gray, rgb, all")
+                raise DipError(
+                    f"unknown embedded image {m!r}; choose from {', '.join(groups['all'])} or gray, rgb, all"
+                )
             if m not in wanted:
                 wanted.append(m)
     out = []

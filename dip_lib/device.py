@@ -1,5 +1,6 @@
 """What this machine is and how torch uses it: device resolution, host probes (CPU model, flags,
 load) and the backend switches a fit sets and restores (CPU threads, cudnn.benchmark, TF32)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -74,6 +75,7 @@ def cpu_has_native_bf16() -> bool:
 def other_cpu_load(window: float = 0.25) -> float | None:
     """Cores' worth of CPU time that other processes (and, in a VM, the hypervisor's steal) used
     during ``window`` seconds, from /proc/stat minus this process's own time; None off Linux."""
+
     def sample() -> tuple[float, float]:
         fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)  # all but idle and iowait

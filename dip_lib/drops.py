@@ -1,4 +1,5 @@
 """Find the "sudden drops" of PSNR during a fit and keep the output at the bottom of each."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,15 +46,16 @@ class DropRecorder:
             else:
                 self._close()
         elif self._prev is not None and self._prev[1] - value > self.threshold_db:
-            self._open = Drop(self._prev[0], state.iteration, self._prev[1], value,
-                              output.detach().float().cpu().numpy()[0])
+            self._open = Drop(
+                self._prev[0], state.iteration, self._prev[1], value, output.detach().float().cpu().numpy()[0]
+            )
         self._prev = (state.iteration, value)
 
     def _close(self) -> None:
         if self._open is not None:
             self.drops.append(self._open)
             self.drops.sort(key=lambda d: d.depth, reverse=True)
-            del self.drops[self.keep:]
+            del self.drops[self.keep :]
             self._open = None
 
     def result(self) -> list[Drop]:

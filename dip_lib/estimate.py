@@ -19,6 +19,7 @@ smaller image of the same aspect with about ``CALIBRATION_GFLOP`` per iteration)
 iteration's warm-up. On a machine shared with other jobs the estimate holds for the load of the
 moment it was measured.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,7 +74,7 @@ def activation_elements_per_pixel(net_cfg: SkipConfig) -> float:
 
 
 def _elements_per_pixel(net_cfg: SkipConfig) -> float:
-    side = max(min_size(net_cfg), 2 ** net_cfg.depth * 8)
+    side = max(min_size(net_cfg), 2**net_cfg.depth * 8)
     net = SkipNet(net_cfg)
     total = 0
 
@@ -155,16 +156,24 @@ def check_memory(net_cfg: SkipConfig, height: int, width: int, cfg: FitConfig, a
         return need
     avail += BASE_BYTES
     side = largest_side_that_fits(net_cfg, height, width, mode, avail)
-    fix = f"--size {side} fits (about {fmt_bytes(peak_memory_bytes(net_cfg, *scaled_shape(height, width, side), mode))})" \
-        if side else "no size fits"
+    fix = (
+        f"--size {side} fits (about {fmt_bytes(peak_memory_bytes(net_cfg, *scaled_shape(height, width, side), mode))})"
+        if side
+        else "no size fits"
+    )
     ckpt = ""
     if mode != "checkpointing":
         ckpt_need = peak_memory_bytes(net_cfg, height, width, "checkpointing")
-        ckpt = (f"; --checkpointing would need about {fmt_bytes(ckpt_need)}"
-                + ("" if ckpt_need <= avail else f" (too much too; with it --size "
-                   f"{largest_side_that_fits(net_cfg, height, width, 'checkpointing', avail)} fits)"))
-    raise DipError(f"a {width}x{height} fit needs about {fmt_bytes(need)} of memory but {fmt_bytes(avail)} is available: "
-                   f"{fix}{ckpt}")
+        ckpt = f"; --checkpointing would need about {fmt_bytes(ckpt_need)}" + (
+            ""
+            if ckpt_need <= avail
+            else f" (too much too; with it --size "
+            f"{largest_side_that_fits(net_cfg, height, width, 'checkpointing', avail)} fits)"
+        )
+    raise DipError(
+        f"a {width}x{height} fit needs about {fmt_bytes(need)} of memory but {fmt_bytes(avail)} is available: "
+        f"{fix}{ckpt}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +186,9 @@ def iteration_gflop(net_cfg: SkipConfig, height: int, width: int) -> float:
     return conv_flops(net_cfg, height, width)["total"] / 1e9
 
 
-def calibration_shape(net_cfg: SkipConfig, height: int, width: int, gflop: float = CALIBRATION_GFLOP) -> tuple[int, int]:
+def calibration_shape(
+    net_cfg: SkipConfig, height: int, width: int, gflop: float = CALIBRATION_GFLOP
+) -> tuple[int, int]:
     """The target shape when an iteration there costs at most ``gflop``, else a smaller one of the
     same aspect that costs about that much (never below the network's minimum size)."""
     g = iteration_gflop(net_cfg, height, width)
@@ -192,7 +203,9 @@ def calibration_shape(net_cfg: SkipConfig, height: int, width: int, gflop: float
     return h, w
 
 
-def measure_rate(net: torch.nn.Module, net_input: torch.Tensor, cfg: FitConfig, iterations: int = 4) -> tuple[float, float]:
+def measure_rate(
+    net: torch.nn.Module, net_input: torch.Tensor, cfg: FitConfig, iterations: int = 4
+) -> tuple[float, float]:
     """(seconds per iteration, seconds the first iteration takes beyond that) of ``fit`` with
     ``cfg`` at the input's size, from ``iterations`` + 1 iterations: the first one pays the
     warm-up (lazy inits, oneDNN primitive creation) and is timed apart."""
@@ -226,8 +239,9 @@ class Rate:
     shape: tuple[int, int]
 
 
-def calibrate_time(net_cfg: SkipConfig, height: int, width: int, cfg: FitConfig, make_input,
-                   iterations: int = 4) -> Rate:
+def calibrate_time(
+    net_cfg: SkipConfig, height: int, width: int, cfg: FitConfig, make_input, iterations: int = 4
+) -> Rate:
     """Time ``iterations`` + 1 iterations of ``cfg`` for this network on this machine at the
     calibration shape. ``make_input(h, w)`` builds the network input."""
     h, w = calibration_shape(net_cfg, height, width)
@@ -242,13 +256,27 @@ def estimate(net_cfg: SkipConfig, height: int, width: int, iterations: int, cfg:
     g = iteration_gflop(net_cfg, height, width)
     s_it = g * 1e9 / rate.flops
     warm = rate.warmup_s * g / iteration_gflop(net_cfg, *rate.shape)
-    return Estimate(height=height, width=width, iterations=iterations, gflop_per_iteration=g, seconds_per_iteration=s_it,
-                    seconds=s_it * iterations + warm, peak_bytes=peak_memory_bytes(net_cfg, height, width, memory_mode(cfg)),
-                    mode=memory_mode(cfg))
+    return Estimate(
+        height=height,
+        width=width,
+        iterations=iterations,
+        gflop_per_iteration=g,
+        seconds_per_iteration=s_it,
+        seconds=s_it * iterations + warm,
+        peak_bytes=peak_memory_bytes(net_cfg, height, width, memory_mode(cfg)),
+        mode=memory_mode(cfg),
+    )
 
 
-def largest_side_within(net_cfg: SkipConfig, height: int, width: int, iterations: int, rate: Rate,
-                        seconds: float, cfg: FitConfig | None = None) -> int | None:
+def largest_side_within(
+    net_cfg: SkipConfig,
+    height: int,
+    width: int,
+    iterations: int,
+    rate: Rate,
+    seconds: float,
+    cfg: FitConfig | None = None,
+) -> int | None:
     """The largest longer side (from CANDIDATE_SIDES, at most the current one) whose fit takes at
     most ``seconds`` at ``rate``; None when not even the smallest fits."""
     cfg = cfg or FitConfig()
@@ -292,15 +320,25 @@ def calibrate_memory(preset_name: str, sizes: tuple[int, ...] = (256, 384, 512),
     from .presets import get_preset
 
     preset = get_preset(preset_name)
-    over = {"precision": "bf16" if mode == "bf16" else "fp32", "checkpointing": mode == "checkpointing", "adam_impl": "fused"}
+    over = {
+        "precision": "bf16" if mode == "bf16" else "fp32",
+        "checkpointing": mode == "checkpointing",
+        "adam_impl": "fused",
+    }
     v = Variant(mode, "", overrides=over)
     net_cfg = replace(preset.net, out_channels=3)
     rows = []
     for s in sizes:
         mb = memory_in_subprocess(v, preset, s, iterations=2)
         acts = 4 * _elements_per_pixel_cached(net_cfg) * s * s
-        rows.append({"size": s, "measured_mb": mb, "activation_mb": acts / 2**20,
-                     "params_mb": 16 * param_count(net_cfg) / 2**20})
+        rows.append(
+            {
+                "size": s,
+                "measured_mb": mb,
+                "activation_mb": acts / 2**20,
+                "params_mb": 16 * param_count(net_cfg) / 2**20,
+            }
+        )
     ok = [r for r in rows if r["measured_mb"] is not None]
     x = np.array([r["activation_mb"] for r in ok])
     y = np.array([r["measured_mb"] - r["params_mb"] for r in ok])  # growth over the RSS before the fit

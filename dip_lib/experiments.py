@@ -6,6 +6,7 @@ reproduction resumes where it stopped. Several ``reproduce`` processes on one st
 through per-run locks. A run that fails (a fit that diverges, a missing file) is reported and
 stored never.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,8 +38,17 @@ def _setup(run: Run, shape: tuple[int, int, int]):
 
     n = dict(run.numerics)
     return get_preset(run.preset).setup(
-        shape, seed=run.seed, net=dict(run.net), iterations=run.iterations, lr=run.lr, optimizer=run.optimizer,
-        guard=run.guard, log_every=run.log_every, progress=False, **n)
+        shape,
+        seed=run.seed,
+        net=dict(run.net),
+        iterations=run.iterations,
+        lr=run.lr,
+        optimizer=run.optimizer,
+        guard=run.guard,
+        log_every=run.log_every,
+        progress=False,
+        **n,
+    )
 
 
 def _hole_psnr(image: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float | None:
@@ -53,13 +63,24 @@ def _masked_psnr(image: np.ndarray, mask: np.ndarray) -> float | None:
 
 def _dip_record(result, image: np.ndarray, mask: np.ndarray, stopper, drops, params: int) -> tuple[dict, dict]:
     s = result.summary()
-    s.update(params=params, masked_psnr=_masked_psnr(image, mask), oracle_psnr=result.best_psnr,
-             oracle_iteration=result.best_iteration, oracle_hole_psnr=result.best_hole_psnr,
-             ema_hole_psnr=_hole_psnr(image, result.ema, mask),
-             ms_per_iteration=1000 * result.wall_time / max(1, result.iterations_run))
+    s.update(
+        params=params,
+        masked_psnr=_masked_psnr(image, mask),
+        oracle_psnr=result.best_psnr,
+        oracle_iteration=result.best_iteration,
+        oracle_hole_psnr=result.best_hole_psnr,
+        ema_hole_psnr=_hole_psnr(image, result.ema, mask),
+        ms_per_iteration=1000 * result.wall_time / max(1, result.iterations_run),
+    )
     images = {"final": result.final, "best": result.best, "ema": result.ema, "observed": image * mask}
-    es: dict[str, Any] = {"window": stopper.window, "patience": stopper.patience, "iteration": stopper.best_iteration,
-                          "stop_iteration": stopper.stop_iteration, "psnr": None, "psnr_clean": None}
+    es: dict[str, Any] = {
+        "window": stopper.window,
+        "patience": stopper.patience,
+        "iteration": stopper.best_iteration,
+        "stop_iteration": stopper.stop_iteration,
+        "psnr": None,
+        "psnr_clean": None,
+    }
     if stopper.best_output is not None:
         es["psnr"] = psnr(image, stopper.best_output)
         images["eswmv"] = stopper.best_output
@@ -69,8 +90,15 @@ def _dip_record(result, image: np.ndarray, mask: np.ndarray, stopper, drops, par
         es["psnr_clean"], es["clean_iteration"] = hist.psnr_clean[at], hist.iteration[at]
     drop_list = []
     for k, d in enumerate(drops.result()):
-        drop_list.append({"start_iteration": d.start_iteration, "bottom_iteration": d.bottom_iteration,
-                          "from_psnr": d.from_psnr, "to_psnr": d.to_psnr, "image": f"drop{k}"})
+        drop_list.append(
+            {
+                "start_iteration": d.start_iteration,
+                "bottom_iteration": d.bottom_iteration,
+                "from_psnr": d.from_psnr,
+                "to_psnr": d.to_psnr,
+                "image": f"drop{k}",
+            }
+        )
         images[f"drop{k}"] = d.output
     return {"summary": s, "history": result.history.to_dict(), "eswmv": es, "drops": drop_list}, images
 
@@ -94,12 +122,22 @@ def execute(run: Run) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         from . import peers
 
         observed = image * mask
-        out = peers.biharmonic(observed, mask) if run.method == "biharmonic" else peers.csc(
-            observed, mask, iterations=run.csc_iterations)
+        out = (
+            peers.biharmonic(observed, mask)
+            if run.method == "biharmonic"
+            else peers.csc(observed, mask, iterations=run.csc_iterations)
+        )
         wall = time.perf_counter() - t0
-        record = {"summary": {"final_psnr": psnr(image, out), "final_hole_psnr": _hole_psnr(image, out, mask),
-                              "final_ssim": ssim(image, out), "wall_time": wall, "masked_psnr": _masked_psnr(image, mask),
-                              "device": "cpu"}}
+        record = {
+            "summary": {
+                "final_psnr": psnr(image, out),
+                "final_hole_psnr": _hole_psnr(image, out, mask),
+                "final_ssim": ssim(image, out),
+                "wall_time": wall,
+                "masked_psnr": _masked_psnr(image, mask),
+                "device": "cpu",
+            }
+        }
         return _finish(record, run, torch.device("cpu"), wall), {"final": out, "observed": observed}
     net, z, cfg = _setup(run, image.shape)
     stopper, drops = _callbacks(cfg.iterations)
@@ -113,8 +151,17 @@ def _finish(record: dict[str, Any], run: Run, device: torch.device, wall: float,
     from .runs import spec
     from .store import SCHEMA
 
-    record.update({"schema": SCHEMA, "run_id": run.run_id, "config": run.to_dict(), "spec": spec(run),
-                   "environment": environment(device), "wall_time": wall, **extra})
+    record.update(
+        {
+            "schema": SCHEMA,
+            "run_id": run.run_id,
+            "config": run.to_dict(),
+            "spec": spec(run),
+            "environment": environment(device),
+            "wall_time": wall,
+            **extra,
+        }
+    )
     return record
 
 
@@ -131,8 +178,16 @@ def execute_batch(runs: list[Run]) -> list[tuple[dict, dict]]:
         inputs.append(z)
         cbs.append(list(_callbacks(cfg.iterations)))
     t0 = time.perf_counter()
-    results = fit_many(nets, inputs, [im * m for im, m in problems], [m for _, m in problems], cfg,
-                       ground_truths=[im for im, _ in problems], seeds=[r.seed for r in runs], callbacks=cbs)
+    results = fit_many(
+        nets,
+        inputs,
+        [im * m for im, m in problems],
+        [m for _, m in problems],
+        cfg,
+        ground_truths=[im for im, _ in problems],
+        seeds=[r.seed for r in runs],
+        callbacks=cbs,
+    )
     wall = time.perf_counter() - t0
     out = []
     for r, (image, mask), res, (stopper, drops), net in zip(runs, problems, results, cbs, nets):
@@ -158,9 +213,15 @@ def _describe(r: Run) -> str:
     return f"{r.experiment}/{r.run_id} ({r.image}, {what}, seed {r.seed})"
 
 
-def run_all(runs: list[Run], store: ResultStore | None = None, budget_seconds: float | None = None,
-            batch: int | str = "auto", progress: bool = True, workers: int = 1,
-            scheduler: str | None = None) -> Outcome:
+def run_all(
+    runs: list[Run],
+    store: ResultStore | None = None,
+    budget_seconds: float | None = None,
+    batch: int | str = "auto",
+    progress: bool = True,
+    workers: int = 1,
+    scheduler: str | None = None,
+) -> Outcome:
     """Compute every run without a valid stored record, in plan order, saving each at once.
 
     With a budget, no new run (or batch) starts once the time spent plus its estimated time (the
@@ -194,9 +255,13 @@ def run_all(runs: list[Run], store: ResultStore | None = None, budget_seconds: f
             cost = sum(_cost(r) for r in group)
             spent = time.perf_counter() - started
             if budget_seconds is not None and (spent > budget_seconds or spent + rate * cost > budget_seconds):
-                outcome.remaining.extend(r for g in groups[groups.index(group):] for r in g)
-                log.warning("budget of %.0f s: stopping after %.0f s; %d runs remain", budget_seconds, spent,
-                            len(outcome.remaining))
+                outcome.remaining.extend(r for g in groups[groups.index(group) :] for r in g)
+                log.warning(
+                    "budget of %.0f s: stopping after %.0f s; %d runs remain",
+                    budget_seconds,
+                    spent,
+                    len(outcome.remaining),
+                )
                 break
             t0 = time.perf_counter()
             if not _compute_locked(group, store, outcome, wait=False):
@@ -298,8 +363,22 @@ def _cost(run: Run) -> float:
 
 
 def _batch_key(run: Run) -> tuple:
-    return (run.experiment, run.preset, run.net, run.iterations, run.lr, run.optimizer, run.guard, run.log_every,
-            run.crop, run.resize, run.source, run.mask, run.target, run.numerics)
+    return (
+        run.experiment,
+        run.preset,
+        run.net,
+        run.iterations,
+        run.lr,
+        run.optimizer,
+        run.guard,
+        run.log_every,
+        run.crop,
+        run.resize,
+        run.source,
+        run.mask,
+        run.target,
+        run.numerics,
+    )
 
 
 def _group(runs: list[Run], size) -> list[list[Run]]:
@@ -323,8 +402,9 @@ def _group(runs: list[Run], size) -> list[list[Run]]:
 # ---------------------------------------------------------------- loading
 
 
-def load_records(runs: list[Run], store: ResultStore | None = None, compute: bool = False,
-                 partial: bool = False) -> list[tuple[Run, dict]]:
+def load_records(
+    runs: list[Run], store: ResultStore | None = None, compute: bool = False, partial: bool = False
+) -> list[tuple[Run, dict]]:
     """(run, record) for each run with a valid stored record, in plan order.
 
     ``compute`` computes the missing ones first (hours at the larger profiles); otherwise a missing
@@ -333,7 +413,10 @@ def load_records(runs: list[Run], store: ResultStore | None = None, compute: boo
     if compute:
         outcome = run_all(runs, store)
         if outcome.failed:
-            raise DipError(f"{len(outcome.failed)} runs failed: " + "; ".join(f"{_describe(r)}: {e}" for r, e in outcome.failed[:5]))
+            raise DipError(
+                f"{len(outcome.failed)} runs failed: "
+                + "; ".join(f"{_describe(r)}: {e}" for r, e in outcome.failed[:5])
+            )
     out, missing = [], []
     for r in runs:
         try:
@@ -359,24 +442,38 @@ def coverage(runs: list[Run], store: ResultStore | None = None) -> dict[str, Any
     stored = [r for r in runs if r not in gone]
     images = list(dict.fromkeys(r.image for r in runs))
     have = {r.image for r in stored}
-    return {"planned": len(runs), "stored": len(stored), "missing": missing,
-            "seeds": sorted({r.seed for r in stored}), "planned_seeds": sorted({r.seed for r in runs}),
-            "images": [i for i in images if i in have], "missing_images": [i for i in images if i not in have],
-            "incomplete_images": sorted({r.image for r in missing} & have)}
+    return {
+        "planned": len(runs),
+        "stored": len(stored),
+        "missing": missing,
+        "seeds": sorted({r.seed for r in stored}),
+        "planned_seeds": sorted({r.seed for r in runs}),
+        "images": [i for i in images if i in have],
+        "missing_images": [i for i in images if i not in have],
+        "incomplete_images": sorted({r.image for r in missing} & have),
+    }
 
 
 # ---------------------------------------------------------------- reproduce
 
 
-def reproduce(profile: str, only: Iterable[str] | None = None, device: str | None = None,
-              budget_seconds: float | None = None, results_dir: str | Path = "results",
-              progress: bool = True, workers: int | None = 1, scheduler: str | None = None) -> dict[str, Outcome]:
+def reproduce(
+    profile: str,
+    only: Iterable[str] | None = None,
+    device: str | None = None,
+    budget_seconds: float | None = None,
+    results_dir: str | Path = "results",
+    progress: bool = True,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+) -> dict[str, Outcome]:
     """Compute every missing run of the chosen experiments (resumable); returns each one's outcome.
 
     ``workers``: 1 computes here, one run after another; N > 1 on a local Dask cluster of N workers;
     None picks (one per idle core, or per GPU). ``scheduler``: the address of an existing Dask cluster."""
-    if budget_seconds is not None and not (isinstance(budget_seconds, (int, float)) and budget_seconds >= 0
-                                           and not math.isnan(budget_seconds)):
+    if budget_seconds is not None and not (
+        isinstance(budget_seconds, (int, float)) and budget_seconds >= 0 and not math.isnan(budget_seconds)
+    ):
         raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise DipError(f"--workers must be a positive integer, got {workers}")
@@ -422,14 +519,23 @@ def _fetch_data(runs: list[Run]) -> None:
 def cmd_reproduce(args) -> int:
     prof = get_profile(args.profile)
     print(f"profile {prof.name}: {prof.description}")
-    outcomes = reproduce(args.profile, args.only, args.device, args.budget_seconds, args.results_dir,
-                         workers=args.workers, scheduler=args.scheduler)
+    outcomes = reproduce(
+        args.profile,
+        args.only,
+        args.device,
+        args.budget_seconds,
+        args.results_dir,
+        workers=args.workers,
+        scheduler=args.scheduler,
+    )
     failed = 0
     for exp, out in outcomes.items():
         total = len(plan(exp, args.profile, device=args.device and resolve_device(args.device).type))
         left = len(out.remaining) + len(out.failed)
-        print(f"{exp}: {total - left} of {total} runs stored" +
-              (f", {left} remain (run the same command again to resume)" if left else ""))
+        print(
+            f"{exp}: {total - left} of {total} runs stored"
+            + (f", {left} remain (run the same command again to resume)" if left else "")
+        )
         for run, why in out.failed:
             print(f"  failed: {_describe(run)}: {why}")
         failed += len(out.failed)

@@ -9,6 +9,7 @@ check) and asks fit to stop once Stop was pressed. Afterwards a slider scrubs th
 Headless use (tests, scripts): ``ex = Explorer(image=arr); ex.run(); ex.join()``.
 ipywidgets is imported lazily; images are (C, H, W) float32 in [0, 1] as everywhere in dip_lib.
 """
+
 from __future__ import annotations
 
 import io
@@ -60,8 +61,9 @@ def table1_available() -> bool:
         entries = data.select("table1")
         mirror = os.environ.get("DIP_DATA_MIRROR", "").strip().removeprefix("file://")
         folder = Path(mirror).expanduser() if mirror and not mirror.startswith(("http://", "https://")) else None
-        return bool(entries) and all(data.cached_path(e).exists() or (folder is not None and (folder / e.path).exists())
-                                     for e in entries)
+        return bool(entries) and all(
+            data.cached_path(e).exists() or (folder is not None and (folder / e.path).exists()) for e in entries
+        )
     except (ImportError, DipError, OSError):
         return False
 
@@ -79,8 +81,13 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def curve_png(iterations: list[int], psnr: list[float | None], psnr_observed: list[float],
-              stop_iteration: int | None = None, width_px: int = 360) -> bytes:
+def curve_png(
+    iterations: list[int],
+    psnr: list[float | None],
+    psnr_observed: list[float],
+    stop_iteration: int | None = None,
+    width_px: int = 360,
+) -> bytes:
     """The PSNR curve (ground truth and observed pixels) rendered off-screen to PNG (no pyplot: thread-safe)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -163,10 +170,20 @@ class Explorer:
     interval; refresh_s: least seconds between redraws; es_wmv: mark where ES-WMV would stop.
     """
 
-    def __init__(self, image: np.ndarray | None = None, size: int = 128, preset: str = "text",
-                 iterations: int | None = None, net_overrides: dict[str, Any] | None = None, device: str = "auto",
-                 seed: int = 0, log_every: int = 10, refresh_s: float = 0.5, max_snapshots: int = 120,
-                 es_wmv: bool = True) -> None:
+    def __init__(
+        self,
+        image: np.ndarray | None = None,
+        size: int = 128,
+        preset: str = "text",
+        iterations: int | None = None,
+        net_overrides: dict[str, Any] | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        log_every: int = 10,
+        refresh_s: float = 0.5,
+        max_snapshots: int = 120,
+        es_wmv: bool = True,
+    ) -> None:
         import ipywidgets as w
 
         from .presets import PRESETS, get_preset
@@ -198,15 +215,17 @@ class Explorer:
         self.text = w.Text(value=default_text(size), description="text")
         self.mask_upload = w.FileUpload(accept="image/*", multiple=False, description="mask file")
         self.preset = w.Dropdown(options=list(PRESETS), value=get_preset(preset).name, description="preset")
-        self.iterations_box = w.BoundedIntText(value=iterations or PRESETS[preset].iterations, min=1, max=10**6,
-                                               description="iterations")
+        self.iterations_box = w.BoundedIntText(
+            value=iterations or PRESETS[preset].iterations, min=1, max=10**6, description="iterations"
+        )
         self.run_button = w.Button(description="Run", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status = w.HTML(value="ready")
         self.masked_view = w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="256px"))
         self.output_view = w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="256px"))
-        self.curve_view = w.Image(value=placeholder_png(width_px=360, height_px=252), format="png",
-                                  layout=w.Layout(width="360px"))
+        self.curve_view = w.Image(
+            value=placeholder_png(width_px=360, height_px=252), format="png", layout=w.Layout(width="360px")
+        )
         self.slider = w.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True, continuous_update=True)
         self.snapshot_label = w.Label(value="")
         self.save_path = w.Text(value="explorer_output.png", description="save as")
@@ -217,7 +236,9 @@ class Explorer:
         self.size.observe(self._on_size, names="value")
         self.mask_kind.observe(lambda _: self._on_mask_kind(), names="value")
         self.slider.observe(lambda _: self._show_snapshot(), names="value")
-        self.preset.observe(lambda ch: setattr(self.iterations_box, "value", PRESETS[ch["new"]].iterations), names="value")
+        self.preset.observe(
+            lambda ch: setattr(self.iterations_box, "value", PRESETS[ch["new"]].iterations), names="value"
+        )
         self.run_button.on_click(lambda _: self._clicked(self.run))
         self.stop_button.on_click(lambda _: self.stop())
         self.save_button.on_click(lambda _: self._clicked(self.save))
@@ -227,15 +248,22 @@ class Explorer:
         def label(text: str):
             return w.HTML(f"<b>{text}</b>")
 
-        self.widget = w.VBox([
-            w.HBox([self.source, self.name, self.upload, self.size]),
-            w.HBox([self.mask_kind, self.fraction, self.text, self.mask_upload]),
-            w.HBox([self.preset, self.iterations_box, self.run_button, self.stop_button]),
-            self.status,
-            w.HBox([w.VBox([label("masked input"), self.masked_view]), w.VBox([label("output"), self.output_view]),
-                    w.VBox([label("PSNR"), self.curve_view])]),
-            w.HBox([self.slider, self.snapshot_label, self.save_path, self.save_button]),
-        ])
+        self.widget = w.VBox(
+            [
+                w.HBox([self.source, self.name, self.upload, self.size]),
+                w.HBox([self.mask_kind, self.fraction, self.text, self.mask_upload]),
+                w.HBox([self.preset, self.iterations_box, self.run_button, self.stop_button]),
+                self.status,
+                w.HBox(
+                    [
+                        w.VBox([label("masked input"), self.masked_view]),
+                        w.VBox([label("output"), self.output_view]),
+                        w.VBox([label("PSNR"), self.curve_view]),
+                    ]
+                ),
+                w.HBox([self.slider, self.snapshot_label, self.save_path, self.save_button]),
+            ]
+        )
 
     @classmethod
     def for_profile(cls, profile: str = "quick", **kwargs: Any) -> Explorer:
@@ -246,8 +274,18 @@ class Explorer:
 
         gpu = resolve_device(kwargs.get("device", "auto")).type != "cpu"
         defaults: dict[str, dict[str, Any]] = {
-            "smoke": {"size": 32, "iterations": 20, "log_every": 5, "refresh_s": 0.0,
-                      "net_overrides": {"in_channels": 4, "channels_down": (8, 8), "channels_up": (8, 8), "channels_skip": (2, 2)}},
+            "smoke": {
+                "size": 32,
+                "iterations": 20,
+                "log_every": 5,
+                "refresh_s": 0.0,
+                "net_overrides": {
+                    "in_channels": 4,
+                    "channels_down": (8, 8),
+                    "channels_up": (8, 8),
+                    "channels_skip": (2, 2),
+                },
+            },
             "quick": {"size": 512} if gpu else {"size": 80, "iterations": 300, "log_every": 10},
             "paper": {"size": 512},
         }
@@ -392,8 +430,15 @@ class Explorer:
         img, mask, gt = self.build_problem()
         preset = get_preset(self.preset.value)
         c, h, w = img.shape
-        net, z, cfg = preset.setup(img.shape, seed=self.seed, net=self.net_overrides, iterations=self.iterations,
-                                   device=self.device, progress=False, log_every=self.log_every)
+        net, z, cfg = preset.setup(
+            img.shape,
+            seed=self.seed,
+            net=self.net_overrides,
+            iterations=self.iterations,
+            device=self.device,
+            progress=False,
+            log_every=self.log_every,
+        )
         observed = img * mask
         self.problem = (img, mask, gt)
         self.history = {"iteration": [], "psnr": [], "psnr_observed": []}
@@ -413,8 +458,9 @@ class Explorer:
         self._busy = True
         self._started = time.perf_counter()
         self.status.value = f"running {preset.name} on {w}x{h}x{c} for {cfg.iterations} iterations ..."
-        self._thread = threading.Thread(target=self._work, args=(net, z, observed, mask, cfg, gt, callbacks),
-                                        name="dip-explorer-fit", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, args=(net, z, observed, mask, cfg, gt, callbacks), name="dip-explorer-fit", daemon=True
+        )
         self._thread.start()
         if block:
             self.join()
@@ -461,8 +507,14 @@ class Explorer:
         p = f", PSNR {state.psnr:.2f} dB" if state.psnr is not None else ""
         done = state.iteration + 1
         elapsed = time.perf_counter() - self._started
-        eta = f", {_eta(elapsed)} elapsed, about {_eta(elapsed / done * max(0, self.iterations - done))} left" if done > 1 else ""
-        self.status.value = f"iteration {state.iteration}/{self.iterations}{p}, observed {state.psnr_observed:.2f} dB{eta}"
+        eta = (
+            f", {_eta(elapsed)} elapsed, about {_eta(elapsed / done * max(0, self.iterations - done))} left"
+            if done > 1
+            else ""
+        )
+        self.status.value = (
+            f"iteration {state.iteration}/{self.iterations}{p}, observed {state.psnr_observed:.2f} dB{eta}"
+        )
 
     def _clear(self) -> None:
         """Forget the previous run's pictures, snapshots and readout (a new run starts or failed to)."""
@@ -496,7 +548,9 @@ class Explorer:
         k = min(self.slider.value, len(self.snapshots) - 1)
         self.output_view.value = png_bytes(self.snapshots.image(k))
         p = self.snapshots.psnr[k]
-        self.snapshot_label.value = f"iteration {self.snapshots.iterations[k]}" + (f", {p:.2f} dB" if p is not None else "")
+        self.snapshot_label.value = f"iteration {self.snapshots.iterations[k]}" + (
+            f", {p:.2f} dB" if p is not None else ""
+        )
 
     def save(self, path: str | Path | None = None) -> Path:
         """Save the snapshot the slider shows (atomic PNG write); returns the path."""

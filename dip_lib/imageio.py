@@ -1,4 +1,5 @@
 """Strict image and mask I/O: float32 arrays of shape (C, H, W) in [0, 1], atomic writes."""
+
 from __future__ import annotations
 
 import logging
@@ -126,7 +127,9 @@ def image_format(path: str | os.PathLike) -> str:
     """The PIL format an output path's extension names; DipError for any other extension."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise DipError(f"cannot write {path}: unknown image extension {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}")
+        raise DipError(
+            f"cannot write {path}: unknown image extension {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}"
+        )
     return FORMATS[suffix]
 
 

@@ -1,4 +1,5 @@
 """Network inputs z: uniform noise in [0, 0.1) or a 2-channel meshgrid, shape (1, C, H, W)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Masks are float32 arrays of shape (1, H, W) (pixelwise, broadcast over channels) or (C, H, W)
 (one draw per channel).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,7 +79,9 @@ def recipe_text_mask(shape: tuple[int, int], recipe: str = "seed") -> np.ndarray
         raise DipError(f"unknown text mask recipe {recipe!r}; known: {', '.join(TEXT_RECIPES)}")
     h, w = shape
     sy, sx = h / 512.0, w / 512.0
-    items = [(t, max(6, round(s * min(sx, sy))), (round(x * sx), round(y * sy))) for t, s, (x, y) in TEXT_RECIPES[recipe]]
+    items = [
+        (t, max(6, round(s * min(sx, sy))), (round(x * sx), round(y * sy))) for t, s, (x, y) in TEXT_RECIPES[recipe]
+    ]
     return text_mask(shape, items)
 
 

@@ -1,4 +1,5 @@
 """Image quality: PSNR and SSIM from scikit-image on outputs clipped to [0, 1], data_range 1."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,11 @@ def psnr(reference: np.ndarray, estimate: np.ndarray) -> float:
     # imported here: skimage.metrics pulls in scipy.stats (about a second), slowing every CLI start
     from skimage.metrics import peak_signal_noise_ratio
 
-    return float(peak_signal_noise_ratio(np.asarray(reference, np.float64), np.clip(estimate, 0, 1).astype(np.float64), data_range=1.0))
+    return float(
+        peak_signal_noise_ratio(
+            np.asarray(reference, np.float64), np.clip(estimate, 0, 1).astype(np.float64), data_range=1.0
+        )
+    )
 
 
 def ssim(reference: np.ndarray, estimate: np.ndarray) -> float:

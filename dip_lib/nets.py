@@ -10,6 +10,7 @@ Level i of n (structure and parameter counts equal the original ``models/skip.py
 After level 0: 1x1 conv -> C_out, sigmoid. Branches whose sizes differ (odd sizes) are
 center-cropped to the smaller one before concatenation, as the original ``Concat`` does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class SkipConfig:
     def depth(self) -> int:
         return len(self.channels_down)
 
+
 def activation(name: str) -> nn.Module:
     if name == "LeakyReLU":
         return nn.LeakyReLU(0.2, inplace=False)
@@ -118,7 +120,9 @@ class Lanczos2Down(nn.Module):
         return F.conv2d(x, self.weight, stride=2, groups=self.channels)
 
 
-def conv(in_ch: int, out_ch: int, k: int, stride: int = 1, pad: str = "reflection", downsample_mode: str = "stride") -> nn.Module:
+def conv(
+    in_ch: int, out_ch: int, k: int, stride: int = 1, pad: str = "reflection", downsample_mode: str = "stride"
+) -> nn.Module:
     """Conv with bias keeping the size ('same' padding); stride 2 done by the chosen downsampler."""
     layers: list[nn.Module] = []
     down: nn.Module | None = None
@@ -161,7 +165,9 @@ class Level(nn.Module):
         n_down, n_up, n_skip = cfg.channels_down[i], cfg.channels_up[i], cfg.channels_skip[i]
         last = i == cfg.depth - 1
         self.skip = (
-            nn.Sequential(conv(in_ch, n_skip, cfg.kernel_skip, pad=cfg.pad), nn.BatchNorm2d(n_skip), activation(cfg.act))
+            nn.Sequential(
+                conv(in_ch, n_skip, cfg.kernel_skip, pad=cfg.pad), nn.BatchNorm2d(n_skip), activation(cfg.act)
+            )
             if n_skip
             else None
         )

@@ -11,6 +11,7 @@ The network is dip_lib's ``SkipNet``, which equals the original ``models/skip.py
 This is a speed baseline ("original-style loop" in ``python -m dip_lib bench``), not a solver:
 use ``dip_lib.fit`` to inpaint.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,8 +31,16 @@ class OriginalTiming:
     loss: float
 
 
-def original_loop(net: nn.Module, net_input: torch.Tensor, truth: np.ndarray, mask: np.ndarray, iterations: int,
-                  lr: float = 0.01, reg_noise_std: float = 0.03, seconds: float | None = None) -> OriginalTiming:
+def original_loop(
+    net: nn.Module,
+    net_input: torch.Tensor,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    iterations: int,
+    lr: float = 0.01,
+    reg_noise_std: float = 0.03,
+    seconds: float | None = None,
+) -> OriginalTiming:
     """Run ``iterations`` iterations of the original loop on the CPU (stop early once ``seconds``
     have passed after the first iteration). ``truth`` (C, H, W), ``mask`` (1 or C, H, W) in numpy."""
     net = net.train()

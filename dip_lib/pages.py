@@ -4,6 +4,7 @@ exact scale of each experiment, and interpretation generated from the numbers (M
 Nothing here computes a fit. Scores are read through the accessors (``oracle``, ``table1_values``),
 which live in ``dip_lib.scores`` when it exists and in ``dip_lib.plots`` before that.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,29 +30,73 @@ PM = f"{NBSP}\u00b1{NBSP}"
 # a rough CPU rate for time estimates when no run is stored yet: 0.26 s per iteration of the
 # table1-paper network on a 128x128 image, one thread (shared/notes/measurements.md)
 _REF_SECONDS, _REF_PIXELS = 0.26, 128 * 128
-EXPERIMENT_TITLES = {"table1": "Table 1", "arch": "Architecture sweep", "optim": "Optimiser sweep",
-                     "figures": "The paper's figures"}
+EXPERIMENT_TITLES = {
+    "table1": "Table 1",
+    "arch": "Architecture sweep",
+    "optim": "Optimiser sweep",
+    "figures": "The paper's figures",
+}
 GLOSSARY = (
-    ("check", ("every few iterations (the profile's check interval) the fit records its loss and the PSNR of the "
-              "clean output f(z), the output for the unperturbed input, which is what a user stopping there gets")),
-    ("oracle", ("the best clean-output PSNR over a run's checks, the final output being the last check (so the "
-               "oracle is never below the final); picking it needs the ground truth, so a user cannot; the seed "
-               "report and, apparently, the paper report it")),
+    (
+        "check",
+        (
+            "every few iterations (the profile's check interval) the fit records its loss and the PSNR of the "
+            "clean output f(z), the output for the unperturbed input, which is what a user stopping there gets"
+        ),
+    ),
+    (
+        "oracle",
+        (
+            "the best clean-output PSNR over a run's checks, the final output being the last check (so the "
+            "oracle is never below the final); picking it needs the ground truth, so a user cannot; the seed "
+            "report and, apparently, the paper report it"
+        ),
+    ),
     ("final", "the clean output after the last iteration"),
-    ("hole PSNR", ("PSNR over the missing pixels only; a text mask hides a few percent of kate, so whole-image "
-                  "PSNR barely moves with the quality of the inpainting, while the hole PSNR does")),
-    ("last 20% gain", ("how much the best clean-output PSNR rose in the last fifth of a run's iterations; below "
-                      "0.2 dB the run has flattened (reached its regime), otherwise it was still improving when its "
-                      "budget ended and the claims it feeds are 'undecided at this scale'")),
+    (
+        "hole PSNR",
+        (
+            "PSNR over the missing pixels only; a text mask hides a few percent of kate, so whole-image "
+            "PSNR barely moves with the quality of the inpainting, while the hole PSNR does"
+        ),
+    ),
+    (
+        "last 20% gain",
+        (
+            "how much the best clean-output PSNR rose in the last fifth of a run's iterations; below "
+            "0.2 dB the run has flattened (reached its regime), otherwise it was still improving when its "
+            "budget ended and the claims it feeds are 'undecided at this scale'"
+        ),
+    ),
     ("EMA", "an exponential moving average of the iterates (weight 0.99), a smoother final output"),
-    ("ES-WMV", ("early stopping by windowed moving variance (Wang et al., arXiv 2112.06074): stops when the "
-               "outputs stop changing, without the ground truth")),
-    ("guard restore", ("when PSNR on the observed pixels falls by more than 5 dB between checks, the last good "
-                      "weights and optimiser state are restored (the original code's backtracking)")),
-    ("table1-paper", ("the paper's Table-1 recipe (restoration notebook): 4 skip channels, bilinear upsampling, "
-                     "Adam lr 0.001, the guard on")),
-    ("table1-seed", ("the seed report's (TU Delft group 71) recipe: the kate text network, 128 skip channels, "
-                    "Adam lr 0.01, no guard")),
+    (
+        "ES-WMV",
+        (
+            "early stopping by windowed moving variance (Wang et al., arXiv 2112.06074): stops when the "
+            "outputs stop changing, without the ground truth"
+        ),
+    ),
+    (
+        "guard restore",
+        (
+            "when PSNR on the observed pixels falls by more than 5 dB between checks, the last good "
+            "weights and optimiser state are restored (the original code's backtracking)"
+        ),
+    ),
+    (
+        "table1-paper",
+        (
+            "the paper's Table-1 recipe (restoration notebook): 4 skip channels, bilinear upsampling, "
+            "Adam lr 0.001, the guard on"
+        ),
+    ),
+    (
+        "table1-seed",
+        (
+            "the seed report's (TU Delft group 71) recipe: the kate text network, 128 skip channels, "
+            "Adam lr 0.01, no guard"
+        ),
+    ),
     ("text", "the kate text-inpainting recipe of the original code, used by the sweeps"),
     ("bernoulli mask", "each pixel missing independently with probability 0.5, one fixed mask per image"),
     ("text-seed mask", "the seed report's three lines of text drawn over kate"),
@@ -149,8 +194,15 @@ class Loaded:
         return scale_note(self.experiment, get_profile(self.profile)) + "\n\n" + coverage_note(self)
 
 
-def load(experiment: str, profile: str, store: ResultStore | None = None, compute: bool = False,
-         device: str | None = None, seeds: Iterable[int] | None = None, images: Iterable[str] | None = None) -> Loaded:
+def load(
+    experiment: str,
+    profile: str,
+    store: ResultStore | None = None,
+    compute: bool = False,
+    device: str | None = None,
+    seeds: Iterable[int] | None = None,
+    images: Iterable[str] | None = None,
+) -> Loaded:
     """The experiment's stored records; with ``compute`` the missing runs are computed first.
 
     Without ``compute`` nothing is computed: the missing runs are counted, with a time estimate."""
@@ -201,8 +253,10 @@ def coverage_line(loaded: Loaded) -> str:
         return f"{title}: all {c['planned']} runs stored (seeds {', '.join(map(str, c['seeds']))})."
     parts = [f"{title}: {c['stored']} of {c['planned']} runs stored"]
     if c["stored"] and c["seeds"] != c["planned_seeds"]:
-        parts.append(f"seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))} only "
-                     f"(planned {', '.join(map(str, c['planned_seeds']))})")
+        parts.append(
+            f"seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))} only "
+            f"(planned {', '.join(map(str, c['planned_seeds']))})"
+        )
     n_img = len(c["images"]) + len(c["missing_images"])
     if n_img > 1 and c["missing_images"]:
         parts.append(f"{len(c['missing_images'])} of {n_img} images with no run ({', '.join(c['missing_images'])})")
@@ -217,9 +271,11 @@ def coverage_note(loaded: Loaded) -> str:
     if loaded.complete:
         return f"**Stored results.** {line}"
     n = len(loaded.coverage["missing"])
-    return (f"**Partial results.** {line} Every number below is computed from the stored runs only and may change "
-            f"once the other {n} are in. Computing them would take {duration(loaded.estimate_s)} on this machine "
-            f"(a rough estimate): run `make reproduce`, or set `compute` to `True` in the parameters cell of the notebook.")
+    return (
+        f"**Partial results.** {line} Every number below is computed from the stored runs only and may change "
+        f"once the other {n} are in. Computing them would take {duration(loaded.estimate_s)} on this machine "
+        f"(a rough estimate): run `make reproduce`, or set `compute` to `True` in the parameters cell of the notebook."
+    )
 
 
 def scale_note(experiment: str, prof: Profile) -> str:
@@ -228,32 +284,47 @@ def scale_note(experiment: str, prof: Profile) -> str:
     seeds_s = ", ".join(map(str, prof.seeds_sweep))
     reduced = "" if prof.comparable else " Reduced scale: **not comparable to the paper**; read trends, not values."
     if experiment == "table1":
-        crop = f"{prof.table1_crop}x{prof.table1_crop} center crops" if prof.table1_crop else "native size (256 or 512 px)"
+        crop = (
+            f"{prof.table1_crop}x{prof.table1_crop} center crops" if prof.table1_crop else "native size (256 or 512 px)"
+        )
         width = f"{prof.table1_width} filters per layer" if prof.table1_width else "128 filters per layer (the paper's)"
         its = ", ".join(f"`{k}` {v}" for k, v in prof.table1_iterations.items())
-        return (f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** {len(prof.table1_images)} images as {crop}; networks with {width}; "
-                f"iterations: {its}; seeds {seeds_t}; CSC peer {prof.csc_iterations} iterations; a PSNR check every "
-                f"{prof.log_every} iterations.{reduced}")
+        return (
+            f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** "
+            f"{len(prof.table1_images)} images as {crop}; networks with {width}; "
+            f"iterations: {its}; seeds {seeds_t}; CSC peer {prof.csc_iterations} iterations; a PSNR check every "
+            f"{prof.log_every} iterations.{reduced}"
+        )
     if experiment == "arch":
         kate = f"{prof.kate_size}x{prof.kate_size}" if prof.kate_size else "512x512"
         deep = f"{prof.depth_size}x{prof.depth_size}" if prof.depth_size else "512x512"
-        return (f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** Filters "
-                f"{', '.join(map(str, prof.filters))} at depth 5 on kate at {kate}, {prof.filter_iterations} "
-                f"iterations; depths {', '.join(map(str, prof.depths))} with {prof.depth_width} filters, with and "
-                f"without skips, on kate at {deep} (depth d needs 2^d + 1 px), {prof.depth_iterations} iterations; "
-                f"masks {', '.join(prof.sweep_masks)}; seeds {seeds_s}.{reduced}")
+        return (
+            f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** Filters "
+            f"{', '.join(map(str, prof.filters))} at depth 5 on kate at {kate}, {prof.filter_iterations} "
+            f"iterations; depths {', '.join(map(str, prof.depths))} with {prof.depth_width} filters, with and "
+            f"without skips, on kate at {deep} (depth d needs 2^d + 1 px), {prof.depth_iterations} iterations; "
+            f"masks {', '.join(prof.sweep_masks)}; seeds {seeds_s}.{reduced}"
+        )
     if experiment == "optim":
-        return (f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** kate at {prof.kate_size}x{prof.kate_size}, `text-seed` mask, "
-                f"{prof.optim_width or 128} filters per layer, {prof.optim_iterations} iterations (L-BFGS: function "
-                f"evaluations), the seed's trial 3 (Adam lr 0.1, guard off and on) {prof.trial3_iterations}; "
-                f"seeds {seeds_s}.{reduced}")
+        return (
+            f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** kate at "
+            f"{prof.kate_size}x{prof.kate_size}, `text-seed` mask, "
+            f"{prof.optim_width or 128} filters per layer, {prof.optim_iterations} iterations (L-BFGS: function "
+            f"evaluations), the seed's trial 3 (Adam lr 0.1, guard off and on) {prof.trial3_iterations}; "
+            f"seeds {seeds_s}.{reduced}"
+        )
     if experiment == "figures":
         kate = f"{prof.kate_size}x{prof.kate_size}" if prof.kate_size else "512x512"
-        return (f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** kate at {kate} with "
-                f"{prof.figure_width or 128}-filter networks: Fig. 2 fits {prof.fig2_iterations} iterations with no "
-                f"mask; the inpainting figure runs the `text` recipe for {prof.kate_iterations} iterations on the "
-                f"original kate mask; seeds {seeds_s}.{reduced}")
-    return f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** {prof.description}.{reduced}"
+        return (
+            f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** kate at {kate} with "
+            f"{prof.figure_width or 128}-filter networks: Fig. 2 fits {prof.fig2_iterations} iterations with no "
+            f"mask; the inpainting figure runs the `text` recipe for {prof.kate_iterations} iterations on the "
+            f"original kate mask; seeds {seeds_s}.{reduced}"
+        )
+    return (
+        f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** "
+        f"{prof.description}.{reduced}"
+    )
 
 
 def glossary() -> str:
@@ -280,16 +351,21 @@ def published() -> dict[str, dict[str, float | None]]:
     for file_name, display in names.items():
         p = paper.get(display, {})
         g = next((v for k, v in g71.items() if k.startswith(file_name[:4])), None)
-        out[file_name] = {"paper DIP": _num(p.get("dip_psnr")), "paper Papyan": _num(p.get("papyan_psnr")),
-                          "group 71": _num(g["max_psnr"]) if g else None}
+        out[file_name] = {
+            "paper DIP": _num(p.get("dip_psnr")),
+            "paper Papyan": _num(p.get("papyan_psnr")),
+            "group 71": _num(g["max_psnr"]) if g else None,
+        }
     return out
 
 
 def sources() -> str:
     from .data import group71_table1, paper_table1
 
-    return (f"Published values from `data/paper_table1.csv` ({paper_table1()[0]['source']}) and "
-            f"`data/group71_table1.csv` ({group71_table1()[0]['source']}).")
+    return (
+        f"Published values from `data/paper_table1.csv` ({paper_table1()[0]['source']}) and "
+        f"`data/group71_table1.csv` ({group71_table1()[0]['source']})."
+    )
 
 
 def table1_rows(records: Records, preset: str) -> list[dict[str, Any]]:
@@ -319,8 +395,11 @@ def table1_people(records: Records, preset: str, comparable: bool) -> Table:
     full = "" if comparable else " (full scale)"
     out = []
     for v in rows:
-        row = {"image": names.get(v["image"], v["image"]), "seeds": ", ".join(map(str, v["seeds"])) or DASH,
-               "masked input": v["masked"][0]}
+        row = {
+            "image": names.get(v["image"], v["image"]),
+            "seeds": ", ".join(map(str, v["seeds"])) or DASH,
+            "masked input": v["masked"][0],
+        }
         for key, col in (("oracle", "DIP oracle"), ("final", "DIP final"), ("ema", "DIP EMA"), ("eswmv", "DIP ES-WMV")):
             row[col] = pm(*v[key])
         row["oracle, hole only"] = pm(*v["oracle_hole"])
@@ -339,22 +418,34 @@ def table1_people(records: Records, preset: str, comparable: bool) -> Table:
         return Table(df, f"{preset}: no stored runs yet")
     have = [v for v in rows if v["oracle"][2]]
     mean: dict[str, Any] = {"image": f"mean ({len(have)} images)", "seeds": ""}
-    for key, col in (("oracle", "DIP oracle"), ("final", "DIP final"), ("ema", "DIP EMA"), ("eswmv", "DIP ES-WMV"),
-                     ("oracle_hole", "oracle, hole only")):
+    for key, col in (
+        ("oracle", "DIP oracle"),
+        ("final", "DIP final"),
+        ("ema", "DIP EMA"),
+        ("eswmv", "DIP ES-WMV"),
+        ("oracle_hole", "oracle, hole only"),
+    ):
         m = _mean(v[key][0] for v in have)
         mean[col] = DASH if m is None else f"{m:.2f}"
     for col in df.columns:
         if col not in mean:
             m = _mean(df.loc[[i for i, v in enumerate(rows) if v["oracle"][2]], col]) if have else None
             mean[col] = float("nan") if m is None else m
-    mean["oracle iteration"] = round(mean["oracle iteration"]) if np.isfinite(mean["oracle iteration"]) else float("nan")
+    mean["oracle iteration"] = (
+        round(mean["oracle iteration"]) if np.isfinite(mean["oracle iteration"]) else float("nan")
+    )
     df = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
     for col in ("oracle iteration",):
         df[col] = [DASH if not np.isfinite(v) else f"{round(v)}" for v in df[col]]
-    df["guard restores"] = [DASH if not np.isfinite(v) else (f"{int(v)}" if float(v).is_integer() else f"{v:.1f}")
-                            for v in df["guard restores"]]
-    return Table(df, f"PSNR in dB, recipe {preset}; {PM.strip()} is the sample standard deviation (ddof 1) over the "
-                     f"n seeds of each image (n in its own column).")
+    df["guard restores"] = [
+        DASH if not np.isfinite(v) else (f"{int(v)}" if float(v).is_integer() else f"{v:.1f}")
+        for v in df["guard restores"]
+    ]
+    return Table(
+        df,
+        f"PSNR in dB, recipe {preset}; {PM.strip()} is the sample standard deviation (ddof 1) over the "
+        f"n seeds of each image (n in its own column).",
+    )
 
 
 def _wins(a: dict[str, float], b: dict[str, float]) -> tuple[int, int, float | None]:
@@ -377,8 +468,12 @@ def table1_interpretation(records: Records, preset: str, prof: Profile) -> str:
     pub = published()
     csc = {v["image"]: v["csc"][0] for v in rows if v["csc"][2]}
     bih = {v["image"]: v["biharmonic"][0] for v in rows if v["biharmonic"][2]}
-    out = [(f"Over the {len(ours)} images with stored `{preset}` runs, the DIP oracle averages "
-           f"{_dB(_mean(ours.values()))}.")]
+    out = [
+        (
+            f"Over the {len(ours)} images with stored `{preset}` runs, the DIP oracle averages "
+            f"{_dB(_mean(ours.values()))}."
+        )
+    ]
     w, n, d = _wins(ours, csc)
     wb, nb, db = _wins(ours, bih)
     if n or nb:
@@ -393,8 +488,10 @@ def table1_interpretation(records: Records, preset: str, prof: Profile) -> str:
     gap_es = _mean(ours[i] - es[i] for i in es if i in ours)
     gap_fin = _mean(ours[i] - fin[i] for i in fin if i in ours)
     if gap_es is not None or gap_fin is not None:
-        out.append(f"Without the ground truth a user gets less: the final output is {_dB(gap_fin)} and ES-WMV "
-                   f"{_dB(gap_es)} below the oracle on average.")
+        out.append(
+            f"Without the ground truth a user gets less: the final output is {_dB(gap_fin)} and ES-WMV "
+            f"{_dB(gap_es)} below the oracle on average."
+        )
     paper = {i: pub[i]["paper DIP"] for i in ours if pub.get(i, {}).get("paper DIP") is not None}
     if paper:
         diff = _mean(ours[i] - paper[i] for i in paper)
@@ -402,11 +499,13 @@ def table1_interpretation(records: Records, preset: str, prof: Profile) -> str:
             out.append(f"Against the paper's DIP values on the same images the difference is {_dB(diff, True)}.")
         else:
             crop = f"{prof.table1_crop} px crops" if prof.table1_crop else "native size"
-            out.append(f"Ours differs from the paper's DIP values by {_dB(diff, True)} on the same images, "
-                       f"but at this scale ({crop}, {prof.table1_width or 128} filters, "
-                       f"{prof.table1_iterations.get(preset)} iterations) a small crop gives the network little "
-                       f"repeated structure to fit and a short budget may end before the peak, so the gap says "
-                       f"little about the full-scale result.")
+            out.append(
+                f"Ours differs from the paper's DIP values by {_dB(diff, True)} on the same images, "
+                f"but at this scale ({crop}, {prof.table1_width or 128} filters, "
+                f"{prof.table1_iterations.get(preset)} iterations) a small crop gives the network little "
+                f"repeated structure to fit and a short budget may end before the peak, so the gap says "
+                f"little about the full-scale result."
+            )
     return " ".join(out)
 
 
@@ -417,10 +516,12 @@ def recipes_interpretation(records: Records) -> str:
     if not n:
         return "The two recipes cannot be compared yet: no image has stored runs of both."
     lead = "table1-seed" if (d or 0) > 0 else "table1-paper"
-    return (f"On the {n} images with both recipes stored, `table1-seed` (the seed's choice: 128 skip channels, "
-            f"lr 0.01) beats `table1-paper` on {w} and loses on {n - w}, by {_dB(d, True)} on average "
-            f"(oracle), so `{lead}` leads at this scale. The seed recipe learns ten times faster, which favours "
-            f"it under a short iteration budget; at the paper's 11000 iterations the slower recipe has time to catch up.")
+    return (
+        f"On the {n} images with both recipes stored, `table1-seed` (the seed's choice: 128 skip channels, "
+        f"lr 0.01) beats `table1-paper` on {w} and loses on {n - w}, by {_dB(d, True)} on average "
+        f"(oracle), so `{lead}` leads at this scale. The seed recipe learns ten times faster, which favours "
+        f"it under a short iteration budget; at the paper's 11000 iterations the slower recipe has time to catch up."
+    )
 
 
 def timing_interpretation(df) -> str:
@@ -434,8 +535,10 @@ def timing_interpretation(df) -> str:
         return ""
     slow = max(dip, key=lambda r: r["median seconds"])
     fast = min(peers, key=lambda r: r["median seconds"])
-    return (f"A DIP run ({slow['method']}) takes a median {slow['median seconds']:.0f} s against "
-            f"{fast['median seconds']:.2f} s for {fast['method']}: DIP buys its quality with a full network fit per image.")
+    return (
+        f"A DIP run ({slow['method']}) takes a median {slow['median seconds']:.0f} s against "
+        f"{fast['median seconds']:.2f} s for {fast['method']}: DIP buys its quality with a full network fit per image."
+    )
 
 
 # ---------------------------------------------------------------- architecture and optimiser
@@ -453,11 +556,19 @@ def arch_people(df, kind: str) -> Table:
     for col in ("best PSNR", "hole PSNR", "final PSNR"):
         if col in shown:
             shown[col] = [str(v).replace(" ± ", PM) for v in shown[col]]
-    shown = shown.rename(columns={"best PSNR": "oracle PSNR (dB)", "hole PSNR": "oracle, hole only (dB)",
-                                  "final PSNR": "final PSNR (dB)"})
-    return Table(shown, f"PSNR in dB against the clean kate: the oracle over the whole image and over the text "
-                        f"(hole) only, and the final output; {PM.strip()} is the sample standard deviation (ddof 1) "
-                        f"over the n seeds; last 20% gain: below 0.2 dB the runs had flattened.")
+    shown = shown.rename(
+        columns={
+            "best PSNR": "oracle PSNR (dB)",
+            "hole PSNR": "oracle, hole only (dB)",
+            "final PSNR": "final PSNR (dB)",
+        }
+    )
+    return Table(
+        shown,
+        f"PSNR in dB against the clean kate: the oracle over the whole image and over the text "
+        f"(hole) only, and the final output; {PM.strip()} is the sample standard deviation (ddof 1) "
+        f"over the n seeds; last 20% gain: below 0.2 dB the runs had flattened.",
+    )
 
 
 def filters_interpretation(fdf, prof: Profile) -> str:
@@ -468,10 +579,14 @@ def filters_interpretation(fdf, prof: Profile) -> str:
         sub = sub.sort_values("filters")
         best = sub.loc[sub["_best"].idxmax()]
         lo, hi = sub.iloc[0], sub.iloc[-1]
-        out.append(f"With the `{mask}` mask the oracle PSNR goes from {_dB(lo['_best'])} at {lo['filters']} filters to "
-                   f"{_dB(hi['_best'])} at {hi['filters']}, best at {best['filters']} ({_dB(best['_best'])}).")
-    out.append(f"At {prof.filter_iterations} iterations on a {prof.kate_size or 512} px kate, wide networks may not reach "
-               f"their peak yet, which can hide the benefit of width the full-scale runs show.")
+        out.append(
+            f"With the `{mask}` mask the oracle PSNR goes from {_dB(lo['_best'])} at {lo['filters']} filters to "
+            f"{_dB(hi['_best'])} at {hi['filters']}, best at {best['filters']} ({_dB(best['_best'])})."
+        )
+    out.append(
+        f"At {prof.filter_iterations} iterations on a {prof.kate_size or 512} px kate, wide networks may not reach "
+        f"their peak yet, which can hide the benefit of width the full-scale runs show."
+    )
     return " ".join(out)
 
 
@@ -483,16 +598,24 @@ def depth_interpretation(ddf, prof: Profile) -> str:
         for skip, part in sub.groupby("skip"):
             part = part.sort_values("depth")
             best = part.loc[part["_best"].idxmax()]
-            out.append(f"`{mask}` {'with' if skip else 'without'} skips: best at depth {best['depth']} "
-                       f"({_dB(best['_best'])}), depth {part.iloc[0]['depth']} gives {_dB(part.iloc[0]['_best'])}.")
+            out.append(
+                f"`{mask}` {'with' if skip else 'without'} skips: best at depth {best['depth']} "
+                f"({_dB(best['_best'])}), depth {part.iloc[0]['depth']} gives {_dB(part.iloc[0]['_best'])}."
+            )
         both = sub.pivot_table(index="depth", columns="skip", values="_best")
         if True in both and False in both:
             diff = (both[False] - both[True]).dropna()
             if len(diff):
-                out.append(f"Removing the skips changes PSNR by {_dB(float(diff[diff.index <= 3].mean()) if (diff.index <= 3).any() else None, True)} "
-                           f"at depths up to 3 and {_dB(float(diff[diff.index > 3].mean()) if (diff.index > 3).any() else None, True)} deeper.")
-    out.append(f"Every run has {prof.depth_width} filters and {prof.depth_iterations} iterations; deeper networks "
-               f"fit more slowly, so a short budget favours shallow ones.")
+                out.append(
+                    "Removing the skips changes PSNR by "
+                    f"{_dB(float(diff[diff.index <= 3].mean()) if (diff.index <= 3).any() else None, True)} "
+                    "at depths up to 3 and "
+                    f"{_dB(float(diff[diff.index > 3].mean()) if (diff.index > 3).any() else None, True)} deeper."
+                )
+    out.append(
+        f"Every run has {prof.depth_width} filters and {prof.depth_iterations} iterations; deeper networks "
+        f"fit more slowly, so a short budget favours shallow ones."
+    )
     return " ".join(out)
 
 
@@ -504,10 +627,13 @@ def optim_people(df) -> Table:
     shown = df.copy()
     for col in ("best PSNR", "hole PSNR", "final PSNR"):
         shown[col] = [str(v).replace(" ± ", PM) for v in shown[col]]
-    return Table(shown.rename(columns={"best PSNR": "oracle PSNR (dB)", "best it": "oracle iteration",
-                                       "final PSNR": "final PSNR (dB)"}),
-                 f"kate, text-seed mask; PSNR in dB, {PM.strip()} the sample standard deviation (ddof 1) over the "
-                 f"n seeds; drops > 1 dB is the mean count per run.")
+    return Table(
+        shown.rename(
+            columns={"best PSNR": "oracle PSNR (dB)", "best it": "oracle iteration", "final PSNR": "final PSNR (dB)"}
+        ),
+        f"kate, text-seed mask; PSNR in dB, {PM.strip()} the sample standard deviation (ddof 1) over the "
+        f"n seeds; drops > 1 dB is the mean count per run.",
+    )
 
 
 def optim_interpretation(df, prof: Profile) -> str:
@@ -520,14 +646,24 @@ def optim_interpretation(df, prof: Profile) -> str:
     top = max(best)
     low = min(best)
     gap = df.loc[df["best - final (dB)"].idxmax()]
-    out = [f"`{top[1]}` reaches the highest oracle PSNR ({_dB(top[0])}), `{low[1]}` the lowest ({_dB(low[0])}).",
-           (f"`{gap['optimizer']}` gives back the most after its peak ({_dB(_num(gap['best - final (dB)']))} from oracle "
-           f"to final), which is the early-stopping question in one number.")]
+    out = [
+        f"`{top[1]}` reaches the highest oracle PSNR ({_dB(top[0])}), `{low[1]}` the lowest ({_dB(low[0])}).",
+        (
+            f"`{gap['optimizer']}` gives back the most after its peak ({_dB(_num(gap['best - final (dB)']))} "
+            "from oracle "
+            f"to final), which is the early-stopping question in one number."
+        ),
+    ]
     drops = _num(df["largest drop (dB)"].max())
-    out.append(f"The largest drop between two checks is {_dB(drops)}." if drops else
-               "No run fell by more than 1 dB between two checks.")
-    out.append(f"With {prof.optim_iterations} iterations at {prof.kate_size} px, the slow lr 0.001 may simply not have "
-               f"converged, so its rank can change at full scale.")
+    out.append(
+        f"The largest drop between two checks is {_dB(drops)}."
+        if drops
+        else "No run fell by more than 1 dB between two checks."
+    )
+    out.append(
+        f"With {prof.optim_iterations} iterations at {prof.kate_size} px, the slow lr 0.001 may simply not have "
+        f"converged, so its rank can change at full scale."
+    )
     return " ".join(out)
 
 
@@ -535,8 +671,10 @@ def drops_note(records: Records) -> str:
     n = sum(len(rec.get("drops") or ()) for _, rec in records)
     if n:
         return f"{n} drops of more than 1 dB were recorded; each row shows the output at the bottom of one."
-    return ("No run fell by more than 1 dB between two checks at this scale, so there is no drop to show; at the "
-            "paper's scale lr 0.1 and L-BFGS are where such drops appear.")
+    return (
+        "No run fell by more than 1 dB between two checks at this scale, so there is no drop to show; at the "
+        "paper's scale lr 0.1 and L-BFGS are where such drops appear."
+    )
 
 
 # ---------------------------------------------------------------- claims
@@ -587,10 +725,12 @@ def curves_interpretation(records: Records) -> str:
         at_end += it >= total - max(1, r.log_every)
     if not peaks:
         return "No DIP run is stored yet, so there is no curve to read."
-    return (f"Of {len(peaks)} runs, {at_end} reach their best PSNR in the last check, and the median run peaks at "
-            f"{100 * float(np.median(peaks)):.0f}% of its budget. Runs still rising at the end were stopped by the "
-            f"budget, not by over-fitting: with more iterations (as at full scale) they may gain, and the "
-            f"early-stopping question only bites for the runs that peak earlier.")
+    return (
+        f"Of {len(peaks)} runs, {at_end} reach their best PSNR in the last check, and the median run peaks at "
+        f"{100 * float(np.median(peaks)):.0f}% of its budget. Runs still rising at the end were stopped by the "
+        f"budget, not by over-fitting: with more iterations (as at full scale) they may gain, and the "
+        f"early-stopping question only bites for the runs that peak earlier."
+    )
 
 
 def _first(records: Records, **match: Any) -> tuple[Run, dict] | None:
@@ -604,7 +744,10 @@ def table1_zoom(records: Records, store: ResultStore):
     """(figure, caption): one Table-1 image (the first with both recipes stored) restored four ways,
     zoomed, with error maps; None when nothing fits."""
     for image in _names():
-        a, b = _first(records, image=image, method="dip", preset="table1-paper"), _first(records, image=image, method="dip", preset="table1-seed")
+        a, b = (
+            _first(records, image=image, method="dip", preset="table1-paper"),
+            _first(records, image=image, method="dip", preset="table1-seed"),
+        )
         if a and b:
             break
     else:
@@ -620,8 +763,10 @@ def table1_zoom(records: Records, store: ResultStore):
         if peer:
             panels.append((f"{method}: {peer[1]['summary']['final_psnr']:.2f} dB", store.image(peer[0], "final")))
     fig = zoom_compare(gt, panels)
-    return fig, (f"{_names().get(image, image)}: the whole image, a zoom on the red box, and the absolute error "
-                 f"(brighter is worse) for each method; the DIP panels show seed {a[0].seed}.")
+    return fig, (
+        f"{_names().get(image, image)}: the whole image, a zoom on the red box, and the absolute error "
+        f"(brighter is worse) for each method; the DIP panels show seed {a[0].seed}."
+    )
 
 
 def arch_zoom(records: Records, store: ResultStore, mask: str = "text-seed"):
@@ -636,8 +781,10 @@ def arch_zoom(records: Records, store: ResultStore, mask: str = "text-seed"):
     gt, _ = load_problem(lo[0])
     panels = [("masked input", store.image(lo[0], "observed"))]
     panels += [(f"{r.label}, best\nseed {r.seed}: {oracle(x):.2f} dB", store.image(r, "best")) for r, x in (lo, hi)]
-    return zoom_compare(gt, panels), (f"kate with the `{mask}` mask: the narrowest network against the best one of "
-                                      f"the filters sweep, zoomed, with error maps.")
+    return zoom_compare(gt, panels), (
+        f"kate with the `{mask}` mask: the narrowest network against the best one of "
+        f"the filters sweep, zoomed, with error maps."
+    )
 
 
 def optim_zoom(records: Records, store: ResultStore):
@@ -650,21 +797,29 @@ def optim_zoom(records: Records, store: ResultStore):
     best, worst = max(sel, key=lambda rx: oracle(rx[1])), min(sel, key=lambda rx: oracle(rx[1]))
     gt, _ = load_problem(best[0])
     panels = [("masked input", store.image(best[0], "observed"))]
-    panels += [(f"{r.label}, final\nseed {r.seed}: {x['summary']['final_psnr']:.2f} dB", store.image(r, "final"))
-               for r, x in (best, worst)]
+    panels += [
+        (f"{r.label}, final\nseed {r.seed}: {x['summary']['final_psnr']:.2f} dB", store.image(r, "final"))
+        for r, x in (best, worst)
+    ]
     return zoom_compare(gt, panels), "The best and the worst optimiser's final outputs, zoomed, with error maps."
 
 
 def gain_interpretation(records: Records, preset: str) -> str:
     """Where DIP gains most and least over the masked input (the images of a grid figure)."""
     rows = table1_rows(records, preset)
-    gains = {_names().get(v["image"], v["image"]): v["oracle"][0] - v["masked"][0] for v in rows if v["oracle"][2] and v["masked"][2]}
+    gains = {
+        _names().get(v["image"], v["image"]): v["oracle"][0] - v["masked"][0]
+        for v in rows
+        if v["oracle"][2] and v["masked"][2]
+    }
     if not gains:
         return f"No `{preset}` run is stored yet, so there is no image to show."
     hi, lo = max(gains, key=gains.get), min(gains, key=gains.get)
-    return (f"DIP lifts every image shown well above its masked input: most on {hi} ({_dB(gains[hi], True)}), least on "
-            f"{lo} ({_dB(gains[lo], True)}). Look at fine, repeated texture (stripes, hair, ridges), where the "
-            f"errors concentrate at this reduced size.")
+    return (
+        f"DIP lifts every image shown well above its masked input: most on {hi} ({_dB(gains[hi], True)}), least on "
+        f"{lo} ({_dB(gains[lo], True)}). Look at fine, repeated texture (stripes, hair, ridges), where the "
+        f"errors concentrate at this reduced size."
+    )
 
 
 # ---------------------------------------------------------------- the paper's figures
@@ -684,13 +839,17 @@ def fig2_interpretation(records: Records) -> str:
     if "image" not in at:
         return "No Fig. 2 run of the natural image is stored yet."
     base = float(np.mean(at["image"]))
-    parts = [f"`{t}` {float(np.mean(v)):.2e}" + ("" if t == "image" else f" ({float(np.mean(v)) / base:.0f}x)")
-             for t, v in at.items()]
+    parts = [
+        f"`{t}` {float(np.mean(v)):.2e}" + ("" if t == "image" else f" ({float(np.mean(v)) / base:.0f}x)")
+        for t, v in at.items()
+    ]
     slow = [t for t, v in at.items() if t != "image" and float(np.mean(v)) > base]
-    return (f"After a quarter of the iterations the loss is: {', '.join(parts)} (ratio to the natural image's). "
-            + (f"The network fits the natural image faster than {', '.join(slow)}: its structure resists noise, "
-               f"which is the paper's argument that the architecture itself is a prior."
-               if slow else "Here the natural image is not fitted faster than the others, against the paper's Fig. 2."))
+    return f"After a quarter of the iterations the loss is: {', '.join(parts)} (ratio to the natural image's). " + (
+        f"The network fits the natural image faster than {', '.join(slow)}: its structure resists noise, "
+        f"which is the paper's argument that the architecture itself is a prior."
+        if slow
+        else "Here the natural image is not fitted faster than the others, against the paper's Fig. 2."
+    )
 
 
 def kate_interpretation(records: Records) -> str:
@@ -700,11 +859,15 @@ def kate_interpretation(records: Records) -> str:
         return "No DIP run of kate with the original mask is stored yet."
     o = float(np.mean([x["summary"]["oracle_psnr"] for x in dip]))
     hole = float(np.mean([x["summary"]["oracle_hole_psnr"] for x in dip]))
-    text = (f"DIP at its oracle check reaches {_dB(o)} on the whole image and {_dB(hole)} on the masked-out text "
-            f"(mean of {len(dip)} seed{'s' if len(dip) > 1 else ''}).")
+    text = (
+        f"DIP at its oracle check reaches {_dB(o)} on the whole image and {_dB(hole)} on the masked-out text "
+        f"(mean of {len(dip)} seed{'s' if len(dip) > 1 else ''})."
+    )
     if peer:
         p, ph = peer[0]["summary"]["final_psnr"], peer[0]["summary"]["final_hole_psnr"]
-        text += (f" Biharmonic interpolation of the same mask gives {_dB(p)} ({_dB(ph)} on the hole): DIP is "
-                 f"{_dB(hole - ph, True)} on the pixels that were missing. Whole-image PSNR moves little because "
-                 f"the text covers a small part of the image; the hole PSNR is the one that judges the inpainting.")
+        text += (
+            f" Biharmonic interpolation of the same mask gives {_dB(p)} ({_dB(ph)} on the hole): DIP is "
+            f"{_dB(hole - ph, True)} on the pixels that were missing. Whole-image PSNR moves little because "
+            f"the text covers a small part of the image; the hole PSNR is the one that judges the inpainting."
+        )
     return text

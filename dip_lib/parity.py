@@ -20,6 +20,7 @@ The rule (an equivalence test, two one-sided tests at level alpha):
 The seed-to-seed spread of the baseline per image (how much the seed alone moves PSNR) is
 reported beside the verdict for scale; a difference far below it is irrelevant in practice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,9 +36,11 @@ TOLERANCE_DB = 0.2
 ALPHA = 0.05
 MIN_SEEDS = 3
 
-RULE = ("parity iff the 90% CI (Student t, paired over (image, seed)) of mean(PSNR_candidate - PSNR_fp32) lies "
-        "within +-delta, delta = max(0.2 dB, RMS of the fp32 control's difference), and no image's mean difference "
-        "is below -delta; >= 3 seeds per image")
+RULE = (
+    "parity iff the 90% CI (Student t, paired over (image, seed)) of mean(PSNR_candidate - PSNR_fp32) lies "
+    "within +-delta, delta = max(0.2 dB, RMS of the fp32 control's difference), and no image's mean difference "
+    "is below -delta; >= 3 seeds per image"
+)
 
 Key = tuple[str, int]  # (image, seed)
 
@@ -67,9 +70,14 @@ def _t_quantile(p: float, df: int) -> float:
     return float(t.ppf(p, df))
 
 
-def parity_verdict(baseline: Mapping[Key, float], candidate: Mapping[Key, float],
-                   control: Mapping[Key, float] | None = None, tol_db: float = TOLERANCE_DB,
-                   alpha: float = ALPHA, min_seeds: int = MIN_SEEDS) -> ParityVerdict:
+def parity_verdict(
+    baseline: Mapping[Key, float],
+    candidate: Mapping[Key, float],
+    control: Mapping[Key, float] | None = None,
+    tol_db: float = TOLERANCE_DB,
+    alpha: float = ALPHA,
+    min_seeds: int = MIN_SEEDS,
+) -> ParityVerdict:
     """Decide parity of ``candidate`` with ``baseline`` (see the module docstring for the rule).
 
     Each mapping goes from (image, seed) to a PSNR in dB; ``candidate`` and ``control`` must have
@@ -102,8 +110,13 @@ def parity_verdict(baseline: Mapping[Key, float], candidate: Mapping[Key, float]
         ks = [k for k in keys if k[0] == img]
         d = [candidate[k] - baseline[k] for k in ks]
         base = [baseline[k] for k in ks]
-        per_image[img] = {"mean_diff_db": statistics.fmean(d), "min_diff_db": min(d), "max_diff_db": max(d),
-                          "baseline_mean_db": statistics.fmean(base), "baseline_seed_sd_db": statistics.stdev(base)}
+        per_image[img] = {
+            "mean_diff_db": statistics.fmean(d),
+            "min_diff_db": min(d),
+            "max_diff_db": max(d),
+            "baseline_mean_db": statistics.fmean(base),
+            "baseline_seed_sd_db": statistics.stdev(base),
+        }
     lo, hi = mean - half, mean + half
     worst = min(images, key=lambda i: per_image[i]["mean_diff_db"])
     ci_inside = -delta <= lo and hi <= delta
@@ -115,8 +128,17 @@ def parity_verdict(baseline: Mapping[Key, float], candidate: Mapping[Key, float]
     else:
         reason = f"the CI [{lo:+.3f}, {hi:+.3f}] dB lies within +-{delta:.3f} dB"
     passed = ci_inside and image_ok
-    return ParityVerdict(passed=passed, n_pairs=n, mean_diff_db=mean, ci_low_db=lo, ci_high_db=hi,
-                         tolerance_db=delta, control_rms_db=control_rms, per_image=per_image, reason=reason)
+    return ParityVerdict(
+        passed=passed,
+        n_pairs=n,
+        mean_diff_db=mean,
+        ci_low_db=lo,
+        ci_high_db=hi,
+        tolerance_db=delta,
+        control_rms_db=control_rms,
+        per_image=per_image,
+        reason=reason,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +172,7 @@ def parity_problem(image: str, size: int, mask_seed: int = 0) -> tuple[Any, Any,
     if min(h, w) < size:
         raise DipError(f"image {image} is {w}x{h}, smaller than {size}")
     top, left = (h - size) // 2, (w - size) // 2
-    truth = np.ascontiguousarray(img[:, top:top + size, left:left + size])
+    truth = np.ascontiguousarray(img[:, top : top + size, left : left + size])
     return truth, bernoulli_mask((size, size), 0.5, seed=mask_seed), source
 
 
@@ -172,17 +194,39 @@ def _fit_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(job["seed"])
     net = SkipNet(net_cfg)
     z = make_input(preset.input_kind, net_cfg.in_channels, job["size"], job["size"], job["seed"])
-    cfg = preset.fit_config(iterations=job["iterations"], seed=job["seed"], device="cpu", progress=False,
-                            log_every=max(1, job["iterations"] // 10), adam_impl="fused", threads=job["threads"])
+    cfg = preset.fit_config(
+        iterations=job["iterations"],
+        seed=job["seed"],
+        device="cpu",
+        progress=False,
+        log_every=max(1, job["iterations"] // 10),
+        adam_impl="fused",
+        threads=job["threads"],
+    )
     res = fit(net, z, truth * mask, mask, replace(cfg, **ARMS[job["arm"]]), truth)
-    return {"image": job["image"], "seed": job["seed"], "arm": job["arm"], "source": source,
-            "final_psnr": res.final_psnr, "best_psnr": res.best_psnr, "wall_s": res.wall_time,
-            "guard_restores": res.guard_restores}
+    return {
+        "image": job["image"],
+        "seed": job["seed"],
+        "arm": job["arm"],
+        "source": source,
+        "final_psnr": res.final_psnr,
+        "best_psnr": res.best_psnr,
+        "wall_s": res.wall_time,
+        "guard_restores": res.guard_restores,
+    }
 
 
-def measure_parity(preset: str = "table1-paper", images: tuple[str, ...] = PARITY_IMAGES, seeds: tuple[int, ...] = (0, 1, 2),
-                   size: int = 64, iterations: int = 300, arms: tuple[str, ...] = tuple(ARMS), workers: int = 1,
-                   threads: int = 1, **net_overrides: Any) -> dict[str, Any]:
+def measure_parity(
+    preset: str = "table1-paper",
+    images: tuple[str, ...] = PARITY_IMAGES,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    size: int = 64,
+    iterations: int = 300,
+    arms: tuple[str, ...] = tuple(ARMS),
+    workers: int = 1,
+    threads: int = 1,
+    **net_overrides: Any,
+) -> dict[str, Any]:
     """Fit every (image, seed, arm) on the CPU and judge each non-fp32 arm against fp32 with
     ``parity_verdict`` (final and best PSNR; the final one decides). ``workers`` processes of
     ``threads`` threads each run the fits side by side."""
@@ -190,8 +234,21 @@ def measure_parity(preset: str = "table1-paper", images: tuple[str, ...] = PARIT
 
     if "fp32" not in arms:
         raise ValueError("the parity study needs the fp32 arm")
-    jobs = [{"preset": preset, "image": img, "seed": s, "arm": a, "size": size, "iterations": iterations,
-             "threads": threads, "net": net_overrides} for img in images for s in seeds for a in arms]
+    jobs = [
+        {
+            "preset": preset,
+            "image": img,
+            "seed": s,
+            "arm": a,
+            "size": size,
+            "iterations": iterations,
+            "threads": threads,
+            "net": net_overrides,
+        }
+        for img in images
+        for s in seeds
+        for a in arms
+    ]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             runs = list(pool.map(_fit_job, jobs))
@@ -199,17 +256,33 @@ def measure_parity(preset: str = "table1-paper", images: tuple[str, ...] = PARIT
         runs = [_fit_job(j) for j in jobs]
     for r in runs:
         log.info("parity %s seed %d %s: final %.3f dB", r["image"], r["seed"], r["arm"], r["final_psnr"])
-    table = {a: {m: {(r["image"], r["seed"]): r[m] for r in runs if r["arm"] == a} for m in ("final_psnr", "best_psnr")}
-             for a in arms}
+    table = {
+        a: {m: {(r["image"], r["seed"]): r[m] for r in runs if r["arm"] == a} for m in ("final_psnr", "best_psnr")}
+        for a in arms
+    }
     control = "fp32-control" if "fp32-control" in arms else None
     verdicts = {}
     for a in arms:
         if a in ("fp32", control):
             continue
-        verdicts[a] = {m: parity_verdict(table["fp32"][m], table[a][m], table[control][m] if control else None).to_dict()
-                       for m in ("final_psnr", "best_psnr")}
+        verdicts[a] = {
+            m: parity_verdict(table["fp32"][m], table[a][m], table[control][m] if control else None).to_dict()
+            for m in ("final_psnr", "best_psnr")
+        }
         verdicts[a]["passed"] = verdicts[a]["final_psnr"]["passed"]
-    return {"parity": {"preset": preset, "size": size, "iterations": iterations, "images": list(images),
-                       "seeds": list(seeds), "arms": {a: ARMS[a] for a in arms}, "threads_per_fit": threads,
-                       "net_overrides": net_overrides, "rule": RULE, "decided_on": "final_psnr",
-                       "verdicts": verdicts, "runs": runs}}
+    return {
+        "parity": {
+            "preset": preset,
+            "size": size,
+            "iterations": iterations,
+            "images": list(images),
+            "seeds": list(seeds),
+            "arms": {a: ARMS[a] for a in arms},
+            "threads_per_fit": threads,
+            "net_overrides": net_overrides,
+            "rule": RULE,
+            "decided_on": "final_psnr",
+            "verdicts": verdicts,
+            "runs": runs,
+        }
+    }

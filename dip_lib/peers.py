@@ -16,6 +16,7 @@ Colour images are coded channel by channel with the same greyscale dictionary.
 Arrays: observed (C, H, W) float32 in [0, 1]; mask (1 or C, H, W), 1 = observed.
 sporco is imported lazily (``pip install sporco``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,13 @@ def _import_sporco():
     return sporco.fft, cbpdn, tvl2, convdicts
 
 
-def csc(observed: np.ndarray, mask: np.ndarray, lmbda: float = CSC_LAMBDA, iterations: int | None = CSC_ITERATIONS,
-        dictionary: str = CSC_DICTIONARY) -> np.ndarray:
+def csc(
+    observed: np.ndarray,
+    mask: np.ndarray,
+    lmbda: float = CSC_LAMBDA,
+    iterations: int | None = CSC_ITERATIONS,
+    dictionary: str = CSC_DICTIONARY,
+) -> np.ndarray:
     """Convolutional sparse coding inpainting (module docstring); (C, H, W) float32 in [0, 1].
 
     ``lmbda``: l1 weight (default CSC_LAMBDA = 0.01); ``iterations``: ADMM iterations of the coding
@@ -98,13 +104,29 @@ def csc(observed: np.ndarray, mask: np.ndarray, lmbda: float = CSC_LAMBDA, itera
     effort = fft.pyfftw_planner_effort
     fft.pyfftw_planner_effort = "FFTW_ESTIMATE"
     try:
-        tv_opt = tvl2.TVL2Denoise.Options({"Verbose": False, "MaxMainIter": LOWPASS_ITERATIONS, "DFidWeight": w,
-                                           "gEvalY": False, "AutoRho": {"Enabled": True}})
+        tv_opt = tvl2.TVL2Denoise.Options(
+            {
+                "Verbose": False,
+                "MaxMainIter": LOWPASS_ITERATIONS,
+                "DFidWeight": w,
+                "gEvalY": False,
+                "AutoRho": {"Enabled": True},
+            }
+        )
         low = tvl2.TVL2Denoise(s, LOWPASS_LAMBDA, tv_opt, axes=(0, 1)).solve()
         high = w * (s - low)  # masked, as SPORCO's example does, for faster convergence
-        opt = cbpdn.ConvBPDNMaskDcpl.Options({"Verbose": False, "MaxMainIter": iterations, "HighMemSolve": True,
-                                              "RelStopTol": 1e-3, "AuxVarObj": False, "RelaxParam": 1.8,
-                                              "rho": 50 * lmbda + 0.1, "AutoRho": {"Enabled": False}})
+        opt = cbpdn.ConvBPDNMaskDcpl.Options(
+            {
+                "Verbose": False,
+                "MaxMainIter": iterations,
+                "HighMemSolve": True,
+                "RelStopTol": 1e-3,
+                "AuxVarObj": False,
+                "RelaxParam": 1.8,
+                "rho": 50 * lmbda + 0.1,
+                "AutoRho": {"Enabled": False},
+            }
+        )
         solver = cbpdn.ConvBPDNMaskDcpl(dicts[dictionary].astype(np.float32), high, lmbda, w, opt=opt, dimK=0)
         solver.solve()
         rec = solver.reconstruct().reshape(s.shape)
@@ -114,14 +136,29 @@ def csc(observed: np.ndarray, mask: np.ndarray, lmbda: float = CSC_LAMBDA, itera
     return np.clip(np.moveaxis(out, -1, 0), 0, 1).astype(np.float32)
 
 
-def csc_params(lmbda: float = CSC_LAMBDA, iterations: int | None = None, dictionary: str = CSC_DICTIONARY) -> dict[str, Any]:
-    return {"dictionary": dictionary, "lmbda": lmbda, "iterations": CSC_ITERATIONS if iterations is None else iterations,
-            "rho": 50 * lmbda + 0.1, "lowpass": "masked l2-TV", "lowpass_lambda": LOWPASS_LAMBDA,
-            "lowpass_iterations": LOWPASS_ITERATIONS, "pad": PAD, "solver": "sporco.admm.cbpdn.ConvBPDNMaskDcpl"}
+def csc_params(
+    lmbda: float = CSC_LAMBDA, iterations: int | None = None, dictionary: str = CSC_DICTIONARY
+) -> dict[str, Any]:
+    return {
+        "dictionary": dictionary,
+        "lmbda": lmbda,
+        "iterations": CSC_ITERATIONS if iterations is None else iterations,
+        "rho": 50 * lmbda + 0.1,
+        "lowpass": "masked l2-TV",
+        "lowpass_lambda": LOWPASS_LAMBDA,
+        "lowpass_iterations": LOWPASS_ITERATIONS,
+        "pad": PAD,
+        "solver": "sporco.admm.cbpdn.ConvBPDNMaskDcpl",
+    }
 
 
-def run_peers(ground_truth: np.ndarray, mask: np.ndarray, methods: tuple[str, ...] = METHODS,
-              csc_iterations: int | None = None, missing: str = "raise") -> dict[str, dict[str, Any]]:
+def run_peers(
+    ground_truth: np.ndarray,
+    mask: np.ndarray,
+    methods: tuple[str, ...] = METHODS,
+    csc_iterations: int | None = None,
+    missing: str = "raise",
+) -> dict[str, dict[str, Any]]:
     """Run each peer on ``ground_truth * mask``; per method {"psnr", "ssim", "wall_time", "output", "params"}.
 
     ``missing``: what to do when sporco is absent for "csc": "raise" (a DipError) or "skip" (a warning).
@@ -151,6 +188,12 @@ def run_peers(ground_truth: np.ndarray, mask: np.ndarray, methods: tuple[str, ..
             out = csc(observed, mask, iterations=csc_iterations)
             params = csc_params(iterations=csc_iterations)
         wall = time.perf_counter() - t0
-        results[method] = {"psnr": psnr(gt, out), "ssim": ssim(gt, out), "wall_time": wall, "output": out, "params": params}
+        results[method] = {
+            "psnr": psnr(gt, out),
+            "ssim": ssim(gt, out),
+            "wall_time": wall,
+            "output": out,
+            "params": params,
+        }
         log.info("%s: PSNR %.2f dB in %.1f s", method, results[method]["psnr"], wall)
     return results

@@ -3,6 +3,7 @@
 Every function takes ``records``: a list of (Run, record dict) as returned by
 ``experiments.load_records``. Nothing here computes a fit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -29,8 +30,11 @@ def _pd():
 def banner(profile: str) -> str:
     """One paragraph saying what the profile is and whether it is comparable to the paper."""
     prof = get_profile(profile)
-    note = "Full scale: comparable to the paper." if prof.comparable else (
-        "REDUCED SCALE: these numbers are not comparable to the paper's; they show trends only.")
+    note = (
+        "Full scale: comparable to the paper."
+        if prof.comparable
+        else ("REDUCED SCALE: these numbers are not comparable to the paper's; they show trends only.")
+    )
     return f"Profile '{prof.name}': {prof.description}. {note}"
 
 
@@ -56,17 +60,27 @@ def table1_table(records: Records, preset: str, comparable: bool):
     for image, v in values.items():
         ref = paper.get(names.get(image, ""), {})
         dip_paper = float(ref["dip_psnr"]) if ref else float("nan")
-        rows.append({
-            "image": names.get(image, image),
-            "masked input": v["masked"][0],
-            "DIP oracle": fmt(*v["oracle"]), "DIP final": fmt(*v["final"]), "DIP EMA": fmt(*v["ema"]),
-            "DIP ES-WMV": fmt(*v["eswmv"]), "oracle it": round(v["best_it"][0]) if v["best_it"][2] else None,
-            "restores": v["restores"][0],
-            "biharmonic": v["biharmonic"][0], "CSC (sporco)": v["csc"][0],
-            "paper DIP": dip_paper, "paper Papyan": float(ref["papyan_psnr"]) if ref else float("nan"),
-            "oracle - paper DIP": v["oracle"][0] - dip_paper,
-            "_oracle": v["oracle"][0], "_final": v["final"][0], "_ema": v["ema"][0], "_eswmv": v["eswmv"][0],
-        })
+        rows.append(
+            {
+                "image": names.get(image, image),
+                "masked input": v["masked"][0],
+                "DIP oracle": fmt(*v["oracle"]),
+                "DIP final": fmt(*v["final"]),
+                "DIP EMA": fmt(*v["ema"]),
+                "DIP ES-WMV": fmt(*v["eswmv"]),
+                "oracle it": round(v["best_it"][0]) if v["best_it"][2] else None,
+                "restores": v["restores"][0],
+                "biharmonic": v["biharmonic"][0],
+                "CSC (sporco)": v["csc"][0],
+                "paper DIP": dip_paper,
+                "paper Papyan": float(ref["papyan_psnr"]) if ref else float("nan"),
+                "oracle - paper DIP": v["oracle"][0] - dip_paper,
+                "_oracle": v["oracle"][0],
+                "_final": v["final"][0],
+                "_ema": v["ema"][0],
+                "_eswmv": v["eswmv"][0],
+            }
+        )
     df = pd.DataFrame(rows)
     mean = {"image": "mean", "masked input": df["masked input"].mean()}
     for col in ("DIP oracle", "DIP final", "DIP EMA", "DIP ES-WMV"):
@@ -76,8 +90,13 @@ def table1_table(records: Records, preset: str, comparable: bool):
     df = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
     df = df.drop(columns=[c for c in df.columns if c.startswith("_")])
     if not comparable:  # reduced scale: the paper's values stay for orientation, labelled as such
-        df = df.rename(columns={"paper DIP": "paper DIP (full scale)", "paper Papyan": "paper Papyan (full scale)",
-                                "oracle - paper DIP": "oracle - paper DIP (not comparable)"})
+        df = df.rename(
+            columns={
+                "paper DIP": "paper DIP (full scale)",
+                "paper Papyan": "paper Papyan (full scale)",
+                "oracle - paper DIP": "oracle - paper DIP (not comparable)",
+            }
+        )
     return df.round(2)
 
 
@@ -86,11 +105,15 @@ def peers_timing(records: Records):
     rows = []
     for method in ("biharmonic", "csc"):
         secs = [rec["summary"]["wall_time"] for run, rec in records if run.method == method]
-        rows.append({"method": method, "runs": len(secs), "median seconds": float(np.median(secs)) if secs else float("nan")})
+        rows.append(
+            {"method": method, "runs": len(secs), "median seconds": float(np.median(secs)) if secs else float("nan")}
+        )
     for preset, rows_p in _by([(r, x) for r, x in records if r.method == "dip"], lambda r: r.preset).items():
         secs = [rec["summary"]["wall_time"] for _, rec in rows_p]
         devs = sorted({rec["environment"]["device_name"] for _, rec in rows_p})
-        rows.append({"method": f"DIP {preset} ({', '.join(devs)})", "runs": len(secs), "median seconds": float(np.median(secs))})
+        rows.append(
+            {"method": f"DIP {preset} ({', '.join(devs)})", "runs": len(secs), "median seconds": float(np.median(secs))}
+        )
     return pd.DataFrame(rows).round(2)
 
 
@@ -104,8 +127,12 @@ def psnr_curves(records: Records, group, title: str, ncols: int = 4, label=None)
     for ax, (key, rows) in zip(axes.flat, groups.items()):
         for run, rec in rows:
             h = rec["history"]
-            ax.plot(h["iteration"], [np.nan if p is None else p for p in h["psnr_clean"]], lw=0.8,
-                    label=label(run) if label else None)
+            ax.plot(
+                h["iteration"],
+                [np.nan if p is None else p for p in h["psnr_clean"]],
+                lw=0.8,
+                label=label(run) if label else None,
+            )
         ax.set_title(str(key))
         ax.set_xlabel("iteration")
         ax.set_ylabel("PSNR (dB)")
@@ -135,20 +162,28 @@ def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float
     return fig
 
 
-def table1_grid(records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None,
-                size: float = 2.6):
+def table1_grid(
+    records: Records, store: ResultStore, preset: str, images: Iterable[str] | None = None, size: float = 2.6
+):
     rows = []
     for image, recs in _by(records, lambda r: r.image).items():
         if images is not None and image not in images:
             continue
-        dip = [(r, x) for r, x in recs if r.method == "dip" and r.preset == preset and r.seed == min(rr.seed for rr, _ in recs)]
+        dip = [
+            (r, x)
+            for r, x in recs
+            if r.method == "dip" and r.preset == preset and r.seed == min(rr.seed for rr, _ in recs)
+        ]
         if not dip:
             continue
         run, rec = dip[0]
         gt, _ = load_problem(run)
-        panels = [("ground truth", gt), ("masked", store.image(run, "observed")),
-                  (f"best, seed {run.seed}: {rec['summary']['best_psnr']:.2f} dB", store.image(run, "best")),
-                  (f"final, seed {run.seed}: {rec['summary']['final_psnr']:.2f} dB", store.image(run, "final"))]
+        panels = [
+            ("ground truth", gt),
+            ("masked", store.image(run, "observed")),
+            (f"best, seed {run.seed}: {rec['summary']['best_psnr']:.2f} dB", store.image(run, "best")),
+            (f"final, seed {run.seed}: {rec['summary']['final_psnr']:.2f} dB", store.image(run, "final")),
+        ]
         peer = [(r, x) for r, x in recs if r.method == "csc"]
         if peer:
             panels.append((f"CSC: {peer[0][1]['summary']['final_psnr']:.2f} dB", store.image(peer[0][0], "final")))
@@ -156,8 +191,13 @@ def table1_grid(records: Records, store: ResultStore, preset: str, images: Itera
     return image_grid(rows, size=size) if rows else None
 
 
-def zoom_compare(gt: np.ndarray, panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int] | None = None,
-                 size: float = 3.2, vmax_error: float = 0.25):
+def zoom_compare(
+    gt: np.ndarray,
+    panels: list[tuple[str, np.ndarray]],
+    box: tuple[int, int, int] | None = None,
+    size: float = 3.2,
+    vmax_error: float = 0.25,
+):
     """Three rows for judging a restoration: the whole images, a zoomed crop (the box drawn on the
     first), and the absolute error against ``gt`` (mean over channels). box: (top, left, side);
     default a centred square of a third of the side."""
@@ -173,12 +213,13 @@ def zoom_compare(gt: np.ndarray, panels: list[tuple[str, np.ndarray]], box: tupl
     im = None
     for j, (name, img) in enumerate(items):
         img = np.clip(img, 0, 1)
-        show = (lambda a: a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        show = lambda a: a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
         axes[0, j].imshow(show(img), cmap="gray", vmin=0, vmax=1)
         axes[0, j].add_patch(Rectangle((left, top), side, side, fill=False, ec="#ff3b30", lw=1.2))
         axes[0, j].set_title(name, fontsize=10)
-        axes[1, j].imshow(show(img[:, top : top + side, left : left + side]), cmap="gray", vmin=0, vmax=1,
-                          interpolation="nearest")
+        axes[1, j].imshow(
+            show(img[:, top : top + side, left : left + side]), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+        )
         axes[1, j].set_title("zoom (red box)", fontsize=9)
         err = np.abs(img - gt).mean(axis=0)
         im = axes[2, j].imshow(err, cmap="magma", vmin=0, vmax=vmax_error)
@@ -205,14 +246,23 @@ def arch_tables(records: Records):
         gain = _mean_std(late_gain(rec) for _, rec in rows)
         params = rows[0][1]["summary"]["params"]
         run = rows[0][0]
-        cells = {"params": params, "n": best[2], "best PSNR": fmt(*best), "hole PSNR": fmt(*hole),
-                 "final PSNR": fmt(*final), "last 20% gain": gain[0], "_best": best[0]}
+        cells = {
+            "params": params,
+            "n": best[2],
+            "best PSNR": fmt(*best),
+            "hole PSNR": fmt(*hole),
+            "final PSNR": fmt(*final),
+            "last 20% gain": gain[0],
+            "_best": best[0],
+        }
         if not label.startswith("depth"):
             f_rows.append({"mask": mask, "filters": run.filters, **cells})
         else:
             d_rows.append({"mask": mask, "depth": run.depth, "skip": run.skip, **cells})
     fdf = pd.DataFrame(f_rows).sort_values(["mask", "filters"]).reset_index(drop=True) if f_rows else pd.DataFrame()
-    ddf = pd.DataFrame(d_rows).sort_values(["mask", "skip", "depth"]).reset_index(drop=True) if d_rows else pd.DataFrame()
+    ddf = (
+        pd.DataFrame(d_rows).sort_values(["mask", "skip", "depth"]).reset_index(drop=True) if d_rows else pd.DataFrame()
+    )
     return fdf, ddf
 
 
@@ -248,8 +298,9 @@ def arch_outputs(records: Records, store: ResultStore, mask: str):
         group.sort(key=lambda rx: (not rx[0].skip, rx[0].depth, rx[0].filters or 0))
         for start in range(0, len(group), 8):
             chunk = group[start : start + 8]
-            rows.append((kind, [(f"{r.label}\nseed {r.seed}: {oracle(x):.1f} dB", store.image(r, "best"))
-                                for r, x in chunk]))
+            rows.append(
+                (kind, [(f"{r.label}\nseed {r.seed}: {oracle(x):.1f} dB", store.image(r, "best")) for r, x in chunk])
+            )
     return image_grid(rows, size=2.4)
 
 
@@ -289,11 +340,21 @@ def optim_table(records: Records):
         drops = [d for _, x in recs for d in x["drops"]]
         biggest = max((d["from_psnr"] - d["to_psnr"] for d in drops), default=0.0)
         hole = _mean_std(hole_psnr(x) for _, x in recs)
-        rows.append({"optimizer": label, "n": best[2], "best PSNR": fmt(*best), "hole PSNR": fmt(*hole),
-                     "best it": round(np.mean([oracle_iteration(x) for _, x in recs])),
-                     "final PSNR": fmt(*final), "best - final (dB)": best[0] - final[0],
-                     "drops > 1 dB": len(drops) / len(recs), "largest drop (dB)": biggest, "ms / iteration": ms,
-                     "device": recs[0][1]["environment"]["device_name"]})
+        rows.append(
+            {
+                "optimizer": label,
+                "n": best[2],
+                "best PSNR": fmt(*best),
+                "hole PSNR": fmt(*hole),
+                "best it": round(np.mean([oracle_iteration(x) for _, x in recs])),
+                "final PSNR": fmt(*final),
+                "best - final (dB)": best[0] - final[0],
+                "drops > 1 dB": len(drops) / len(recs),
+                "largest drop (dB)": biggest,
+                "ms / iteration": ms,
+                "device": recs[0][1]["environment"]["device_name"],
+            }
+        )
     return pd.DataFrame(rows).round(2)
 
 
@@ -301,8 +362,12 @@ def optim_curves(records: Records):
     fig, ax = plt.subplots(figsize=(8, 4))
     for run, rec in records:
         h = rec["history"]
-        ax.plot(h["iteration"], [np.nan if p is None else p for p in h["psnr_clean"]], lw=0.8,
-                label=f"{run.label} (seed {run.seed})")
+        ax.plot(
+            h["iteration"],
+            [np.nan if p is None else p for p in h["psnr_clean"]],
+            lw=0.8,
+            label=f"{run.label} (seed {run.seed})",
+        )
     ax.set_xlabel("iteration (L-BFGS: function evaluation)")
     ax.set_ylabel("PSNR (dB)")
     ax.legend(fontsize=8)
@@ -315,7 +380,10 @@ def optim_drops(records: Records, store: ResultStore):
     for run, rec in records:
         if not rec["drops"]:
             continue
-        panels = [(f"it {d['bottom_iteration']}: {d['from_psnr']:.1f}->{d['to_psnr']:.1f}", store.image(run, d["image"])) for d in rec["drops"]]
+        panels = [
+            (f"it {d['bottom_iteration']}: {d['from_psnr']:.1f}->{d['to_psnr']:.1f}", store.image(run, d["image"]))
+            for d in rec["drops"]
+        ]
         rows.append((f"{run.label} s{run.seed}", panels))
     return image_grid(rows) if rows else None
 
@@ -330,8 +398,14 @@ def reference_table():
     for file_name, display in TABLE1_ORDER:
         p = next(r for r in paper_table1() if r["image"] == display)
         g = next((v for k, v in g71.items() if k.startswith(file_name[:4])), None)
-        rows.append({"image": display, "Papyan et al. (paper)": float(p["papyan_psnr"]), "DIP (paper)": float(p["dip_psnr"]),
-                     "group-71 max PSNR": float(g["max_psnr"]) if g else float("nan")})
+        rows.append(
+            {
+                "image": display,
+                "Papyan et al. (paper)": float(p["papyan_psnr"]),
+                "DIP (paper)": float(p["dip_psnr"]),
+                "group-71 max PSNR": float(g["max_psnr"]) if g else float("nan"),
+            }
+        )
     df = pd.DataFrame(rows)
     mean = {"image": "mean", **{c: df[c].mean() for c in df.columns if c != "image"}}
     return pd.concat([df, pd.DataFrame([mean])], ignore_index=True).round(2)
@@ -356,8 +430,14 @@ def fig2_curves(records: Records):
     colors = dict(zip(("image", "noisy", "shuffled", "noise"), ("C0", "C1", "C2", "C3")))
     for run, rec in runs:
         h = rec["history"]
-        ax.plot(h["iteration"], h["loss"], lw=1, color=colors.get(run.target), alpha=0.9 if run.seed == 0 else 0.5,
-                label=f"{run.target} (seed {run.seed})")
+        ax.plot(
+            h["iteration"],
+            h["loss"],
+            lw=1,
+            color=colors.get(run.target),
+            alpha=0.9 if run.seed == 0 else 0.5,
+            label=f"{run.target} (seed {run.seed})",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("MSE to the target (log)")
@@ -378,10 +458,16 @@ def kate_figure(records: Records, store: ResultStore):
     panels = [("ground truth", gt), ("masked input", store.image(first, "observed"))]
     for run, rec in dip[:1]:
         s = rec["summary"]
-        panels.append((f"DIP seed {run.seed}, check {s['oracle_iteration']}\n{s['oracle_psnr']:.2f} dB "
-                       f"(hole {s['oracle_hole_psnr']:.2f})", store.image(run, "best")))
+        panels.append(
+            (
+                f"DIP seed {run.seed}, check {s['oracle_iteration']}\n{s['oracle_psnr']:.2f} dB "
+                f"(hole {s['oracle_hole_psnr']:.2f})",
+                store.image(run, "best"),
+            )
+        )
     for run, rec in peer[:1]:
         s = rec["summary"]
-        panels.append((f"biharmonic\n{s['final_psnr']:.2f} dB (hole {s['final_hole_psnr']:.2f})",
-                       store.image(run, "final")))
+        panels.append(
+            (f"biharmonic\n{s['final_psnr']:.2f} dB (hole {s['final_hole_psnr']:.2f})", store.image(run, "final"))
+        )
     return image_grid([("kate", panels)], size=3.2)

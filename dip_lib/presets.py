@@ -3,6 +3,7 @@
 Sources (DmitryUlyanov/deep-image-prior @ 042e0d4c): ``inpainting.ipynb`` (kate, vase, library)
 and ``restoration.ipynb`` (Table 1, barbara); ``table1-seed`` is the seed report's choice.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -16,8 +17,15 @@ from .nets import SkipConfig, SkipNet, count_params, min_size
 from .solver import FitConfig
 
 _TEXT_NET = SkipConfig(
-    in_channels=32, channels_down=(128,) * 5, channels_up=(128,) * 5, channels_skip=(128,) * 5,
-    kernel_down=3, kernel_up=3, kernel_skip=1, upsample_mode="nearest", pad="reflection",
+    in_channels=32,
+    channels_down=(128,) * 5,
+    channels_up=(128,) * 5,
+    channels_skip=(128,) * 5,
+    kernel_down=3,
+    kernel_up=3,
+    kernel_skip=1,
+    upsample_mode="nearest",
+    pad="reflection",
 )
 _LIB = (16, 32, 64, 128, 128, 128)
 
@@ -44,13 +52,20 @@ class Preset:
 
     def fit_config(self, **overrides: Any) -> FitConfig:
         """The recipe's FitConfig; ``overrides`` (None values ignored) replace its fields."""
-        base = dict(iterations=self.iterations, lr=self.lr, optimizer=self.optimizer,
-                    reg_noise_std=self.reg_noise_std, param_noise=self.param_noise, guard=self.guard)
+        base = dict(
+            iterations=self.iterations,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            reg_noise_std=self.reg_noise_std,
+            param_noise=self.param_noise,
+            guard=self.guard,
+        )
         base.update({k: v for k, v in overrides.items() if v is not None})
         return FitConfig(**base)
 
-    def setup(self, shape: tuple[int, int, int], seed: int = 0, net: dict[str, Any] | None = None,
-              **fit_overrides: Any) -> tuple[SkipNet, torch.Tensor, FitConfig]:
+    def setup(
+        self, shape: tuple[int, int, int], seed: int = 0, net: dict[str, Any] | None = None, **fit_overrides: Any
+    ) -> tuple[SkipNet, torch.Tensor, FitConfig]:
         """Everything a fit of an image of ``shape`` (C, H, W) needs: the network with freshly seeded
         weights, its input (1, C_in, H, W) and the FitConfig (seeded with ``seed``). The one assembly
         path from image and recipe to ``fit``; DipError when the image is too small for the depth."""
@@ -73,22 +88,61 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset(name="text", description="kate text inpainting (inpainting.ipynb): noise input 32 ch, 128 skip "
-               "channels; no guard, as the original", net=_TEXT_NET, iterations=6001, lr=0.01, guard=False),
-        Preset(name="table1-paper", description="Table 1 Bernoulli inpainting (restoration.ipynb): skip 4 channels, "
-               "bilinear, Adam 0.001, backtracking guard",
-               net=replace(_TEXT_NET, channels_skip=(4,) * 5, upsample_mode="bilinear"), iterations=11000, lr=0.001,
-               guard=True),
-        Preset(name="table1-seed", description="Table 1 with the seed report's choice: the text network, lr 0.01, "
-               "6001 it", net=_TEXT_NET, iterations=6001, lr=0.01, guard=False),
-        Preset(name="vase", description="vase inpainting (inpainting.ipynb): meshgrid input, no skip channels",
-               net=replace(_TEXT_NET, in_channels=2, channels_skip=(0,) * 5), input_kind="meshgrid", iterations=5001,
-               lr=0.01, guard=False),
-        Preset(name="library-depth6", description="library inpainting (inpainting.ipynb, skip_depth6): input depth "
-               "1, k_down 5, no 1x1 up, param noise (implemented here; a no-op in the original), no reg noise",
-               net=SkipConfig(in_channels=1, channels_down=_LIB, channels_up=_LIB, channels_skip=(0,) * 6,
-                              kernel_down=5, kernel_up=3, upsample_mode="nearest", need_1x1_up=False),
-               iterations=3001, lr=0.01, reg_noise_std=0.0, param_noise=True, guard=False),
+        Preset(
+            name="text",
+            description="kate text inpainting (inpainting.ipynb): noise input 32 ch, 128 skip "
+            "channels; no guard, as the original",
+            net=_TEXT_NET,
+            iterations=6001,
+            lr=0.01,
+            guard=False,
+        ),
+        Preset(
+            name="table1-paper",
+            description="Table 1 Bernoulli inpainting (restoration.ipynb): skip 4 channels, "
+            "bilinear, Adam 0.001, backtracking guard",
+            net=replace(_TEXT_NET, channels_skip=(4,) * 5, upsample_mode="bilinear"),
+            iterations=11000,
+            lr=0.001,
+            guard=True,
+        ),
+        Preset(
+            name="table1-seed",
+            description="Table 1 with the seed report's choice: the text network, lr 0.01, 6001 it",
+            net=_TEXT_NET,
+            iterations=6001,
+            lr=0.01,
+            guard=False,
+        ),
+        Preset(
+            name="vase",
+            description="vase inpainting (inpainting.ipynb): meshgrid input, no skip channels",
+            net=replace(_TEXT_NET, in_channels=2, channels_skip=(0,) * 5),
+            input_kind="meshgrid",
+            iterations=5001,
+            lr=0.01,
+            guard=False,
+        ),
+        Preset(
+            name="library-depth6",
+            description="library inpainting (inpainting.ipynb, skip_depth6): input depth "
+            "1, k_down 5, no 1x1 up, param noise (implemented here; a no-op in the original), no reg noise",
+            net=SkipConfig(
+                in_channels=1,
+                channels_down=_LIB,
+                channels_up=_LIB,
+                channels_skip=(0,) * 6,
+                kernel_down=5,
+                kernel_up=3,
+                upsample_mode="nearest",
+                need_1x1_up=False,
+            ),
+            iterations=3001,
+            lr=0.01,
+            reg_noise_std=0.0,
+            param_noise=True,
+            guard=False,
+        ),
     ]
 }
 
@@ -102,5 +156,9 @@ def get_preset(name: str) -> Preset:
 
 def sweep_net(filters: int = 128, depth: int = 5, skip: bool = True) -> SkipConfig:
     """The architecture-sweep family: the text network with ``filters`` per layer and ``depth`` levels."""
-    return replace(_TEXT_NET, channels_down=(filters,) * depth, channels_up=(filters,) * depth,
-                   channels_skip=((filters if skip else 0),) * depth)
+    return replace(
+        _TEXT_NET,
+        channels_down=(filters,) * depth,
+        channels_up=(filters,) * depth,
+        channels_skip=((filters if skip else 0),) * depth,
+    )

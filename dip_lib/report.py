@@ -6,6 +6,7 @@ render HTML for readers (``dip_lib.site``: code hidden, real titles, navigation)
 page. Without --execute nothing is computed: every page renders from the runs that are stored and
 says which are missing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,15 +31,26 @@ REPORT_NOTEBOOKS = (
 )
 
 
-def execute_notebook(src: Path, dst: Path, parameters: dict, cwd: Path | None = None, timeout: int | None = None) -> None:
+def execute_notebook(
+    src: Path, dst: Path, parameters: dict, cwd: Path | None = None, timeout: int | None = None
+) -> None:
     """Run one notebook with papermill (parameters injected after the 'parameters' cell)."""
     import papermill
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.ipynb")  # unique: reports may run at once
+    tmp = dst.with_name(
+        f".{dst.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.ipynb"
+    )  # unique: reports may run at once
     try:
-        papermill.execute_notebook(str(src), str(tmp), parameters=parameters, kernel_name="python3",
-                                   cwd=str(cwd or dst.parent), progress_bar=False, execution_timeout=timeout)
+        papermill.execute_notebook(
+            str(src),
+            str(tmp),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(cwd or dst.parent),
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
         tmp.replace(dst)
     except papermill.PapermillExecutionError as exc:
         tmp.unlink(missing_ok=True)
@@ -47,17 +59,25 @@ def execute_notebook(src: Path, dst: Path, parameters: dict, cwd: Path | None = 
         tmp.unlink(missing_ok=True)
 
 
-def to_html(notebook: Path, profile: str = "quick", prev: tuple[str, str] | None = None,
-            next_: tuple[str, str] | None = None) -> Path:
+def to_html(
+    notebook: Path, profile: str = "quick", prev: tuple[str, str] | None = None, next_: tuple[str, str] | None = None
+) -> Path:
     """The reader's HTML of an executed notebook (see ``site.to_html``)."""
     from .site import to_html as page
 
     return page(notebook, profile, prev, next_)
 
 
-def render(profile: str, execute: bool = False, out_dir: Path | None = None, results_dir: str = "results",
-           device: str | None = None, notebooks: tuple[str, ...] = REPORT_NOTEBOOKS, workers: int | None = 1,
-           scheduler: str | None = None) -> Path:
+def render(
+    profile: str,
+    execute: bool = False,
+    out_dir: Path | None = None,
+    results_dir: str = "results",
+    device: str | None = None,
+    notebooks: tuple[str, ...] = REPORT_NOTEBOOKS,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+) -> Path:
     """Write report/<profile>/ whole: the pages are built in a fresh folder beside it and swapped in
     only when every page is built and passes the reader checks, so a failure leaves the previous
     report as it was. ``workers``/``scheduler``: where ``execute`` computes (``experiments.reproduce``)."""
@@ -95,8 +115,9 @@ def _swap(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(root: Path, out: Path, profile: str, results_dir: str, device: str | None,
-           notebooks: tuple[str, ...]) -> Path:
+def _build(
+    root: Path, out: Path, profile: str, results_dir: str, device: str | None, notebooks: tuple[str, ...]
+) -> Path:
     from tqdm.auto import tqdm
 
     from . import site
@@ -105,8 +126,11 @@ def _build(root: Path, out: Path, profile: str, results_dir: str, device: str | 
     executed = []
     for name in tqdm(notebooks, desc=f"notebooks ({profile})"):
         dst = out / name
-        execute_notebook(root / "notebooks" / name, dst,
-                         {"profile": profile, "results_dir": results_dir, "compute": False, "device": device})
+        execute_notebook(
+            root / "notebooks" / name,
+            dst,
+            {"profile": profile, "results_dir": results_dir, "compute": False, "device": device},
+        )
         executed.append(dst)
     titles = [site.page_title(p.stem, out) for p in executed]
     for k, dst in enumerate(executed):
@@ -116,12 +140,20 @@ def _build(root: Path, out: Path, profile: str, results_dir: str, device: str | 
     index = site.write_landing(out, profile, ResultStore(results_dir))
     problems = site.check_folder(out)
     if problems:
-        raise DipError("report pages fail the reader checks: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items()))
+        raise DipError(
+            "report pages fail the reader checks: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items())
+        )
     return index
 
 
 def cmd_report(args) -> int:
-    index = render(args.profile, execute=args.execute, results_dir=args.results_dir, device=args.device,
-                   workers=args.workers, scheduler=args.scheduler)
+    index = render(
+        args.profile,
+        execute=args.execute,
+        results_dir=args.results_dir,
+        device=args.device,
+        workers=args.workers,
+        scheduler=args.scheduler,
+    )
     print(f"report written: {index}")
     return 0

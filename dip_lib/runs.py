@@ -6,6 +6,7 @@ guard, noise, iterations, ...), the numerics (device type, precision, CPU thread
 implementation, ...) and torch's version. Anything that can change a run's numbers changes its id;
 labels and timing do not.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,19 @@ from .imageio import center_crop, resize_square
 
 EXPERIMENTS = ("table1", "arch", "optim", "figures")
 PROFILE_NAMES = ("smoke", "quick", "paper")
-ALL_TABLE1 = ("barbara", "boat", "house", "lena", "peppers", "cameraman", "couple", "fingerprint", "hill", "man",
-              "montage")
+ALL_TABLE1 = (
+    "barbara",
+    "boat",
+    "house",
+    "lena",
+    "peppers",
+    "cameraman",
+    "couple",
+    "fingerprint",
+    "hill",
+    "man",
+    "montage",
+)
 FIG2_TARGETS = ("image", "noisy", "shuffled", "noise")  # the paper's Fig. 2: what the network fits, how fast
 
 Pairs = tuple[tuple[str, Any], ...]
@@ -31,8 +43,13 @@ Pairs = tuple[tuple[str, Any], ...]
 CPU_NUMERICS: Pairs = (("adam_impl", "fused"), ("device", "cpu"), ("precision", "fp32"), ("threads", 1))
 # the GPU profile's: fp32 with TF32 convs, CUDA graphs, fused Adam (fit.fast_config on CUDA);
 # cudnn.benchmark stays off so that the algorithm choice cannot change between runs
-CUDA_NUMERICS: Pairs = (("adam_impl", "fused"), ("cuda_graphs", True), ("device", "cuda"), ("precision", "fp32"),
-                        ("tf32", True))
+CUDA_NUMERICS: Pairs = (
+    ("adam_impl", "fused"),
+    ("cuda_graphs", True),
+    ("device", "cuda"),
+    ("precision", "fp32"),
+    ("tf32", True),
+)
 
 
 def pairs(**kw: Any) -> Pairs:
@@ -85,38 +102,101 @@ class Profile:
 
 
 def _quick_description() -> str:
-    return ("reduced scale on a 2-core CPU, every recipe at its own iteration count where affordable: Table 1 on "
-            "96x96 center crops of the 11 images with 16-filter networks, table1-paper 11000 and table1-seed 6001 "
-            "iterations, 2 seeds; filter sweep 4..128 on kate at 96x96 (3001 iterations); depth sweep 1..8 with and "
-            "without skips, 8 filters, kate at 257x257 (2001 iterations); optimiser sweep with 32 filters at 96x96 "
-            "(6001 iterations, the seed's trial 3 at 12001); 2 seeds for every sweep; fp32, one CPU thread per run")
+    return (
+        "reduced scale on a 2-core CPU, every recipe at its own iteration count where affordable: Table 1 on "
+        "96x96 center crops of the 11 images with 16-filter networks, table1-paper 11000 and table1-seed 6001 "
+        "iterations, 2 seeds; filter sweep 4..128 on kate at 96x96 (3001 iterations); depth sweep 1..8 with and "
+        "without skips, 8 filters, kate at 257x257 (2001 iterations); optimiser sweep with 32 filters at 96x96 "
+        "(6001 iterations, the seed's trial 3 at 12001); 2 seeds for every sweep; fp32, one CPU thread per run"
+    )
 
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke", description="end-to-end check on CPU in under a minute per notebook: 64x64 crops of 3 "
-        "images, 8-filter networks, a few dozen iterations, 2 seeds for Table 1", comparable=False, device="cpu",
-        seeds_table1=(0, 1), seeds_sweep=(0,), table1_images=("house", "cameraman", "peppers"), table1_crop=64,
-        table1_width=8, table1_iterations={"table1-paper": 40, "table1-seed": 40}, kate_size=64, filters=(4, 8),
-        filter_iterations=25, depth_size=64, depths=(1, 2, 3), depth_width=8, depth_iterations=25,
-        sweep_masks=("text-seed",), optim_width=8, optim_iterations=30, trial3_iterations=40, figure_width=8,
-        kate_iterations=30, fig2_iterations=30, csc_iterations=5, log_every=5),
+        name="smoke",
+        description="end-to-end check on CPU in under a minute per notebook: 64x64 crops of 3 "
+        "images, 8-filter networks, a few dozen iterations, 2 seeds for Table 1",
+        comparable=False,
+        device="cpu",
+        seeds_table1=(0, 1),
+        seeds_sweep=(0,),
+        table1_images=("house", "cameraman", "peppers"),
+        table1_crop=64,
+        table1_width=8,
+        table1_iterations={"table1-paper": 40, "table1-seed": 40},
+        kate_size=64,
+        filters=(4, 8),
+        filter_iterations=25,
+        depth_size=64,
+        depths=(1, 2, 3),
+        depth_width=8,
+        depth_iterations=25,
+        sweep_masks=("text-seed",),
+        optim_width=8,
+        optim_iterations=30,
+        trial3_iterations=40,
+        figure_width=8,
+        kate_iterations=30,
+        fig2_iterations=30,
+        csc_iterations=5,
+        log_every=5,
+    ),
     "quick": Profile(
-        name="quick", description=_quick_description(), comparable=False, device="cpu",
-        seeds_table1=(0, 1), seeds_sweep=(0, 1), table1_images=ALL_TABLE1, table1_crop=96, table1_width=16,
-        table1_iterations={"table1-paper": 11000, "table1-seed": 6001}, kate_size=96,
-        filters=(4, 8, 16, 32, 64, 128), filter_iterations=3001, depth_size=257, depths=(1, 2, 3, 4, 5, 6, 7, 8),
-        depth_width=8, depth_iterations=2001, sweep_masks=("text-seed",), optim_width=32, optim_iterations=6001,
-        trial3_iterations=12001, figure_width=32, kate_iterations=6001, fig2_iterations=2400, csc_iterations=60,
-        log_every=20),
+        name="quick",
+        description=_quick_description(),
+        comparable=False,
+        device="cpu",
+        seeds_table1=(0, 1),
+        seeds_sweep=(0, 1),
+        table1_images=ALL_TABLE1,
+        table1_crop=96,
+        table1_width=16,
+        table1_iterations={"table1-paper": 11000, "table1-seed": 6001},
+        kate_size=96,
+        filters=(4, 8, 16, 32, 64, 128),
+        filter_iterations=3001,
+        depth_size=257,
+        depths=(1, 2, 3, 4, 5, 6, 7, 8),
+        depth_width=8,
+        depth_iterations=2001,
+        sweep_masks=("text-seed",),
+        optim_width=32,
+        optim_iterations=6001,
+        trial3_iterations=12001,
+        figure_width=32,
+        kate_iterations=6001,
+        fig2_iterations=2400,
+        csc_iterations=60,
+        log_every=20,
+    ),
     "paper": Profile(
-        name="paper", description="full size, full iteration counts, 128 filters (a GPU job)", comparable=True,
-        device="cuda", seeds_table1=(0, 1, 2), seeds_sweep=(0, 1), table1_images=ALL_TABLE1, table1_crop=None,
-        table1_width=None, table1_iterations={"table1-paper": 11000, "table1-seed": 6001}, kate_size=None,
-        filters=(4, 16, 32, 64, 128), filter_iterations=6001, depth_size=None, depths=(1, 2, 3, 4, 5, 6, 7, 8),
-        depth_width=128, depth_iterations=6001, sweep_masks=("text-seed", "file"), optim_width=None,
-        optim_iterations=6001, trial3_iterations=12001, figure_width=None, kate_iterations=6001,
-        fig2_iterations=2400, csc_iterations=200, log_every=50),
+        name="paper",
+        description="full size, full iteration counts, 128 filters (a GPU job)",
+        comparable=True,
+        device="cuda",
+        seeds_table1=(0, 1, 2),
+        seeds_sweep=(0, 1),
+        table1_images=ALL_TABLE1,
+        table1_crop=None,
+        table1_width=None,
+        table1_iterations={"table1-paper": 11000, "table1-seed": 6001},
+        kate_size=None,
+        filters=(4, 16, 32, 64, 128),
+        filter_iterations=6001,
+        depth_size=None,
+        depths=(1, 2, 3, 4, 5, 6, 7, 8),
+        depth_width=128,
+        depth_iterations=6001,
+        sweep_masks=("text-seed", "file"),
+        optim_width=None,
+        optim_iterations=6001,
+        trial3_iterations=12001,
+        figure_width=None,
+        kate_iterations=6001,
+        fig2_iterations=2400,
+        csc_iterations=200,
+        log_every=50,
+    ),
 }
 
 
@@ -198,10 +278,15 @@ def _hash(obj: Any) -> str:
 
 def spec(run: Run) -> dict[str, Any]:
     """The resolved configuration a run's numbers depend on (what its id hashes)."""
-    problem = {k: getattr(run, k) for k in ("image", "source", "crop", "resize", "mask", "missing", "mask_seed",
-                                            "target")}
-    out: dict[str, Any] = {"experiment": run.experiment, "profile": run.profile, "method": run.method,
-                           "problem": problem}
+    problem = {
+        k: getattr(run, k) for k in ("image", "source", "crop", "resize", "mask", "missing", "mask_seed", "target")
+    }
+    out: dict[str, Any] = {
+        "experiment": run.experiment,
+        "profile": run.profile,
+        "method": run.method,
+        "problem": problem,
+    }
     if run.method == "csc":
         out["csc_iterations"] = run.csc_iterations
     if run.method != "dip":
@@ -215,21 +300,66 @@ def spec(run: Run) -> dict[str, Any]:
     net.pop("out_channels")  # set from the image, which the problem names
     cfg = _fields(fit_config(run), _FIT_FIELDS)
     cfg.pop("progress")
-    out.update(preset=run.preset, input=preset.input_kind, net=net, fit=cfg,
-               torch=".".join(torch.__version__.split("+")[0].split(".")[:2]))
+    out.update(
+        preset=run.preset,
+        input=preset.input_kind,
+        net=net,
+        fit=cfg,
+        torch=".".join(torch.__version__.split("+")[0].split(".")[:2]),
+    )
     return out
 
 
 # the configuration fields that existed when this schema of run ids was fixed: always hashed. A field
 # added later enters the hash only where it differs from its default, so that a new lever (off by
 # default) leaves the ids of runs that do not use it, and their stored results, valid.
-_FIT_FIELDS = frozenset(("iterations", "lr", "optimizer", "reg_noise_std", "param_noise", "log_every", "guard",
-                         "guard_drop_db", "ema_decay", "snapshots", "seed", "device", "progress", "lbfgs_warmup",
-                         "precision", "channels_last", "cudnn_benchmark", "tf32", "adam_impl", "compile", "cuda_graphs",
-                         "checkpointing", "threads"))
-_NET_FIELDS = frozenset(("in_channels", "out_channels", "channels_down", "channels_up", "channels_skip", "kernel_down",
-                         "kernel_up", "kernel_skip", "upsample_mode", "downsample_mode", "pad", "act", "need_sigmoid",
-                         "need_bias", "need_1x1_up", "need_bn"))
+_FIT_FIELDS = frozenset(
+    (
+        "iterations",
+        "lr",
+        "optimizer",
+        "reg_noise_std",
+        "param_noise",
+        "log_every",
+        "guard",
+        "guard_drop_db",
+        "ema_decay",
+        "snapshots",
+        "seed",
+        "device",
+        "progress",
+        "lbfgs_warmup",
+        "precision",
+        "channels_last",
+        "cudnn_benchmark",
+        "tf32",
+        "adam_impl",
+        "compile",
+        "cuda_graphs",
+        "checkpointing",
+        "threads",
+    )
+)
+_NET_FIELDS = frozenset(
+    (
+        "in_channels",
+        "out_channels",
+        "channels_down",
+        "channels_up",
+        "channels_skip",
+        "kernel_down",
+        "kernel_up",
+        "kernel_skip",
+        "upsample_mode",
+        "downsample_mode",
+        "pad",
+        "act",
+        "need_sigmoid",
+        "need_bias",
+        "need_1x1_up",
+        "need_bn",
+    )
+)
 
 
 def _fields(obj: Any, known: frozenset[str]) -> dict[str, Any]:
@@ -237,8 +367,11 @@ def _fields(obj: Any, known: frozenset[str]) -> dict[str, Any]:
     out = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
-        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING
-                                                               else MISSING)
+        default = (
+            f.default
+            if f.default is not MISSING
+            else (f.default_factory() if f.default_factory is not MISSING else MISSING)
+        )
         if f.name in known or value != default:
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
@@ -250,8 +383,15 @@ def fit_config(run: Run):
 
     numerics = dict(run.numerics)
     return get_preset(run.preset).fit_config(
-        iterations=run.iterations, lr=run.lr, optimizer=run.optimizer, guard=run.guard, seed=run.seed,
-        log_every=run.log_every, progress=False, **numerics)
+        iterations=run.iterations,
+        lr=run.lr,
+        optimizer=run.optimizer,
+        guard=run.guard,
+        seed=run.seed,
+        log_every=run.log_every,
+        progress=False,
+        **numerics,
+    )
 
 
 # ---------------------------------------------------------------- plans
@@ -260,12 +400,20 @@ def fit_config(run: Run):
 def _widths(width: int | None, depth: int = 5, skip: int | None = None) -> Pairs:
     if width is None:
         return ()
-    return pairs(channels_down=(width,) * depth, channels_up=(width,) * depth,
-                 channels_skip=((width if skip is None else skip),) * depth)
+    return pairs(
+        channels_down=(width,) * depth,
+        channels_up=(width,) * depth,
+        channels_skip=((width if skip is None else skip),) * depth,
+    )
 
 
-def plan(experiment: str, profile: str, seeds: Iterable[int] | None = None, images: Iterable[str] | None = None,
-         device: str | None = None) -> list[Run]:
+def plan(
+    experiment: str,
+    profile: str,
+    seeds: Iterable[int] | None = None,
+    images: Iterable[str] | None = None,
+    device: str | None = None,
+) -> list[Run]:
     """The runs of one experiment at one profile, in the order they should be computed.
 
     ``device`` (a device type) replaces the profile's numerics, which gives the runs other ids."""
@@ -290,50 +438,104 @@ def _plan_table1(prof: Profile, seeds: tuple[int, ...], images: tuple[str, ...])
     seeds); the CPU peers last, so that a GPU budget is spent on DIP first."""
     runs: list[Run] = []
     source = "table1" if not images or images[0] in ALL_TABLE1 else "embedded"
-    base = dict(experiment="table1", profile=prof.name, source=source, crop=prof.table1_crop, mask="bernoulli",
-                missing=0.5, log_every=prof.log_every)
+    base = dict(
+        experiment="table1",
+        profile=prof.name,
+        source=source,
+        crop=prof.table1_crop,
+        mask="bernoulli",
+        missing=0.5,
+        log_every=prof.log_every,
+    )
     for seed in seeds:
         for preset in ("table1-paper", "table1-seed"):
             net = _widths(prof.table1_width, skip=4 if preset == "table1-paper" else None)
             for k, image in enumerate(images):
-                runs.append(Run(image=image, mask_seed=1000 + k, preset=preset, net=net,
-                                iterations=prof.table1_iterations[preset], seed=seed, **base))
+                runs.append(
+                    Run(
+                        image=image,
+                        mask_seed=1000 + k,
+                        preset=preset,
+                        net=net,
+                        iterations=prof.table1_iterations[preset],
+                        seed=seed,
+                        **base,
+                    )
+                )
     for k, image in enumerate(images):
         runs.append(Run(image=image, mask_seed=1000 + k, method="biharmonic", preset="", **base))
-        runs.append(Run(image=image, mask_seed=1000 + k, method="csc", preset="", csc_iterations=prof.csc_iterations,
-                        **base))
+        runs.append(
+            Run(image=image, mask_seed=1000 + k, method="csc", preset="", csc_iterations=prof.csc_iterations, **base)
+        )
     return runs
 
 
 def _plan_arch(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
     runs: list[Run] = []
-    base = dict(experiment="arch", profile=prof.name, image="kate", source="dip", preset="text",
-                log_every=prof.log_every)
+    base = dict(
+        experiment="arch", profile=prof.name, image="kate", source="dip", preset="text", log_every=prof.log_every
+    )
     for seed in seeds:
         for mask in prof.sweep_masks:
             for f in prof.filters:
-                runs.append(Run(resize=prof.kate_size, mask=mask, net=_widths(f), iterations=prof.filter_iterations,
-                                seed=seed, label=f"{f} filters", **base))
+                runs.append(
+                    Run(
+                        resize=prof.kate_size,
+                        mask=mask,
+                        net=_widths(f),
+                        iterations=prof.filter_iterations,
+                        seed=seed,
+                        label=f"{f} filters",
+                        **base,
+                    )
+                )
             for skip in (True, False):
                 for d in prof.depths:
                     w = prof.depth_width
-                    runs.append(Run(resize=prof.depth_size, mask=mask, net=_widths(w, d, w if skip else 0),
-                                    iterations=prof.depth_iterations, seed=seed,
-                                    label=f"depth {d}, {'skip' if skip else 'no skip'}", **base))
+                    runs.append(
+                        Run(
+                            resize=prof.depth_size,
+                            mask=mask,
+                            net=_widths(w, d, w if skip else 0),
+                            iterations=prof.depth_iterations,
+                            seed=seed,
+                            label=f"depth {d}, {'skip' if skip else 'no skip'}",
+                            **base,
+                        )
+                    )
     return runs
 
 
 def _plan_optim(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
     runs: list[Run] = []
-    base = dict(experiment="optim", profile=prof.name, image="kate", source="dip", resize=prof.kate_size,
-                mask="text-seed", preset="text", net=_widths(prof.optim_width), log_every=max(1, prof.log_every // 2))
+    base = dict(
+        experiment="optim",
+        profile=prof.name,
+        image="kate",
+        source="dip",
+        resize=prof.kate_size,
+        mask="text-seed",
+        preset="text",
+        net=_widths(prof.optim_width),
+        log_every=max(1, prof.log_every // 2),
+    )
     for seed in seeds:
         for opt, lr in (("adam", 0.1), ("adam", 0.01), ("adam", 0.001), ("lbfgs", 0.01)):
-            runs.append(Run(iterations=prof.optim_iterations, lr=lr, optimizer=opt, seed=seed, label=f"{opt} lr={lr:g}",
-                            **base))
+            runs.append(
+                Run(iterations=prof.optim_iterations, lr=lr, optimizer=opt, seed=seed, label=f"{opt} lr={lr:g}", **base)
+            )
         for guard in (False, True):  # the seed's trial 3, which collapsed to black there
-            runs.append(Run(iterations=prof.trial3_iterations, lr=0.1, optimizer="adam", guard=guard, seed=seed,
-                            label=f"trial 3: adam lr=0.1, guard {'on' if guard else 'off'}", **base))
+            runs.append(
+                Run(
+                    iterations=prof.trial3_iterations,
+                    lr=0.1,
+                    optimizer="adam",
+                    guard=guard,
+                    seed=seed,
+                    label=f"trial 3: adam lr=0.1, guard {'on' if guard else 'off'}",
+                    **base,
+                )
+            )
     return runs
 
 
@@ -341,14 +543,38 @@ def _plan_figures(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
     """The paper's figures at this scale: Fig. 2 (fitting a natural image, it plus noise, its pixels
     shuffled, and U(0, 1) noise, no mask) and kate's inpainting with the original mask beside biharmonic."""
     runs: list[Run] = []
-    base = dict(experiment="figures", profile=prof.name, image="kate", source="dip", resize=prof.kate_size,
-                preset="table1-seed", net=_widths(prof.figure_width))
+    base = dict(
+        experiment="figures",
+        profile=prof.name,
+        image="kate",
+        source="dip",
+        resize=prof.kate_size,
+        preset="table1-seed",
+        net=_widths(prof.figure_width),
+    )
     for seed in seeds:
         for target in FIG2_TARGETS:
-            runs.append(Run(mask="none", target=target, iterations=prof.fig2_iterations, seed=seed,
-                            log_every=max(1, prof.log_every // 2), label=f"fig2 {target}", **base))
-        runs.append(Run(**{**base, "preset": "text"}, mask="file", iterations=prof.kate_iterations, seed=seed,
-                        log_every=prof.log_every, label="kate"))
+            runs.append(
+                Run(
+                    mask="none",
+                    target=target,
+                    iterations=prof.fig2_iterations,
+                    seed=seed,
+                    log_every=max(1, prof.log_every // 2),
+                    label=f"fig2 {target}",
+                    **base,
+                )
+            )
+        runs.append(
+            Run(
+                **{**base, "preset": "text"},
+                mask="file",
+                iterations=prof.kate_iterations,
+                seed=seed,
+                log_every=prof.log_every,
+                label="kate",
+            )
+        )
     runs.append(Run(**{**base, "preset": ""}, mask="file", method="biharmonic", label="kate biharmonic"))
     return runs
 
@@ -397,7 +623,7 @@ def load_problem(run: Run) -> tuple[np.ndarray, np.ndarray]:
     if run.mask == "bernoulli":
         mask = masks_mod.bernoulli_mask((h, w), run.missing, seed=run.mask_seed)
     elif run.mask.startswith("text-"):
-        mask = masks_mod.recipe_text_mask((h, w), run.mask[len("text-"):])
+        mask = masks_mod.recipe_text_mask((h, w), run.mask[len("text-") :])
     elif run.mask == "file":
         if file_mask is None:
             raise DipError(f"{run.image} has no mask file")

@@ -4,6 +4,7 @@ Every function takes records as returned by ``experiments.load_records``: (Run, 
 Spreads are sample standard deviations (ddof = 1) over seeds, with n stated beside them.
 Nothing here draws (that is ``plots``) or computes a fit.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -2,6 +2,7 @@
 real titles, navigation) and the landing page (a reproducibility summary, the claims table, the key
 numbers and the page list), plus ``check_page``, the rules every page must pass.
 """
+
 from __future__ import annotations
 
 import html
@@ -24,35 +25,77 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 HIDDEN_TAGS = ("parameters", "injected-parameters", "remove-cell")
 # the notebooks of the report, in reading order: (stem, what a reader finds there)
 PAGES = (
-    ("01_table1_bernoulli", ("the paper's Table 1 recreated: 50% of the pixels missing in 11 images, DIP with two "
-                            "recipes beside two classical peers and the published values")),
-    ("02_architecture_sweep", ("what the network's width, depth and skip connections do to text inpainting of kate, "
-                              "and what each network draws before it has seen the image")),
-    ("03_optimizer_lr_sweep", ("Adam at three learning rates and L-BFGS: PSNR curves, time per iteration, and the "
-                              "sudden drops")),
+    (
+        "01_table1_bernoulli",
+        (
+            "the paper's Table 1 recreated: 50% of the pixels missing in 11 images, DIP with two "
+            "recipes beside two classical peers and the published values"
+        ),
+    ),
+    (
+        "02_architecture_sweep",
+        (
+            "what the network's width, depth and skip connections do to text inpainting of kate, "
+            "and what each network draws before it has seen the image"
+        ),
+    ),
+    (
+        "03_optimizer_lr_sweep",
+        ("Adam at three learning rates and L-BFGS: PSNR curves, time per iteration, and the sudden drops"),
+    ),
     ("05_claims", "the seed report's six claims, each scored from the stored results with its rule"),
-    ("06_paper_figures", ("the paper's Fig. 2 (how fast the network fits an image, the image with noise, its "
-                          "shuffled pixels and noise) and kate's text inpainting beside biharmonic")),
+    (
+        "06_paper_figures",
+        (
+            "the paper's Fig. 2 (how fast the network fits an image, the image with noise, its "
+            "shuffled pixels and noise) and kate's text inpainting beside biharmonic"
+        ),
+    ),
 )
-EXPLORER = ("04_explore", "Live explorer (JupyterLab)",
-            "pick an image, a mask and a recipe and watch the fit; run `make lab` and open notebooks/04_explore.ipynb")
+EXPLORER = (
+    "04_explore",
+    "Live explorer (JupyterLab)",
+    "pick an image, a mask and a recipe and watch the fit; run `make lab` and open notebooks/04_explore.ipynb",
+)
 # The six claims: the paper's side and the seed report's statement of each (as the seed report lists
 # them); the verdict and key number are computed. evidence: the pages holding the numbers.
 CLAIMS = (
-    ("1. Early stopping matters",
-     "natural images are fitted faster than noise, so the fit must stop before it reproduces the corruption",
-     "early stopping matters: PSNR peaks and then falls", ("03_optimizer_lr_sweep", "01_table1_bernoulli")),
-    ("2. DIP beats Papyan et al.",
-     "Table 1: DIP {paper_dip} dB against {paper_papyan} dB for Papyan et al. (mean over 11 images)",
-     "DIP beats Papyan et al.; their recipe's oracle mean is {g71} dB", ("01_table1_bernoulli",)),
-    ("3. Structure should fit the task", "the network's structure is the prior, so it should suit the image and task",
-     "the architecture should fit the task", ("02_architecture_sweep",)),
-    ("4. The network is the prior", "a randomly initialised network restores images with no training data",
-     "the network itself is the prior", ("02_architecture_sweep", "01_table1_bernoulli")),
-    ("5. Deeper is better", "(the seed report's question, on the paper's kate example)",
-     "deeper networks inpaint better", ("02_architecture_sweep",)),
-    ("6. Skip connections hurt shallow nets", "(the seed report's question, on the paper's kate example)",
-     "skip connections hurt shallow networks", ("02_architecture_sweep",)),
+    (
+        "1. Early stopping matters",
+        "natural images are fitted faster than noise, so the fit must stop before it reproduces the corruption",
+        "early stopping matters: PSNR peaks and then falls",
+        ("03_optimizer_lr_sweep", "01_table1_bernoulli"),
+    ),
+    (
+        "2. DIP beats Papyan et al.",
+        "Table 1: DIP {paper_dip} dB against {paper_papyan} dB for Papyan et al. (mean over 11 images)",
+        "DIP beats Papyan et al.; their recipe's oracle mean is {g71} dB",
+        ("01_table1_bernoulli",),
+    ),
+    (
+        "3. Structure should fit the task",
+        "the network's structure is the prior, so it should suit the image and task",
+        "the architecture should fit the task",
+        ("02_architecture_sweep",),
+    ),
+    (
+        "4. The network is the prior",
+        "a randomly initialised network restores images with no training data",
+        "the network itself is the prior",
+        ("02_architecture_sweep", "01_table1_bernoulli"),
+    ),
+    (
+        "5. Deeper is better",
+        "(the seed report's question, on the paper's kate example)",
+        "deeper networks inpaint better",
+        ("02_architecture_sweep",),
+    ),
+    (
+        "6. Skip connections hurt shallow nets",
+        "(the seed report's question, on the paper's kate example)",
+        "skip connections hurt shallow networks",
+        ("02_architecture_sweep",),
+    ),
 )
 
 
@@ -85,11 +128,18 @@ def _for_readers(nb) -> None:
     nb.cells = [c for c in nb.cells if not set(c.metadata.get("tags", [])) & set(HIDDEN_TAGS)]
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            cell.outputs = [
+                o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            ]
 
 
-def to_html(notebook: Path, profile: str, prev: tuple[str, str] | None = None, next_: tuple[str, str] | None = None,
-            index: str = "index.html") -> Path:
+def to_html(
+    notebook: Path,
+    profile: str,
+    prev: tuple[str, str] | None = None,
+    next_: tuple[str, str] | None = None,
+    index: str = "index.html",
+) -> Path:
     """Render an executed notebook for readers: code hidden, a real title, links to the index and neighbours.
     The .ipynb beside it keeps the code."""
     import nbconvert
@@ -98,9 +148,16 @@ def to_html(notebook: Path, profile: str, prev: tuple[str, str] | None = None, n
     nb = nbformat.read(str(notebook), as_version=4)
     _for_readers(nb)
     nb.metadata["title"] = f"{notebook_title(nb)} | DIP inpainting report ({profile})"
-    exporter = nbconvert.HTMLExporter(template_name="dip_page", extra_template_basedirs=[str(TEMPLATES)],
-                                      exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb, resources={"dip": {"css": css(), "index": index, "prev": prev, "next": next_}})
+    exporter = nbconvert.HTMLExporter(
+        template_name="dip_page",
+        extra_template_basedirs=[str(TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    body, _ = exporter.from_notebook_node(
+        nb, resources={"dip": {"css": css(), "index": index, "prev": prev, "next": next_}}
+    )
     out = notebook.with_suffix(".html")
     atomic_write_bytes(out, body.encode())
     return out
@@ -176,8 +233,11 @@ def claim_key_numbers(loaded: dict[str, pages.Loaded]) -> list[str]:
     dip_all = t1 + arch + optim
     out = []
     gaps = _oracle_gap(dip_all)
-    out.append(f"oracle minus final: median {np.median(gaps):.2f} dB, largest {max(gaps):.2f} dB over {len(gaps)} runs"
-               if gaps else pages.DASH)
+    out.append(
+        f"oracle minus final: median {np.median(gaps):.2f} dB, largest {max(gaps):.2f} dB over {len(gaps)} runs"
+        if gaps
+        else pages.DASH
+    )
     rows = pages.table1_rows(t1, "table1-paper")
     ours = {v["image"]: v["oracle"][0] for v in rows if v["oracle"][2]}
     csc = {v["image"]: v["csc"][0] for v in rows if v["csc"][2]}
@@ -189,13 +249,26 @@ def claim_key_numbers(loaded: dict[str, pages.Loaded]) -> list[str]:
         if len(means) > 1:
             spreads.append(f"{mask}: {max(means.values()) - min(means.values()):.2f} dB")
     out.append("PSNR spread over architectures, " + "; ".join(spreads) if spreads else pages.DASH)
-    gains = [pages.oracle(x) - x["summary"]["masked_psnr"] for r, x in t1 + arch
-             if r.method == "dip" and pages.oracle(x) is not None and x["summary"].get("masked_psnr") is not None]
-    out.append(f"median gain over the masked input {np.median(gains):+.2f} dB ({len(gains)} runs)" if gains else pages.DASH)
-    depth = {int(k.split(",")[0].split("=")[1]): v for k, v in _arch_means(arch, "depth=").items() if k.endswith("skip=1")}
-    out.append(f"with skips, best depth {max(depth, key=depth.get)} of {min(depth)}..{max(depth)} "
-               f"({max(depth.values()):.2f} dB)" if len(depth) > 1 else pages.DASH)
-    no_skip = {int(k.split(",")[0].split("=")[1]): v for k, v in _arch_means(arch, "depth=").items() if k.endswith("skip=0")}
+    gains = [
+        pages.oracle(x) - x["summary"]["masked_psnr"]
+        for r, x in t1 + arch
+        if r.method == "dip" and pages.oracle(x) is not None and x["summary"].get("masked_psnr") is not None
+    ]
+    out.append(
+        f"median gain over the masked input {np.median(gains):+.2f} dB ({len(gains)} runs)" if gains else pages.DASH
+    )
+    depth = {
+        int(k.split(",")[0].split("=")[1]): v for k, v in _arch_means(arch, "depth=").items() if k.endswith("skip=1")
+    }
+    out.append(
+        f"with skips, best depth {max(depth, key=depth.get)} of {min(depth)}..{max(depth)} "
+        f"({max(depth.values()):.2f} dB)"
+        if len(depth) > 1
+        else pages.DASH
+    )
+    no_skip = {
+        int(k.split(",")[0].split("=")[1]): v for k, v in _arch_means(arch, "depth=").items() if k.endswith("skip=0")
+    }
     shallow = [no_skip[d] - depth[d] for d in depth if d in no_skip and d <= 3]
     out.append(f"no-skip minus skip at depths 1-3: {np.mean(shallow):+.2f} dB" if shallow else pages.DASH)
     return out
@@ -214,8 +287,14 @@ def _score_claims(loaded: dict[str, pages.Loaded], comparable: bool):
 def _key_table(t1) -> tuple[list[str], list[list[str]], str]:
     """Table-1 means per method over the images stored for it, beside the published means over the same images."""
     pub = pages.published()
-    head = ["method", "images", "mean PSNR here (dB)", "paper DIP, same images", "paper Papyan, same images",
-            "group 71, same images"]
+    head = [
+        "method",
+        "images",
+        "mean PSNR here (dB)",
+        "paper DIP, same images",
+        "paper Papyan, same images",
+        "group 71, same images",
+    ]
     rows = []
 
     def published_means(images: list[str]) -> list[str]:
@@ -230,8 +309,14 @@ def _key_table(t1) -> tuple[list[str], list[list[str]], str]:
         for key, label in (("oracle", "oracle"), ("eswmv", "ES-WMV")):
             vals = {v["image"]: v[key][0] for v in rows_p if v[key][2]}
             m = pages._mean(vals.values())
-            rows.append([f"DIP {preset}, {label}", str(len(vals)), pages.DASH if m is None else f"{m:.2f}",
-                         *published_means(list(vals))])
+            rows.append(
+                [
+                    f"DIP {preset}, {label}",
+                    str(len(vals)),
+                    pages.DASH if m is None else f"{m:.2f}",
+                    *published_means(list(vals)),
+                ]
+            )
     peer_rows = pages.table1_rows(t1, "table1-paper")
     for key, label in (("csc", "CSC (sporco), our run"), ("biharmonic", "biharmonic, our run")):
         vals = {v["image"]: v[key][0] for v in peer_rows if v[key][2]}
@@ -254,19 +339,26 @@ def _sentences(loaded: dict[str, pages.Loaded], verdicts, prof) -> str:
         rows = pages.table1_rows(t1, best[0])
         csc = pages._mean(v["csc"][0] for v in rows if v["csc"][2])
         bih = pages._mean(v["biharmonic"][0] for v in rows if v["biharmonic"][2])
-        out.append(f"On Table 1 at this scale the better DIP recipe, {best[0]}, reaches a mean oracle PSNR of "
-                   f"{best[1]:.2f} dB over {best[2]} images, against {pages._dB(csc)} for our CSC peer and "
-                   f"{pages._dB(bih)} for biharmonic interpolation.")
+        out.append(
+            f"On Table 1 at this scale the better DIP recipe, {best[0]}, reaches a mean oracle PSNR of "
+            f"{best[1]:.2f} dB over {best[2]} images, against {pages._dB(csc)} for our CSC peer and "
+            f"{pages._dB(bih)} for biharmonic interpolation."
+        )
         es = pages._per_image(t1, best[0], "eswmv")
         gap = pages._mean(pages._per_image(t1, best[0])[i] - es[i] for i in es)
         if gap is not None:
-            out.append(f"Without the ground truth, ES-WMV early stopping ends {gap:.2f} dB below that oracle on average.")
+            out.append(
+                f"Without the ground truth, ES-WMV early stopping ends {gap:.2f} dB below that oracle on average."
+            )
     else:
         out.append("No Table-1 run is stored yet.")
     if verdicts is not None and len(verdicts):
         counts = verdicts["verdict"].value_counts()
-        out.append(f"Of the seed report's {len(verdicts)} claims, " + ", ".join(f"{n} are {v}" if n > 1 else f"{n} is {v}"
-                                                                              for v, n in counts.items()) + " at this scale.")
+        out.append(
+            f"Of the seed report's {len(verdicts)} claims, "
+            + ", ".join(f"{n} are {v}" if n > 1 else f"{n} is {v}" for v, n in counts.items())
+            + " at this scale."
+        )
     return " ".join(out)
 
 
@@ -276,16 +368,22 @@ def _easy_hard(loaded: dict[str, pages.Loaded], prof) -> tuple[str, str]:
     dip = [v for v in dip if v is not None]
     peers = [pages._num(x["summary"].get("wall_time")) for r, x in recs if r.method != "dip"]
     peers = [v for v in peers if v is not None]
-    easy = ("The method is simple to state and its code is public: the recipes here follow the original notebooks, "
-            "and the 11 Table-1 images were found and verified by hash.")
+    easy = (
+        "The method is simple to state and its code is public: the recipes here follow the original notebooks, "
+        "and the 11 Table-1 images were found and verified by hash."
+    )
     if peers:
         easy += f" The classical peers run in a median {np.median(peers):.2f} s per image on a CPU."
-    hard = ("The paper does not say which iterate its Table 1 reports, so the comparison uses the oracle (best) "
-            "iterate, which needs the ground truth; a user without it gets the final or an early-stopped output.")
+    hard = (
+        "The paper does not say which iterate its Table 1 reports, so the comparison uses the oracle (best) "
+        "iterate, which needs the ground truth; a user without it gets the final or an early-stopped output."
+    )
     if dip:
         devices = sorted({x["environment"]["device_name"] for r, x in recs if r.method == "dip" and "environment" in x})
-        hard += (f" Compute: the {len(dip)} stored DIP runs took a median {np.median(dip):.0f} s each "
-                 f"({sum(dip) / 3600:.1f} h in all) on {', '.join(devices)}")
+        hard += (
+            f" Compute: the {len(dip)} stored DIP runs took a median {np.median(dip):.0f} s each "
+            f"({sum(dip) / 3600:.1f} h in all) on {', '.join(devices)}"
+        )
         hard += "; the paper's scale needs a GPU." if not prof.comparable else "."
     return easy, hard
 
@@ -300,41 +398,85 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
     keys = claim_key_numbers(loaded)
     from .data import group71_table1, paper_table1
 
-    fill = {"paper_dip": f"{np.mean([float(r['dip_psnr']) for r in paper_table1()]):.2f}",
-            "paper_papyan": f"{np.mean([float(r['papyan_psnr']) for r in paper_table1()]):.2f}",
-            "g71": f"{np.mean([float(r['max_psnr']) for r in group71_table1()]):.2f}"}
+    fill = {
+        "paper_dip": f"{np.mean([float(r['dip_psnr']) for r in paper_table1()]):.2f}",
+        "paper_papyan": f"{np.mean([float(r['papyan_psnr']) for r in paper_table1()]):.2f}",
+        "g71": f"{np.mean([float(r['max_psnr']) for r in group71_table1()]):.2f}",
+    }
     titles = {stem: page_title(stem, folder) for stem, _ in PAGES}
     incomplete = [pages.coverage_line(L) for L in loaded.values() if not L.complete]
     claims_rows = []
     for k, (claim, paper, seed, evidence) in enumerate(CLAIMS):
         row = verdicts.iloc[k] if verdicts is not None and k < len(verdicts) else None
         verdict = str(row["verdict"]) if row is not None else "no data"
-        claims_rows.append({
-            "claim": claim, "paper": paper.format(**fill), "seed": seed.format(**fill), "verdict": verdict,
-            "verdict_class": _verdict_class(verdict), "key": keys[k],
-            "partial": "on partial results" if incomplete else "",
-            "links": [(f"{stem}.html", titles.get(stem, stem)) for stem in evidence] + [("05_claims.html", "scored claim")],
-        })
-    scope = ("The paper's Table 1 (inpainting with 50% of the pixels missing, 11 images, DIP against Papyan et al.), "
-             "its kate text-inpainting example used for the seed report's architecture and optimiser sweeps, and the "
-             f"seed report's {len(CLAIMS)} claims.")
-    method = ("<p>Recipes: " + "; ".join(f"<b>{html.escape(t)}</b>: {html.escape(d)}" for t, d in pages.GLOSSARY
-                                         if t in ("table1-paper", "table1-seed", "text")) + ". "
-              "Peers: biharmonic inpainting (scikit-image) and convolutional sparse coding (sporco) on the same masks.</p>"
-              + "".join(mistune.html(pages.scale_note(e, prof)) for e in EXPERIMENTS))
+        claims_rows.append(
+            {
+                "claim": claim,
+                "paper": paper.format(**fill),
+                "seed": seed.format(**fill),
+                "verdict": verdict,
+                "verdict_class": _verdict_class(verdict),
+                "key": keys[k],
+                "partial": "on partial results" if incomplete else "",
+                "links": [(f"{stem}.html", titles.get(stem, stem)) for stem in evidence]
+                + [("05_claims.html", "scored claim")],
+            }
+        )
+    scope = (
+        "The paper's Table 1 (inpainting with 50% of the pixels missing, 11 images, DIP against Papyan et al.), "
+        "its kate text-inpainting example used for the seed report's architecture and optimiser sweeps, and the "
+        f"seed report's {len(CLAIMS)} claims."
+    )
+    method = (
+        "<p>Recipes: "
+        + "; ".join(
+            f"<b>{html.escape(t)}</b>: {html.escape(d)}"
+            for t, d in pages.GLOSSARY
+            if t in ("table1-paper", "table1-seed", "text")
+        )
+        + ". "
+        "Peers: biharmonic inpainting (scikit-image) and convolutional sparse coding (sporco) on the same masks.</p>"
+        + "".join(mistune.html(pages.scale_note(e, prof)) for e in EXPERIMENTS)
+    )
     head, rows, caption = _key_table(loaded["table1"].records)
     easy, hard = _easy_hard(loaded, prof)
-    status = {"01_table1_bernoulli": "table1", "02_architecture_sweep": "arch", "03_optimizer_lr_sweep": "optim",
-              "06_paper_figures": "figures"}
-    page_list = [{"href": f"{stem}.html", "title": titles[stem], "text": text,
-                  "status": pages.coverage_line(loaded[status[stem]]) if stem in status else ""} for stem, text in PAGES]
-    page_list.append({"href": f"../../notebooks/{EXPLORER[0]}.ipynb", "title": EXPLORER[1], "text": EXPLORER[2], "status": ""})
-    return {"title": f"Deep Image Prior inpainting: a reproduction ({profile} profile)", "profile": profile,
-            "css": css(), "comparable": prof.comparable, "results": f"results/{profile}/",
-            "missing": incomplete, "scope": scope, "methodology": method,
-            "results_text": _sentences(loaded, verdicts, prof), "easy": easy, "hard": hard, "claims": claims_rows,
-            "key_head": head, "key_rows": rows, "key_caption": caption, "pages": page_list,
-            "glossary": pages.GLOSSARY}
+    status = {
+        "01_table1_bernoulli": "table1",
+        "02_architecture_sweep": "arch",
+        "03_optimizer_lr_sweep": "optim",
+        "06_paper_figures": "figures",
+    }
+    page_list = [
+        {
+            "href": f"{stem}.html",
+            "title": titles[stem],
+            "text": text,
+            "status": pages.coverage_line(loaded[status[stem]]) if stem in status else "",
+        }
+        for stem, text in PAGES
+    ]
+    page_list.append(
+        {"href": f"../../notebooks/{EXPLORER[0]}.ipynb", "title": EXPLORER[1], "text": EXPLORER[2], "status": ""}
+    )
+    return {
+        "title": f"Deep Image Prior inpainting: a reproduction ({profile} profile)",
+        "profile": profile,
+        "css": css(),
+        "comparable": prof.comparable,
+        "results": f"results/{profile}/",
+        "missing": incomplete,
+        "scope": scope,
+        "methodology": method,
+        "results_text": _sentences(loaded, verdicts, prof),
+        "easy": easy,
+        "hard": hard,
+        "claims": claims_rows,
+        "key_head": head,
+        "key_rows": rows,
+        "key_caption": caption,
+        "pages": page_list,
+        "glossary": pages.GLOSSARY,
+    }
 
 
 def _inline_markdown(text: str):

@@ -17,6 +17,7 @@ Speed levers (all off by default; ``fast_config`` picks the measured-best ones p
 implementation, torch.compile, CUDA graphs, and activation checkpointing for memory.
 The same loop drives ``batched.fit_many`` (K problems in one network pass).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,16 +37,32 @@ from .tracking import Problem
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Callback", "CheckState", "FitConfig", "FitDiverged", "FitResult", "History", "fast_config", "fit", "resolve_device",
-           "run_problems"]
+__all__ = [
+    "Callback",
+    "CheckState",
+    "FitConfig",
+    "FitDiverged",
+    "FitResult",
+    "History",
+    "fast_config",
+    "fit",
+    "resolve_device",
+    "run_problems",
+]
 
 
 class _StopFit(Exception):
     pass
 
 
-def run_problems(model: nn.Module, problems: list[Problem], cfg: FitConfig, device: torch.device,
-                 eager_model: nn.Module | None = None, desc: str = "DIP fit") -> list[FitResult]:
+def run_problems(
+    model: nn.Module,
+    problems: list[Problem],
+    cfg: FitConfig,
+    device: torch.device,
+    eager_model: nn.Module | None = None,
+    desc: str = "DIP fit",
+) -> list[FitResult]:
     """The loop shared by ``fit`` (one problem) and ``batched.fit_many`` (K stacked problems).
 
     ``model`` maps the stacked inputs (K, C_in, H, W) to outputs (K, C, H, W); ``eager_model``
@@ -143,7 +160,9 @@ def _fit_lbfgs(cfg: FitConfig, problem: Problem, step: Step, bar, eager: nn.Modu
     remaining = cfg.iterations - warm
     if remaining <= 0:
         return
-    lbfgs = torch.optim.LBFGS(problem.params, lr=cfg.lr, max_iter=remaining, max_eval=remaining, tolerance_grad=-1, tolerance_change=-1)
+    lbfgs = torch.optim.LBFGS(
+        problem.params, lr=cfg.lr, max_iter=remaining, max_eval=remaining, tolerance_grad=-1, tolerance_change=-1
+    )
     step.optimizers = [lbfgs]
 
     def closure() -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The training step: the network on its device (``prepare_net``), Adam (``make_adam``) and one
 forward + backward of K stacked problems (``Step``), eager or replayed from a captured CUDA graph."""
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,14 @@ class Step:
     (K, C_in, H, W) -> (K, C, H, W), per-problem losses, one backward of their sum (each problem's
     parameters get exactly its own gradient). Eager, or replayed from a captured CUDA graph."""
 
-    def __init__(self, model: nn.Module, problems: list[Problem], optimizers: list[torch.optim.Optimizer],
-                 cfg: FitConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        problems: list[Problem],
+        optimizers: list[torch.optim.Optimizer],
+        cfg: FitConfig,
+        device: torch.device,
+    ) -> None:
         self.model, self.problems, self.optimizers, self.device = model, problems, optimizers, device
         self.bf16 = cfg.precision == "bf16"
         self.graph: torch.cuda.CUDAGraph | None = None

@@ -11,6 +11,7 @@ minimum (value, iteration, image) tracked with ``torch.where``. The host only re
 the stop could first happen (iteration = last known best + P) and when the VAR curve is flushed
 (at fit's checks), so the stop is detected at exactly the iteration the rule names.
 """
+
 from __future__ import annotations
 
 import logging
@@ -122,7 +123,9 @@ class ESWMV:
             self._deadline = best + self.patience
             return False
         self.stop_iteration = it
-        log.info("ES-WMV: VAR had no new minimum for %d iterations; stop at %d, best iterate %d", self.patience, it, best)
+        log.info(
+            "ES-WMV: VAR had no new minimum for %d iterations; stop at %d, best iterate %d", self.patience, it, best
+        )
         return self.stop
 
     def on_check(self, state) -> None:

@@ -6,6 +6,7 @@ its resolved configuration and the store's schema version; a record that does no
 with its path and recomputed by ``reproduce``. A lock file per run lets several processes share
 one store: whoever holds a run's lock computes it, the others move on.
 """
+
 from __future__ import annotations
 
 import json
@@ -210,7 +211,11 @@ def validate(rec: Any, run: Run, images: bool = True) -> str | None:
     if json.loads(json.dumps(rec["spec"])) != json.loads(json.dumps(spec(run))):
         return "its configuration differs from the run's"
     s = rec["summary"]
-    if not isinstance(s, dict) or not isinstance(s.get("final_psnr"), (int, float)) or not math.isfinite(s["final_psnr"]):
+    if (
+        not isinstance(s, dict)
+        or not isinstance(s.get("final_psnr"), (int, float))
+        or not math.isfinite(s["final_psnr"])
+    ):
         return "no finite final PSNR"
     if run.method == "dip" and not isinstance(rec.get("history"), dict):
         return "no history"
@@ -222,7 +227,10 @@ def environment(device: torch.device) -> dict[str, Any]:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
-        "torch": torch.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
-        "device": str(device), "device_name": name,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": name,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -2,6 +2,7 @@
 happens to each iterate (``Problem.after_forward``): tracking (EMA, snapshots, per-iteration
 callbacks), and at checks measuring, guarding, recording and notifying, as separate steps.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,10 +65,13 @@ class _GoodCopy:
         states = [optimizer.state.get(p, {}) for p in self.params]
         same = len(self.saved_state) == len(states) and all(
             s.keys() == t.keys() and all(not isinstance(v, torch.Tensor) or v.shape == t[k].shape for k, v in s.items())
-            for s, t in zip(states, self.saved_state))
+            for s, t in zip(states, self.saved_state)
+        )
         if not same:
-            self.saved_state = [{k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-                                 for k, v in s.items()} for s in states]
+            self.saved_state = [
+                {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in s.items()}
+                for s in states
+            ]
             return
         dst, src = [], []
         for s, t in zip(states, self.saved_state):
@@ -87,8 +91,14 @@ class _GoodCopy:
             cur = optimizer.state.get(p)
             if not t:
                 optimizer.state.pop(p, None)
-            elif cur is not None and cur.keys() == t.keys() and all(
-                    not isinstance(v, torch.Tensor) or (isinstance(cur[k], torch.Tensor) and cur[k].shape == v.shape) for k, v in t.items()):
+            elif (
+                cur is not None
+                and cur.keys() == t.keys()
+                and all(
+                    not isinstance(v, torch.Tensor) or (isinstance(cur[k], torch.Tensor) and cur[k].shape == v.shape)
+                    for k, v in t.items()
+                )
+            ):
                 for k, v in t.items():
                     if isinstance(v, torch.Tensor):
                         dst.append(cur[k])
@@ -96,7 +106,9 @@ class _GoodCopy:
                     else:
                         cur[k] = copy.deepcopy(v)
             else:
-                optimizer.state[p] = {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in t.items()}
+                optimizer.state[p] = {
+                    k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in t.items()
+                }
         _copy_all(dst, src)
 
 
@@ -105,8 +117,17 @@ class Problem:
     physics A(x) = m * x), its noise stream, and its bookkeeping (EMA, snapshots, checks with
     history, guard, best output, callbacks)."""
 
-    def __init__(self, net: nn.Module, net_input, observed, mask, cfg: FitConfig, device: torch.device,
-                 ground_truth: np.ndarray | None, callbacks: Iterable) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        net_input,
+        observed,
+        mask,
+        cfg: FitConfig,
+        device: torch.device,
+        ground_truth: np.ndarray | None,
+        callbacks: Iterable,
+    ) -> None:
         self.cfg, self.device, self.net = cfg, device, net
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.z = _as_batch(net_input).to(device).contiguous(memory_format=fmt)
@@ -122,8 +143,11 @@ class Problem:
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         callbacks = list(callbacks)
         # objects may define on_check and/or on_iteration; a plain function is an on_check
-        self.hooks = [cb.on_check if hasattr(cb, "on_check") else cb for cb in callbacks
-                      if hasattr(cb, "on_check") or not hasattr(cb, "on_iteration")]
+        self.hooks = [
+            cb.on_check if hasattr(cb, "on_check") else cb
+            for cb in callbacks
+            if hasattr(cb, "on_check") or not hasattr(cb, "on_iteration")
+        ]
         self.iter_hooks = [cb for cb in callbacks if hasattr(cb, "on_iteration")]
         self.hist = History()
         self.ema: torch.Tensor | None = None
@@ -180,8 +204,15 @@ class Problem:
             clean_np = None if clean is None else _to_numpy(clean)
             p_gt = psnr(self.gt, out_np) if self.gt is not None else None
             p_clean, p_hole = self._gt_psnrs(clean_np) if clean_np is not None else (None, None)
-            return {"loss": float(loss.detach()), "obs": masked_psnr(self.y_np, out_np, self.m_np), "gt": p_gt,
-                    "clean": p_clean, "hole": p_hole, "out_np": out_np, "clean_np": clean_np}
+            return {
+                "loss": float(loss.detach()),
+                "obs": masked_psnr(self.y_np, out_np, self.m_np),
+                "gt": p_gt,
+                "clean": p_clean,
+                "hole": p_hole,
+                "out_np": out_np,
+                "clean_np": clean_np,
+            }
         est = o.to(self._y.dtype).clamp(0, 1)
         mse_obs = ((self._y - est) ** 2 * self._w).sum() / self._n_obs if self._n_obs else est.new_zeros(())
         vals = [loss.detach().to(est.dtype).reshape(()), 10 * torch.log10(1 / mse_obs)]
@@ -191,17 +222,34 @@ class Problem:
                 c = clean.to(self._y.dtype).clamp(0, 1)
                 err = (self._gt - c) ** 2
                 vals.append(10 * torch.log10(1 / err.mean()))
-                vals.append(10 * torch.log10(self._n_hole / (err * self._hole).sum()) if self._n_hole else err.new_zeros(()))
+                vals.append(
+                    10 * torch.log10(self._n_hole / (err * self._hole).sum()) if self._n_hole else err.new_zeros(())
+                )
         got = torch.stack(vals).tolist()
         got += [None] * (5 - len(got))
         hole = got[4] if self._n_hole else None
-        return {"loss": got[0], "obs": got[1], "gt": got[2], "clean": got[3], "hole": hole, "out_np": None, "clean_np": None}
+        return {
+            "loss": got[0],
+            "obs": got[1],
+            "gt": got[2],
+            "clean": got[3],
+            "hole": hole,
+            "out_np": None,
+            "clean_np": None,
+        }
 
     def is_check(self, it: int) -> bool:
         return it % self.cfg.log_every == 0 or it == self.cfg.iterations - 1
 
-    def after_forward(self, it: int, out: torch.Tensor, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None,
-                      fresh: bool = True, clean: torch.Tensor | None = None) -> bool:
+    def after_forward(
+        self,
+        it: int,
+        out: torch.Tensor,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer | None,
+        fresh: bool = True,
+        clean: torch.Tensor | None = None,
+    ) -> bool:
         """Bookkeeping for one evaluated iterate; False when the guard restored the weights (then the
         optimiser must not step). ``fresh`` False: ``out`` is a buffer reused next iteration, so
         callbacks get a copy. ``clean``: f_theta(z) for the same weights, given at checks."""
@@ -237,8 +285,11 @@ class Problem:
         if cfg.guard and optimizer is not None and self.good_obs is not None and dropped:
             self.good.restore(optimizer)
             self.restores += 1
-            log.info("iteration %d: PSNR on observed pixels fell %.1f dB; restored the last good weights", it,
-                     self.good_obs - p_obs)
+            log.info(
+                "iteration %d: PSNR on observed pixels fell %.1f dB; restored the last good weights",
+                it,
+                self.good_obs - p_obs,
+            )
             return True
         if bad:
             raise FitDiverged(f"the fit diverged at iteration {it} (loss {m['loss']}); try a smaller --lr")
@@ -253,28 +304,48 @@ class Problem:
             self._consider_best(it, m["clean"], m["hole"], m["clean_np"] if m["clean_np"] is not None else clean)
         self._record(it, m["loss"], m["gt"], m["obs"], restored, m["clean"], m["hole"])
 
-    def notify(self, it: int, m: dict[str, Any], restored: bool, out: torch.Tensor, clean: torch.Tensor | None,
-               fresh: bool) -> None:
+    def notify(
+        self, it: int, m: dict[str, Any], restored: bool, out: torch.Tensor, clean: torch.Tensor | None, fresh: bool
+    ) -> None:
         """Check callbacks (any may stop this problem) and the progress bar."""
         if self.hooks:
             o = out.detach()
-            check = CheckState(it, m["loss"], m["gt"], m["obs"], time.perf_counter() - self.t0, o if fresh else o.clone(),
-                               restored, m["clean"], m["hole"], clean)
+            check = CheckState(
+                it,
+                m["loss"],
+                m["gt"],
+                m["obs"],
+                time.perf_counter() - self.t0,
+                o if fresh else o.clone(),
+                restored,
+                m["clean"],
+                m["hole"],
+                clean,
+            )
             for on_check in self.hooks:
                 if on_check(check):
                     self.stop = it
         if self.bar is not None:
             shown = m["clean"] if m["clean"] is not None else m["gt"]
-            self.bar.set_postfix(loss=f"{m['loss']:.2e}", psnr=f"{shown:.2f}" if shown is not None else "-",
-                                 obs=f"{m['obs']:.2f}")
+            self.bar.set_postfix(
+                loss=f"{m['loss']:.2e}", psnr=f"{shown:.2f}" if shown is not None else "-", obs=f"{m['obs']:.2f}"
+            )
 
     def _consider_best(self, it: int, p_clean: float | None, p_hole: float | None, output) -> None:
         if p_clean is not None and output is not None and (self.best_psnr is None or p_clean > self.best_psnr):
             self.best = output.clone() if isinstance(output, torch.Tensor) else output
             self.best_it, self.best_psnr, self.best_hole = it, p_clean, p_hole
 
-    def _record(self, it: int, loss: float | None, p_gt: float | None, p_obs: float, restored: bool,
-                p_clean: float | None, p_hole: float | None) -> None:
+    def _record(
+        self,
+        it: int,
+        loss: float | None,
+        p_gt: float | None,
+        p_obs: float,
+        restored: bool,
+        p_clean: float | None,
+        p_hole: float | None,
+    ) -> None:
         hist = self.hist
         hist.iteration.append(it)
         hist.loss.append(loss)
@@ -289,7 +360,9 @@ class Problem:
         """The final clean output as the last check (iteration = iterations run); returns it on the host."""
         final = _to_numpy(final_t)
         if not np.isfinite(final).all():
-            raise FitDiverged(f"the fit diverged: the final output is not finite after {self.it} iterations; try a smaller --lr")
+            raise FitDiverged(
+                f"the fit diverged: the final output is not finite after {self.it} iterations; try a smaller --lr"
+            )
         p_clean, p_hole = self._gt_psnrs(final)
         loss = float(((final - self.y_np) * self.m_np).__pow__(2).mean())
         self._consider_best(self.it, p_clean, p_hole, final)

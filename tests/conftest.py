@@ -1,4 +1,5 @@
 """Shared fixtures: the repository root and the shared data folder (tests needing it skip without it)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The command line on bad and good inputs (subprocesses, as a user runs it), and strict image I/O."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 def run_cli(repo_root: Path, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dip_lib", *map(str, args)],
-        cwd=repo_root, capture_output=True, text=True, env=ENV, timeout=600,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
     )
 
 
@@ -32,7 +37,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("cli_inputs")
     rgb = data.astronaut()[::8, ::8][:48, :48]  # 48x48x3 uint8
     gray = data.camera()[100:148, 250:298]  # 48x48 uint8
-    paths = {name: d / f"{name}.png" for name in ("rgb", "gray", "rgba", "small", "mask_other_size", "mask_gray", "not_image", "truncated")}
+    paths = {
+        name: d / f"{name}.png"
+        for name in ("rgb", "gray", "rgba", "small", "mask_other_size", "mask_gray", "not_image", "truncated")
+    }
     Image.fromarray(rgb).save(paths["rgb"])
     Image.fromarray(gray).save(paths["gray"])
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])).save(paths["rgba"])
@@ -71,13 +79,18 @@ BAD = {
     "iterations -3": (["{gray}", "--bernoulli", "0.5", "--iterations", "-3"], "--iterations must be positive"),
     "lr -1": (["{gray}", "--bernoulli", "0.5", "--lr", "-1"], "--lr must be a positive finite number"),
     "lr inf": (["{gray}", "--bernoulli", "0.5", "--lr", "inf"], "--lr must be a positive finite number"),
-    "lr 1e30 diverges": (["{gray}", "--bernoulli", "0.5", "--lr", "1e30", "--preset", "text", "--iterations", "25"],
-                         "diverged"),
+    "lr 1e30 diverges": (
+        ["{gray}", "--bernoulli", "0.5", "--lr", "1e30", "--preset", "text", "--iterations", "25"],
+        "diverged",
+    ),
     "seed -1": (["{gray}", "--bernoulli", "0.5", "--seed", "-1"], "--seed must be in [0, 2^63)"),
     "device meta": (["{gray}", "--bernoulli", "0.5", "--device", "meta"], "cannot run a fit"),
     "all-black mask": (["{gray}", "--mask", "{mask_black}"], "all black"),
     "output parent is a file": (["{gray}", "--bernoulli", "0.5", "-o", "{not_image}/out.png"], "is not a folder"),
-    "history parent is a file": (["{gray}", "--bernoulli", "0.5", "--history", "{not_image}/h.json"], "is not a folder"),
+    "history parent is a file": (
+        ["{gray}", "--bernoulli", "0.5", "--history", "{not_image}/h.json"],
+        "is not a folder",
+    ),
     "output is a symlink": (["{gray}", "--bernoulli", "0.5", "-o", "{symlink}"], "symbolic link"),
     "output .gif": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}/../x.gif"], "unknown image extension '.gif'"),
     "output without extension": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}/../x"], "unknown image extension"),
@@ -125,8 +138,23 @@ def test_bad_input_is_a_one_line_error(case, bad_runs):
 def good_run(files, repo_root, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """One tiny successful run (48x48 RGBA, 3 iterations) writing every output: (process, output folder)."""
     d = tmp_path_factory.mktemp("good_out")
-    proc = run_cli(repo_root, "inpaint", files["rgba"], "--bernoulli", "0.5", "--preset", "table1-paper",
-                   "--iterations", "3", "-o", d / "out.png", "--history", d / "h.json", "--masked", d / "masked.png")
+    proc = run_cli(
+        repo_root,
+        "inpaint",
+        files["rgba"],
+        "--bernoulli",
+        "0.5",
+        "--preset",
+        "table1-paper",
+        "--iterations",
+        "3",
+        "-o",
+        d / "out.png",
+        "--history",
+        d / "h.json",
+        "--masked",
+        d / "masked.png",
+    )
     return proc, d
 
 
@@ -165,6 +193,7 @@ def test_presets_command_prints_the_parameter_counts(repo_root):
 
 
 # ---- image I/O called directly ----
+
 
 def test_16_bit_grayscale_png_is_scaled_by_65535(tmp_path):
     values = np.array([[0, 1, 255, 256], [1000, 32768, 65534, 65535]], dtype=np.uint16)
@@ -217,8 +246,11 @@ def test_usage_errors_are_one_line(capsys):
     """argparse's own errors (bad int, missing -o, unknown command) follow the one-line rule too."""
     from dip_lib.cli import main
 
-    for argv in (["inpaint", "x.png", "--bernoulli", "0.5", "--iterations", "abc", "-o", "y.png"],
-                 ["inpaint", "x.png", "--bernoulli", "0.5"], ["nope"]):
+    for argv in (
+        ["inpaint", "x.png", "--bernoulli", "0.5", "--iterations", "abc", "-o", "y.png"],
+        ["inpaint", "x.png", "--bernoulli", "0.5"],
+        ["nope"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -238,9 +270,11 @@ def test_float_images_in_0_255_are_scaled_not_clipped_and_out_of_range_refused(t
 
 def test_the_parser_and_early_refusals_import_no_torch(files):
     """Usage errors and bad files are refused before torch's import (seconds on a small machine)."""
-    code = ("import sys\nfrom dip_lib.cli import main\n"
-            f"rc = main(['inpaint', {str(files['missing'])!r}, '--bernoulli', '0.5', '-o', 'x.png'])\n"
-            "assert rc == 2 and 'torch' not in sys.modules, rc\n")
+    code = (
+        "import sys\nfrom dip_lib.cli import main\n"
+        f"rc = main(['inpaint', {str(files['missing'])!r}, '--bernoulli', '0.5', '-o', 'x.png'])\n"
+        "assert rc == 2 and 'torch' not in sys.modules, rc\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "file not found" in proc.stderr

@@ -1,5 +1,6 @@
 """reproduce on Dask: a 2-worker LocalCluster on loopback stores what the serial path stores, a killed
 worker loses nothing, Ctrl-C keeps what is finished and the resume is exact (tiny CPU runs)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,18 @@ TIMING = {"wall_time", "elapsed", "ms_per_iteration", "date", "environment"}
 
 def tiny_runs(n: int = 2, **kw) -> list[Run]:
     """48 px crops of the embedded camera image, 8-filter networks, 30 iterations (as test_experiments)."""
-    base = dict(experiment="table1", profile="smoke", image="camera", source="embedded", crop=48, mask="bernoulli",
-                preset="table1-seed", net=NET, iterations=30, log_every=3)
+    base = dict(
+        experiment="table1",
+        profile="smoke",
+        image="camera",
+        source="embedded",
+        crop=48,
+        mask="bernoulli",
+        preset="table1-seed",
+        net=NET,
+        iterations=30,
+        log_every=3,
+    )
     base.update(kw)
     return [Run(**{"mask_seed": k, "seed": k, **base}) for k in range(n)]
 
@@ -41,6 +52,7 @@ def plan_runs() -> list[Run]:
 
 def comparable(store: ResultStore, run: Run) -> dict:
     """A stored record without what depends on when and where it ran."""
+
     def strip(obj):
         if isinstance(obj, dict):
             return {k: strip(v) for k, v in obj.items() if k not in TIMING}
@@ -161,9 +173,14 @@ def test_ctrl_c_keeps_finished_runs_and_the_resume_is_exact(tmp_path, serial):
     runs = plan_runs()
     store = ResultStore(tmp_path)
     # a session of its own, so that Ctrl-C can reach its whole process group, workers included, as a terminal's does
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), json.dumps([r.to_dict() for r in runs])],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path), json.dumps([r.to_dict() for r in runs])],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while not list(tmp_path.rglob("*.json")) and child.poll() is None and time.monotonic() < deadline:
@@ -227,7 +244,12 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed"
 
 def test_the_serial_path_imports_no_dask(tmp_path):
     run = tiny_runs(1)[0]
-    proc = subprocess.run([sys.executable, "-c", SERIAL, str(tmp_path), json.dumps(run.to_dict())], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SERIAL, str(tmp_path), json.dumps(run.to_dict())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,4 +1,5 @@
 """The data layer: registry, fetching through a loopback HTTP server or a mirror folder, import, loaders."""
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,8 @@ from dip_lib.errors import DipError
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
 needs_shared = pytest.mark.skipif(
-    not (SHARED / "MANIFEST.tsv").is_file(), reason=f"shared data folder {SHARED} is absent (it holds the 19 registry files)"
+    not (SHARED / "MANIFEST.tsv").is_file(),
+    reason=f"shared data folder {SHARED} is absent (it holds the 19 registry files)",
 )
 
 
@@ -94,7 +96,11 @@ def server(monkeypatch):
 
 def _cache_files(tmp_path) -> list[str]:
     root = tmp_path / "cache"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")) if root.exists() else []
+    return (
+        sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+        if root.exists()
+        else []
+    )
 
 
 # ---------------------------------------------------------------- registry and reference tables
@@ -112,7 +118,9 @@ def test_registry_shape():
     entries = data.registry()
     assert len(entries) == 19 and len({e.name for e in entries}) == 19
     assert [e.name for e in entries if e.group == "table1"] == [n for n, _ in data.TABLE1_ORDER]
-    assert {e.name for e in entries if e.group == "dip"} == set(data.EXAMPLES) | {m for m in data.EXAMPLES.values() if m}
+    assert {e.name for e in entries if e.group == "dip"} == set(data.EXAMPLES) | {
+        m for m in data.EXAMPLES.values() if m
+    }
     assert all(e.url.startswith("https://raw.githubusercontent.com/") and len(e.sha256) == 64 for e in entries)
     assert [e.name for e in data.select(["vase", "table1", "house"])][:2] == ["barbara", "boat"]
     with pytest.raises(DipError, match="unknown data file or group 'nope'"):
@@ -126,8 +134,13 @@ def test_reference_tables():
     # the means printed in REFERENCE_VALUES.md catch a mistyped cell
     assert np.mean([r["papyan_psnr"] for r in paper]) == pytest.approx(31.19, abs=0.005)
     assert np.mean([r["dip_psnr"] for r in paper]) == pytest.approx(33.48, abs=0.005)
-    assert paper[5] == {"image": "C.man", "papyan_psnr": 27.90, "dip_psnr": 29.80, "name": "cameraman",
-                        "source": "Ulyanov, Vedaldi, Lempitsky, Deep Image Prior, CVPR 2018, Table 1"}
+    assert paper[5] == {
+        "image": "C.man",
+        "papyan_psnr": 27.90,
+        "dip_psnr": 29.80,
+        "name": "cameraman",
+        "source": "Ulyanov, Vedaldi, Lempitsky, Deep Image Prior, CVPR 2018, Table 1",
+    }
     g71 = data.group71_table1()
     assert [r["name"] for r in g71] == [n for n, _ in data.TABLE1_ORDER]
     assert {r["name"]: r["max_psnr"] for r in g71}["peppers"] == 41.64
@@ -223,9 +236,20 @@ def test_cache_dir_default_and_without_platformdirs(monkeypatch):
 
 def test_offline_cli_is_one_line_exit_2(tmp_path):
     refused = _refused_url()
-    env = {**os.environ, "DIP_DATA_DIR": str(tmp_path / "cache"), "DIP_DATA_MIRROR": refused, "DIP_DATA_PUBLIC_BASE": refused}
-    proc = subprocess.run([sys.executable, "-m", "dip_lib", "data", "fetch", "house", "kate"], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=120)
+    env = {
+        **os.environ,
+        "DIP_DATA_DIR": str(tmp_path / "cache"),
+        "DIP_DATA_MIRROR": refused,
+        "DIP_DATA_PUBLIC_BASE": refused,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "dip_lib", "data", "fetch", "house", "kate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -260,7 +284,9 @@ def test_import_cli(tmp_path, capsys):
     assert verified == {"house", "vase", "lena"}
     assert main(["data", "list"]) == 0
     listing = capsys.readouterr().out
-    assert "3/19 verified" in listing and any(ln.split()[0] == "boat" and ln.split()[-2:] == ["no", "no"] for ln in listing.splitlines()[2:-1])
+    assert "3/19 verified" in listing and any(
+        ln.split()[0] == "boat" and ln.split()[-2:] == ["no", "no"] for ln in listing.splitlines()[2:-1]
+    )
     with pytest.raises(DipError, match="not a folder"):
         data.import_dir(tmp_path / "nope")
 

@@ -1,5 +1,6 @@
 """The cost estimator: memory and time models, the memory refusal and --max-minutes (no timed
 assertions: rates are synthetic or only checked for sanity)."""
+
 from __future__ import annotations
 
 import itertools
@@ -27,7 +28,7 @@ RATE = est.Rate(flops=100e9, warmup_s=1.0, shape=(128, 128))  # a made-up machin
 
 def test_activation_count_matches_a_real_forward():
     """The meta-device count equals the element count of a real CPU forward at the same size."""
-    side = 2 ** TINY.depth * 8
+    side = 2**TINY.depth * 8
     total = 0
 
     def hook(_m, _i, out):
@@ -71,8 +72,11 @@ def test_memory_refusal_for_a_3000x2000_photo_allocates_nothing():
         est.check_memory(TEXT, 2000, 3000, cfg, available=8 * 2**30)
     msg = str(err.value)
     assert "\n" not in msg
-    m = re.fullmatch(r"a 3000x2000 fit needs about ([\d.]+) GB of memory but ([\d.]+) GB is available: --size (\d+) fits "
-                     r"\(about ([\d.]+) GB\); --checkpointing would need about ([\d.]+) GB.*", msg)
+    m = re.fullmatch(
+        r"a 3000x2000 fit needs about ([\d.]+) GB of memory but ([\d.]+) GB is available: --size (\d+) fits "
+        r"\(about ([\d.]+) GB\); --checkpointing would need about ([\d.]+) GB.*",
+        msg,
+    )
     assert m, msg
     need, avail, side, at_side, ckpt = float(m[1]), float(m[2]), int(m[3]), float(m[4]), float(m[5])
     assert need > avail >= at_side and ckpt < need and side % 32 == 0 and side < 3000
@@ -83,8 +87,10 @@ def test_memory_refusal_for_a_3000x2000_photo_allocates_nothing():
 
 def test_describe_and_the_largest_size_within_a_time():
     e = est.Estimate(512, 512, 6001, 460.0, 1.3, 7800.0, int(3.1 * 2**30), "fp32")
-    assert est.describe(e, "cpu", (256, 1500.0)) == \
-        "about 2 h 10 min and 3.1 GB on this CPU (6001 iterations); --size 256 would take about 25 min"
+    assert (
+        est.describe(e, "cpu", (256, 1500.0))
+        == "about 2 h 10 min and 3.1 GB on this CPU (6001 iterations); --size 256 would take about 25 min"
+    )
     assert est.fmt_seconds(42) == "42 s" and est.fmt_bytes(300 * 2**20) == "300 MB"
     side = est.largest_side_within(T1, 1000, 1500, 1000, RATE, 20 * 60)
     inside = est.estimate(T1, *est.scaled_shape(1000, 1500, side), 1000, FitConfig(), RATE).seconds
@@ -98,8 +104,9 @@ def test_calibration_shape_and_a_real_calibration():
     h, w = est.calibration_shape(TEXT, 2000, 3000)
     assert h / w == pytest.approx(2 / 3, rel=0.02) and est.iteration_gflop(TEXT, h, w) <= est.CALIBRATION_GFLOP * 1.05
     assert est.calibration_shape(TINY, 64, 64) == (64, 64)  # cheap enough: calibrated at the target size
-    rate = est.calibrate_time(TINY, 48, 48, FitConfig(threads=1), lambda h, w: make_input("noise", TINY.in_channels, h, w, 0),
-                              iterations=2)
+    rate = est.calibrate_time(
+        TINY, 48, 48, FitConfig(threads=1), lambda h, w: make_input("noise", TINY.in_channels, h, w, 0), iterations=2
+    )
     assert rate.flops > 0 and rate.warmup_s >= 0 and rate.shape == (48, 48)
 
 

@@ -1,4 +1,5 @@
 """Runs, their ids, the results store and resumable, shared, failure-proof execution (tiny CPU runs)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,18 @@ TIMING = {"wall_time", "elapsed", "ms_per_iteration", "date"}
 
 
 def tiny_runs(n: int = 2, **kw) -> list[Run]:
-    base = dict(experiment="table1", profile="smoke", image="camera", source="embedded", crop=48, mask="bernoulli",
-                preset="table1-seed", net=NET, iterations=30, log_every=3)
+    base = dict(
+        experiment="table1",
+        profile="smoke",
+        image="camera",
+        source="embedded",
+        crop=48,
+        mask="bernoulli",
+        preset="table1-seed",
+        net=NET,
+        iterations=30,
+        log_every=3,
+    )
     base.update(kw)
     return [Run(mask_seed=k, seed=k, **base) for k in range(n)]
 
@@ -73,8 +84,10 @@ def test_plans_cover_the_experiments():
     assert depth == {(d, s, k) for d in range(1, 9) for s in (True, False) for k in (0, 1)}
     optim = plan("optim", "quick")
     assert len(optim) == 12 and {r.seed for r in optim} == {0, 1}
-    assert {(r.lr, r.guard, r.iterations) for r in optim if r.label.startswith("trial 3")} == {(0.1, False, 12001),
-                                                                                              (0.1, True, 12001)}
+    assert {(r.lr, r.guard, r.iterations) for r in optim if r.label.startswith("trial 3")} == {
+        (0.1, False, 12001),
+        (0.1, True, 12001),
+    }
     figures = plan("figures", "quick")
     assert {r.target for r in figures} == {"image", "noisy", "shuffled", "noise"}
     assert {r.method for r in figures if r.mask == "file"} == {"dip", "biharmonic"}
@@ -178,9 +191,14 @@ print(json.dumps([r.run_id for r in out.computed]))
 
 
 def _child(store: Path, runs: list[Run], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(store), json.dumps([r.to_dict() for r in runs])],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(store), json.dumps([r.to_dict() for r in runs])],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_same_runs_in_separate_processes_under_different_load_give_identical_records(tmp_path):

@@ -1,4 +1,5 @@
 """The explorer driven headless: a tiny fit through the same widgets and callback, Stop, scrub, save, errors."""
+
 from __future__ import annotations
 
 import datetime
@@ -24,16 +25,31 @@ def _camera() -> np.ndarray:
 
 
 def _explorer(iterations: int, **kw) -> Explorer:
-    return Explorer(image=_camera(), size=32, iterations=iterations, net_overrides=TINY, device="cpu",
-                    log_every=5, refresh_s=0.0, **kw)
+    return Explorer(
+        image=_camera(),
+        size=32,
+        iterations=iterations,
+        net_overrides=TINY,
+        device="cpu",
+        log_every=5,
+        refresh_s=0.0,
+        **kw,
+    )
 
 
 def _upload(widget, arr: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     content = buf.getvalue()
-    widget.value = ({"name": "f.png", "type": "image/png", "size": len(content), "content": memoryview(content),
-                     "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)},)
+    widget.value = (
+        {
+            "name": "f.png",
+            "type": "image/png",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        },
+    )
 
 
 def test_live_run_updates_the_widgets(tmp_path):

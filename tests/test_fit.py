@@ -1,4 +1,5 @@
 """The fitting loop on a small real image: it inpaints, its guard restores blow-ups, it is seeded."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,9 @@ from dip_lib.metrics import psnr
 from dip_lib.nets import SkipConfig, SkipNet
 from dip_lib.solver import FitConfig, fit
 
-NARROW = SkipConfig(in_channels=8, out_channels=1, channels_down=(16,) * 3, channels_up=(16,) * 3, channels_skip=(4,) * 3)
+NARROW = SkipConfig(
+    in_channels=8, out_channels=1, channels_down=(16,) * 3, channels_up=(16,) * 3, channels_skip=(4,) * 3
+)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +186,14 @@ def test_guard_restores_nan_weights(camera):
     torch.manual_seed(0)
     net = SkipNet(NARROW)
     cfg = FitConfig(iterations=50, log_every=10, progress=False, reg_noise_std=0.03)
-    res = fit(net, noise_input(NARROW.in_channels, 64, 64), observed, mask, cfg, ground_truth=gt,
-              callbacks=[NaNWeights(net, 25)])
+    res = fit(
+        net,
+        noise_input(NARROW.in_channels, 64, 64),
+        observed,
+        mask,
+        cfg,
+        ground_truth=gt,
+        callbacks=[NaNWeights(net, 25)],
+    )
     assert res.guard_restores >= 1
     assert np.isfinite(res.final_psnr) and res.final_psnr > 15

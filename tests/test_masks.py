@@ -1,4 +1,5 @@
 """Masks: Bernoulli draws (fraction, seeding, pixelwise vs per channel) and rendered text masks."""
+
 from __future__ import annotations
 
 from pathlib import Path

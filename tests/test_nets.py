@@ -1,4 +1,5 @@
 """The skip network: parameter counts of the original networks, output sizes, checkpointing."""
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,16 @@ from dip_lib.nets import (
 from dip_lib.presets import get_preset, sweep_net
 
 TEXT = SkipConfig(
-    in_channels=32, out_channels=3, channels_down=(128,) * 5, channels_up=(128,) * 5, channels_skip=(128,) * 5,
-    kernel_down=3, kernel_up=3, kernel_skip=1, upsample_mode="nearest", need_1x1_up=True,
+    in_channels=32,
+    out_channels=3,
+    channels_down=(128,) * 5,
+    channels_up=(128,) * 5,
+    channels_skip=(128,) * 5,
+    kernel_down=3,
+    kernel_up=3,
+    kernel_skip=1,
+    upsample_mode="nearest",
+    need_1x1_up=True,
 )
 
 
@@ -36,6 +45,7 @@ def tiny(**kw) -> SkipConfig:
 
 
 # ---- parameter counts (the numbers the original notebooks print) ----
+
 
 def test_text_network_counts_built_directly():
     assert params(TEXT, 3) == 3_002_627
@@ -69,7 +79,9 @@ def test_preset_networks_have_the_original_inputs():
     assert lib.channels_down == lib.channels_up == (16, 32, 64, 128, 128, 128)
 
 
-@pytest.mark.parametrize("filters, expected", [(4, 4_555), (16, 52_771), (32, 197_699), (64, 764_035), (128, 3_002_627)])
+@pytest.mark.parametrize(
+    "filters, expected", [(4, 4_555), (16, 52_771), (32, 197_699), (64, 764_035), (128, 3_002_627)]
+)
 def test_filter_sweep_counts(filters, expected):
     assert params(sweep_net(filters, 5, True), 3) == expected
 
@@ -81,6 +93,7 @@ def test_depth_sweep_counts(depth):
 
 
 # ---- output size equals input size ----
+
 
 @pytest.mark.parametrize("skip", [4, 0])
 @pytest.mark.parametrize("upsample_mode", UPSAMPLE_MODES)
@@ -106,8 +119,13 @@ def test_output_size_equals_input_size_for_pads_and_activations(pad, act, skip):
 
 @pytest.mark.parametrize(
     "cfg",
-    [tiny(), tiny(pad="zero"), tiny(channels_skip=(0,) * 3, downsample_mode="avg"),
-     tiny(kernel_down=5, kernel_up=5), tiny(channels_down=(4,) * 5, channels_up=(4,) * 5, channels_skip=(2,) * 5)],
+    [
+        tiny(),
+        tiny(pad="zero"),
+        tiny(channels_skip=(0,) * 3, downsample_mode="avg"),
+        tiny(kernel_down=5, kernel_up=5),
+        tiny(channels_down=(4,) * 5, channels_up=(4,) * 5, channels_skip=(2,) * 5),
+    ],
     ids=["k3", "zero-pad", "noskip-avg", "k5", "depth5"],
 )
 def test_min_size_is_the_smallest_accepted_side(cfg):
@@ -130,6 +148,7 @@ def test_invalid_configs_are_rejected():
 
 
 # ---- gradient checkpointing ----
+
 
 def test_checkpointing_gives_identical_outputs_and_gradients():
     torch.manual_seed(0)

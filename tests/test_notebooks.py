@@ -1,4 +1,5 @@
 """Every notebook runs end to end with papermill in the smoke profile (computing its runs)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,9 +32,13 @@ def test_notebook_smoke(name, smoke_results, tmp_path):
     from dip_lib.report import execute_notebook
 
     out = tmp_path / name
-    execute_notebook(ROOT / "notebooks" / name, out,
-                     {"profile": "smoke", "results_dir": str(smoke_results), "compute": True, "device": "cpu"},
-                     cwd=tmp_path, timeout=600)
+    execute_notebook(
+        ROOT / "notebooks" / name,
+        out,
+        {"profile": "smoke", "results_dir": str(smoke_results), "compute": True, "device": "cpu"},
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert out.exists()
 
 
@@ -42,9 +47,26 @@ def test_report_without_results_lists_missing_runs(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "dip_lib", "reproduce", "--profile", "smoke", "--only", "optim",
-                           "--results-dir", str(tmp_path / "r"), "--budget-seconds", "0"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dip_lib",
+            "reproduce",
+            "--profile",
+            "smoke",
+            "--only",
+            "optim",
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--budget-seconds",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "6 remain" in proc.stdout
     from dip_lib import experiments as ex

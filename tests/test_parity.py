@@ -1,4 +1,5 @@
 """The parity rule on synthetic numbers (no fits) and the study on a tiny network."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,8 +73,16 @@ def test_bad_inputs_are_refused():
 
 
 def test_measure_parity_on_a_tiny_network():
-    out = measure_parity(images=("camera",), seeds=(0, 1, 2), size=40, iterations=6, arms=("fp32", "fp32-control", "bf16"),
-                         channels_down=(8,) * 5, channels_up=(8,) * 5, channels_skip=(4,) * 5)["parity"]
+    out = measure_parity(
+        images=("camera",),
+        seeds=(0, 1, 2),
+        size=40,
+        iterations=6,
+        arms=("fp32", "fp32-control", "bf16"),
+        channels_down=(8,) * 5,
+        channels_up=(8,) * 5,
+        channels_skip=(4,) * 5,
+    )["parity"]
     assert len(out["runs"]) == 9 and set(out["verdicts"]) == {"bf16"}
     v = out["verdicts"]["bf16"]
     assert v["passed"] == v["final_psnr"]["passed"] and v["final_psnr"]["n_pairs"] == 3

@@ -1,4 +1,5 @@
 """Classical peers: shapes, quality well above the masked input, run_peers, missing sporco, bad input."""
+
 from __future__ import annotations
 
 import sys

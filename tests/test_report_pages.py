@@ -1,5 +1,6 @@
 """The report speaks to readers: every HTML page has a real title, no visible plumbing, a way back to
 the index; the landing page carries the claims table; pages render from partial results."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,12 +20,19 @@ pytest.importorskip("nbconvert")
 def _executed_notebook(path: Path) -> Path:
     """A notebook as papermill leaves it: parameters, injected parameters, an NBVAL marker, outputs."""
     params = new_code_cell('profile = "quick"\ncompute = True', metadata={"tags": ["parameters"]})
-    injected = new_code_cell('profile = "smoke"\ncompute = False\nresults_dir = "/tmp/r"',
-                             metadata={"tags": ["injected-parameters"]})
-    table = new_code_cell("# NBVAL_CHECK_OUTPUT\ndisplay(t)", outputs=[
-        new_output("display_data", data={"text/html": "<table><tr><td>31.30\u00a0\u00b1\u00a00.51</td></tr></table>",
-                                         "text/plain": "t"}),
-        new_output("stream", name="stderr", text="UserWarning: compute = True\n")])
+    injected = new_code_cell(
+        'profile = "smoke"\ncompute = False\nresults_dir = "/tmp/r"', metadata={"tags": ["injected-parameters"]}
+    )
+    table = new_code_cell(
+        "# NBVAL_CHECK_OUTPUT\ndisplay(t)",
+        outputs=[
+            new_output(
+                "display_data",
+                data={"text/html": "<table><tr><td>31.30\u00a0\u00b1\u00a00.51</td></tr></table>", "text/plain": "t"},
+            ),
+            new_output("stream", name="stderr", text="UserWarning: compute = True\n"),
+        ],
+    )
     nb = new_notebook(cells=[new_markdown_cell("# Table 1: a test page\nSome prose."), params, injected, table])
     nbformat.write(nb, path)
     return path
@@ -42,7 +50,9 @@ def test_page_has_title_navigation_and_no_plumbing(tmp_path):
 
 
 def test_check_page_catches_what_readers_should_not_see():
-    bad = "<html><head><title>Notebook</title></head><body><pre># NBVAL_CHECK_OUTPUT\ncompute = False</pre></body></html>"
+    bad = (
+        "<html><head><title>Notebook</title></head><body><pre># NBVAL_CHECK_OUTPUT\ncompute = False</pre></body></html>"
+    )
     problems = site.check_page(bad)
     assert any("title" in p for p in problems) and any("NBVAL" in p for p in problems)
     assert any("compute" in p for p in problems) and any("index" in p for p in problems)
@@ -62,10 +72,21 @@ def test_landing_page_from_no_results_says_what_is_missing(tmp_path):
 
 def _fake_records(image: str, preset: str, seed: int, oracle_psnr: float):
     run = ex.Run("table1", "smoke", image, preset=preset, seed=seed)
-    rec = {"summary": {"best_psnr": oracle_psnr, "oracle_psnr": oracle_psnr, "final_psnr": oracle_psnr - 1,
-                       "ema_psnr": oracle_psnr - 0.5, "best_iteration": 10, "oracle_iteration": 10,
-                       "iterations_run": 40, "guard_restores": 0, "wall_time": 2.0, "masked_psnr": 8.0},
-           "eswmv": {"psnr": oracle_psnr - 2, "psnr_clean": oracle_psnr - 1.5}}
+    rec = {
+        "summary": {
+            "best_psnr": oracle_psnr,
+            "oracle_psnr": oracle_psnr,
+            "final_psnr": oracle_psnr - 1,
+            "ema_psnr": oracle_psnr - 0.5,
+            "best_iteration": 10,
+            "oracle_iteration": 10,
+            "iterations_run": 40,
+            "guard_restores": 0,
+            "wall_time": 2.0,
+            "masked_psnr": 8.0,
+        },
+        "eswmv": {"psnr": oracle_psnr - 2, "psnr_clean": oracle_psnr - 1.5},
+    }
     return run, rec
 
 
@@ -104,9 +125,13 @@ def test_a_notebook_renders_from_missing_runs(tmp_path):
     from dip_lib.report import execute_notebook
 
     out = tmp_path / "03_optimizer_lr_sweep.ipynb"
-    execute_notebook(ROOT / "notebooks" / out.name, out,
-                     {"profile": "smoke", "results_dir": str(tmp_path / "r"), "compute": False, "device": "cpu"},
-                     cwd=tmp_path, timeout=300)
+    execute_notebook(
+        ROOT / "notebooks" / out.name,
+        out,
+        {"profile": "smoke", "results_dir": str(tmp_path / "r"), "compute": False, "device": "cpu"},
+        cwd=tmp_path,
+        timeout=300,
+    )
     html = site.to_html(out, "smoke").read_text()
     assert site.check_page(html) == []
     assert "0 of 6 runs stored" in html
@@ -131,8 +156,14 @@ def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
 
     store = ResultStore(tmp_path)
     first = plan("table1", "paper")[0]
-    tiny = replace(first, crop=48, iterations=20, log_every=5, numerics=numerics_for("cpu"),
-                   net=pairs(channels_down=(8, 8, 8), channels_up=(8, 8, 8), channels_skip=(4, 4, 4)))
+    tiny = replace(
+        first,
+        crop=48,
+        iterations=20,
+        log_every=5,
+        numerics=numerics_for("cpu"),
+        net=pairs(channels_down=(8, 8, 8), channels_up=(8, 8, 8), channels_skip=(4, 4, 4)),
+    )
     experiments.run_all([tiny], store, progress=False)
     rec = store.load(tiny)
     # stored under the planned paper run's id, as a loan would leave it (the numbers are the tiny run's)
@@ -164,8 +195,16 @@ def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
     from dip_lib.report import render
 
     out = tmp_path / "report"
-    procs = [subprocess.Popen([sys.executable, "-c", REPORT, str(out), str(tmp_path / "r")], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REPORT, str(out), str(tmp_path / "r")],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -173,7 +212,12 @@ def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
     with pytest.raises(DipError, match="no such notebook"):  # refused before any work
         render("smoke", out_dir=out, results_dir=str(tmp_path / "r"), notebooks=("05_claims.ipynb", "no_such.ipynb"))
     with pytest.raises(DipError, match="failed"):  # a notebook fails while building: the old report stays
-        render("smoke", out_dir=out, results_dir=str(tmp_path / "r"), notebooks=("05_claims.ipynb", "06_paper_figures.ipynb"),
-               device="no-such-device")
+        render(
+            "smoke",
+            out_dir=out,
+            results_dir=str(tmp_path / "r"),
+            notebooks=("05_claims.ipynb", "06_paper_figures.ipynb"),
+            device="no-such-device",
+        )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no build folder left behind

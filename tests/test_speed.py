@@ -1,6 +1,7 @@
 """Speed paths keep the results: fit_many equals separate fits (guard and stops per problem),
 checkpointing changes nothing, the guard's in-place copies restore what load_state_dict did, the
 analytic FLOP count matches the network, and the bench CLI writes its JSON."""
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,14 @@ from dip_lib.tracking import _GoodCopy
 # iterations amplifies 1-ulp differences: nearest upsampling (CPU bilinear rounds differently with
 # the channel count) and oneDNN off (with one thread torch sends small separate convs to its own
 # kernels but grouped ones to oneDNN; without oneDNN a grouped conv is a loop over the groups).
-SMALL = SkipConfig(in_channels=8, out_channels=3, channels_down=(8, 12, 16), channels_up=(8, 12, 16),
-                   channels_skip=(4, 4, 4), upsample_mode="nearest")
+SMALL = SkipConfig(
+    in_channels=8,
+    out_channels=3,
+    channels_down=(8, 12, 16),
+    channels_up=(8, 12, 16),
+    channels_skip=(4, 4, 4),
+    upsample_mode="nearest",
+)
 K, SIZE = 3, 32
 TOL = 1e-5
 
@@ -36,7 +43,7 @@ TOL = 1e-5
 def problems():
     """K different 32x32 crops of the astronaut with their own Bernoulli masks and inputs."""
     base = transform.resize(data.astronaut(), (96, 96), anti_aliasing=True).astype(np.float32).transpose(2, 0, 1)
-    truths = [np.ascontiguousarray(base[:, 32 * i: 32 * i + 32, 24:56]) for i in range(K)]
+    truths = [np.ascontiguousarray(base[:, 32 * i : 32 * i + 32, 24:56]) for i in range(K)]
     masks = [bernoulli_mask((SIZE, SIZE), 0.5, seed=i) for i in range(K)]
     g = torch.Generator().manual_seed(0)
     inputs = [torch.rand(1, SMALL.in_channels, SIZE, SIZE, generator=g) * 0.1 for _ in range(K)]
@@ -67,14 +74,24 @@ def separate(problems, cfg=CFG, callbacks=None, nets=None):
     truths, masks, inputs = problems
     nets = nets or make_nets()
     callbacks = callbacks or [[] for _ in range(K)]
-    return [fit(n, z, t * m, m, replace(cfg, seed=s), t, cb)
-            for n, z, t, m, s, cb in zip(nets, inputs, truths, masks, SEEDS, callbacks)]
+    return [
+        fit(n, z, t * m, m, replace(cfg, seed=s), t, cb)
+        for n, z, t, m, s, cb in zip(nets, inputs, truths, masks, SEEDS, callbacks)
+    ]
 
 
 def together(problems, cfg=CFG, callbacks=None, nets=None):
     truths, masks, inputs = problems
-    return fit_many(nets or make_nets(), inputs, [t * m for t, m in zip(truths, masks)], masks, cfg,
-                    ground_truths=truths, seeds=SEEDS, callbacks=callbacks)
+    return fit_many(
+        nets or make_nets(),
+        inputs,
+        [t * m for t, m in zip(truths, masks)],
+        masks,
+        cfg,
+        ground_truths=truths,
+        seeds=SEEDS,
+        callbacks=callbacks,
+    )
 
 
 def assert_same(a, b, tol=TOL):
@@ -86,8 +103,12 @@ def assert_same(a, b, tol=TOL):
         np.testing.assert_allclose([v for v in x if v is not None], [v for v in y if v is not None], rtol=tol, atol=tol)
     for x, y in ((a.final, b.final), (a.ema, b.ema), (a.best, b.best), (a.snapshots[7], b.snapshots[7])):
         np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
-    assert (a.best_iteration, a.guard_restores, a.iterations_run, a.stopped_at) == \
-           (b.best_iteration, b.guard_restores, b.iterations_run, b.stopped_at)
+    assert (a.best_iteration, a.guard_restores, a.iterations_run, a.stopped_at) == (
+        b.best_iteration,
+        b.guard_restores,
+        b.iterations_run,
+        b.stopped_at,
+    )
 
 
 def test_fit_many_equals_separate_fits(problems):
@@ -108,7 +129,7 @@ def test_stacked_forward_and_gradients_match_bilinear():
     out = StackedNets(nets)(z)
     grads = torch.autograd.grad(out.square().sum(), [p for n in nets for p in n.parameters()])
     ref_nets = make_nets(cfg)
-    ref = torch.cat([n(z[i:i + 1]) for i, n in enumerate(ref_nets)])
+    ref = torch.cat([n(z[i : i + 1]) for i, n in enumerate(ref_nets)])
     ref_grads = torch.autograd.grad(ref.square().sum(), [p for n in ref_nets for p in n.parameters()])
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     # conv biases before BatchNorm have zero true gradient (pure rounding noise): compare every
@@ -167,11 +188,21 @@ def test_fit_many_stops_one_problem_and_runs_the_others(problems):
 def test_fit_many_rejects_mixed_problems(problems):
     truths, masks, inputs = problems
     with pytest.raises(ValueError, match="one architecture"):
-        fit_many([SkipNet(SMALL), SkipNet(replace(SMALL, channels_up=(8, 12, 8)))], inputs[:2],
-                 [t * m for t, m in zip(truths[:2], masks[:2])], masks[:2], CFG)
+        fit_many(
+            [SkipNet(SMALL), SkipNet(replace(SMALL, channels_up=(8, 12, 8)))],
+            inputs[:2],
+            [t * m for t, m in zip(truths[:2], masks[:2])],
+            masks[:2],
+            CFG,
+        )
     with pytest.raises(ValueError, match="one shape"):
-        fit_many(make_nets(k=2), [inputs[0], inputs[1][..., :16]], [truths[0], truths[1][..., :16]],
-                 [masks[0], masks[1][..., :16]], CFG)
+        fit_many(
+            make_nets(k=2),
+            [inputs[0], inputs[1][..., :16]],
+            [truths[0], truths[1][..., :16]],
+            [masks[0], masks[1][..., :16]],
+            CFG,
+        )
     with pytest.raises(ValueError, match="per net"):
         fit_many(make_nets(k=2), inputs[:1], truths[:2], masks[:2], CFG)
 
@@ -203,7 +234,7 @@ def test_guard_copy_restores_what_load_state_dict_did():
 
     def step(ps, opt):
         opt.zero_grad()
-        sum((p ** 3).sum() for p in ps).backward()
+        sum((p**3).sum() for p in ps).backward()
         opt.step()
 
     def both(n):
@@ -251,7 +282,9 @@ def test_conv_flops_match_the_network_and_the_paper():
                 return
             kh, kw = m.kernel_size
             if isinstance(m, torch.nn.ConvTranspose2d):
-                total += 2.0 * kh * kw * m.in_channels * (m.out_channels // m.groups) * inp[0].shape[-2] * inp[0].shape[-1]
+                total += (
+                    2.0 * kh * kw * m.in_channels * (m.out_channels // m.groups) * inp[0].shape[-2] * inp[0].shape[-1]
+                )
             else:
                 total += 2.0 * kh * kw * (m.in_channels // m.groups) * m.out_channels * out.shape[-2] * out.shape[-1]
 
@@ -263,9 +296,12 @@ def test_conv_flops_match_the_network_and_the_paper():
             net(torch.zeros(1, cfg.in_channels, h, w))
         return total
 
-    for cfg, (h, w) in [(SMALL, (32, 32)), (replace(SMALL, channels_skip=(0, 4, 0), need_1x1_up=False), (37, 45)),
-                        (replace(SMALL, upsample_mode="deconv", kernel_down=5), (40, 40)),
-                        (replace(SMALL, downsample_mode="lanczos2"), (48, 48))]:
+    for cfg, (h, w) in [
+        (SMALL, (32, 32)),
+        (replace(SMALL, channels_skip=(0, 4, 0), need_1x1_up=False), (37, 45)),
+        (replace(SMALL, upsample_mode="deconv", kernel_down=5), (40, 40)),
+        (replace(SMALL, downsample_mode="lanczos2"), (48, 48)),
+    ]:
         assert conv_flops(cfg, h, w)["forward"] == pytest.approx(hooked(cfg, h, w), rel=1e-12)
     # the issue's numbers: table1-paper ~155 + ~305 GFLOP, text ~259 + ~512 GFLOP at 512x512
     t1 = conv_flops(replace(get_preset("table1-paper").net, out_channels=3), 512, 512)
@@ -290,21 +326,45 @@ def test_fast_config_on_cpu(problems):
 
 def test_bench_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--presets", "table1-paper", "--sizes", "40", "--iterations", "2", "--rounds", "1",
-                 "--no-memory", "--threads", "1", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--presets",
+                "table1-paper",
+                "--sizes",
+                "40",
+                "--iterations",
+                "2",
+                "--rounds",
+                "1",
+                "--no-memory",
+                "--threads",
+                "1",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     payload = json.loads(out.read_text())
     assert payload["machine"]["cpu"] and payload["machine"]["torch"] == torch.__version__
     rows = {(r["mode"], r["threads"]): r for r in payload["results"]}
     assert set(rows) == {(m, t) for m in ("original", "reference", "fast", "batched") for t in (1, 2)}
     assert rows[("batched", 1)]["batch"] == 2
-    for (mode, t), r in rows.items():
+    for (_, t), r in rows.items():
         assert r["config"]["threads"] == t  # every row at the thread count it names
         assert r["ms_per_iteration"] > 0 and r["gflop_per_iteration"] > 0 and r["gflops_achieved"] > 0
         # ratios against the original loop and the reference of the same thread count
         for base in ("original", "reference"):
-            assert r[f"speedup_vs_{base}"] == pytest.approx(rows[(base, t)]["ms_per_iteration"] / r["ms_per_iteration"], rel=1e-2)
+            assert r[f"speedup_vs_{base}"] == pytest.approx(
+                rows[(base, t)]["ms_per_iteration"] / r["ms_per_iteration"], rel=1e-2
+            )
         ceiling = payload["ceiling"]["per_threads"][str(t)][f"{r['config']['precision']}_ceiling_gflops"]
-        assert r["ceiling_gflops"] == ceiling and r["ceiling_fraction"] == pytest.approx(r["gflops_achieved"] / ceiling, abs=1e-3)
+        assert r["ceiling_gflops"] == ceiling and r["ceiling_fraction"] == pytest.approx(
+            r["gflops_achieved"] / ceiling, abs=1e-3
+        )
     assert rows[("reference", 1)]["config"]["log_every"] == 1 and rows[("fast", 1)]["config"]["adam_impl"] == "fused"
     printed = capsys.readouterr().out
     assert "wrote" in printed and "ceiling at 1 thread(s)" in printed and "vs original" in printed

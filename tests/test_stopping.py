@@ -1,4 +1,5 @@
 """ES-WMV: agrees with a direct (numpy) implementation of the rule, triggers on patience, scales, fits."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -98,8 +99,15 @@ def test_inside_a_real_fit():
     mask = (np.random.default_rng(1).random((1, 16, 16)) > 0.5).astype(np.float32)
     rule = ESWMV(window=5, patience=15)
     n = 120
-    result = fit(net, z, img * mask, mask, FitConfig(iterations=n, lr=0.05, log_every=10, snapshots=tuple(range(n)),
-                                                       device="cpu", progress=False), ground_truth=img, callbacks=[rule])
+    result = fit(
+        net,
+        z,
+        img * mask,
+        mask,
+        FitConfig(iterations=n, lr=0.05, log_every=10, snapshots=tuple(range(n)), device="cpu", progress=False),
+        ground_truth=img,
+        callbacks=[rule],
+    )
     assert rule.stop_iteration is not None and result.stopped_at == rule.stop_iteration
     assert result.iterations_run == rule.stop_iteration + 1
     assert rule.stop_iteration - rule.best_iteration == 15
