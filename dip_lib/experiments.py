@@ -254,7 +254,8 @@ def run_all(
         for group in groups:
             cost = sum(_cost(r) for r in group)
             spent = time.perf_counter() - started
-            if budget_seconds is not None and (spent > budget_seconds or spent + rate * cost > budget_seconds):
+            expected = rate * cost if rate else sum(_prior_seconds(r) for r in group)
+            if budget_seconds is not None and (spent > budget_seconds or spent + expected > budget_seconds):
                 outcome.remaining.extend(r for g in groups[groups.index(group) :] for r in g)
                 log.warning(
                     "budget of %.0f s: stopping after %.0f s; %d runs remain",
@@ -360,6 +361,25 @@ def _cost(run: Run) -> float:
     h, w = _shape(run.image, run.source, run.crop, run.resize)
     iterations = run.iterations or get_preset(run.preset).iterations
     return float(h * w) * iterations * _params(run.preset, run.net)
+
+
+# before any run has been timed, a first run's seconds are guessed from its conv FLOPs at a rate
+# this project's machines beat (one CPU core ~100 GFLOP/s fp32; an H100/H200 eager loop ~40 TFLOP/s),
+# so that a short budget does not start a run it cannot finish
+PRIOR_FLOPS = {"cpu": 100e9, "cuda": 40e12}
+
+
+def _prior_seconds(run: Run) -> float:
+    if run.method != "dip":
+        return 0.0
+    from .estimate import iteration_gflop
+    from .presets import get_preset
+
+    h, w = _shape(run.image, run.source, run.crop, run.resize)
+    preset = get_preset(run.preset)
+    gflop = iteration_gflop(preset.net_config(1, **dict(run.net)), h, w)
+    rate = PRIOR_FLOPS.get(dict(run.numerics).get("device", "cpu"), PRIOR_FLOPS["cpu"])
+    return gflop * 1e9 * (run.iterations or preset.iterations) / rate
 
 
 def _batch_key(run: Run) -> tuple:
