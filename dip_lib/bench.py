@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from .batched import fit_many
+from .config import LEVERS
 from .device import idle_cpu_threads, resolve_device, tf32_flags
 from .errors import DipError
 from .masks import bernoulli_mask
@@ -643,19 +644,7 @@ def bench(
 
 
 def _config_summary(cfg: FitConfig) -> dict[str, Any]:
-    keys = (
-        "log_every",
-        "precision",
-        "channels_last",
-        "cudnn_benchmark",
-        "tf32",
-        "adam_impl",
-        "compile",
-        "cuda_graphs",
-        "checkpointing",
-        "threads",
-    )
-    return {k: getattr(cfg, k) for k in keys}
+    return {k: getattr(cfg, k) for k in ("log_every", *LEVERS)}
 
 
 def cpu_lever_variants(k: int, compile_: bool = False) -> list[Variant]:

@@ -14,6 +14,18 @@ from .device import cpu_has_native_bf16, idle_cpu_threads, resolve_device
 from .errors import DipError
 
 PRECISIONS = ("fp32", "bf16")
+# FitConfig's speed and memory levers (what ``fast_config`` may change)
+LEVERS = (
+    "precision",
+    "channels_last",
+    "cudnn_benchmark",
+    "tf32",
+    "adam_impl",
+    "compile",
+    "cuda_graphs",
+    "checkpointing",
+    "threads",
+)
 ADAM_IMPLS = ("auto", "single", "foreach", "fused")
 
 

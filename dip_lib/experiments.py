@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .device import resolve_device
 from .errors import DipError
 from .metrics import masked_psnr, psnr, ssim
-from .runs import EXPERIMENTS, Run, get_profile, load_problem, plan
+from .runs import EXPERIMENTS, Run, fit_overrides, get_profile, load_problem, plan
 from .store import ResultStore, environment
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,8 @@ log = logging.getLogger(__name__)
 def _setup(run: Run, shape: tuple[int, int, int]):
     from .presets import get_preset
 
-    n = dict(run.numerics)
-    return get_preset(run.preset).setup(
-        shape,
-        seed=run.seed,
-        net=dict(run.net),
-        iterations=run.iterations,
-        lr=run.lr,
-        optimizer=run.optimizer,
-        guard=run.guard,
-        log_every=run.log_every,
-        progress=False,
-        **n,
-    )
+    overrides = fit_overrides(run)
+    return get_preset(run.preset).setup(shape, seed=overrides.pop("seed"), net=dict(run.net), **overrides)
 
 
 def _hole_psnr(image: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float | None:

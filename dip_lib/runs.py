@@ -377,12 +377,9 @@ def _fields(obj: Any, known: frozenset[str]) -> dict[str, Any]:
     return out
 
 
-def fit_config(run: Run):
-    """The run's FitConfig: its recipe with the run's overrides and the profile's numerics."""
-    from .presets import get_preset
-
-    numerics = dict(run.numerics)
-    return get_preset(run.preset).fit_config(
+def fit_overrides(run: Run) -> dict[str, Any]:
+    """What a run sets on top of its recipe's FitConfig: its overrides and the profile's numerics."""
+    return dict(
         iterations=run.iterations,
         lr=run.lr,
         optimizer=run.optimizer,
@@ -390,8 +387,15 @@ def fit_config(run: Run):
         seed=run.seed,
         log_every=run.log_every,
         progress=False,
-        **numerics,
+        **dict(run.numerics),
     )
+
+
+def fit_config(run: Run):
+    """The run's FitConfig: its recipe with the run's overrides and the profile's numerics."""
+    from .presets import get_preset
+
+    return get_preset(run.preset).fit_config(**fit_overrides(run))
 
 
 # ---------------------------------------------------------------- plans
