@@ -495,6 +495,8 @@ def reproduce(
     plans = {exp: plan(exp, profile, device=device) for exp in chosen}
     missing = [r for runs in plans.values() for r in store.missing(runs)]
     _fetch_data(missing)  # all of it before the first fit
+    if missing and progress:
+        print(_estimate_line(plans, missing, store), flush=True)
     if missing and budget_seconds != 0 and (scheduler or workers != 1):
         from . import cluster
 
@@ -511,6 +513,17 @@ def reproduce(
             continue
         outcomes[exp] = run_all(runs, store, budget_seconds=left, progress=progress)
     return outcomes
+
+
+def _estimate_line(plans: dict[str, list[Run]], missing: list[Run], store: ResultStore) -> str:
+    """'N runs to compute: about T of compute (...)': scaled from the stored runs' seconds per unit of
+    cost, or from the FLOP-based prior when nothing is stored yet."""
+    from .pages import duration, estimate_seconds
+
+    stored = load_records([r for runs in plans.values() for r in runs], store, partial=True)
+    seconds = estimate_seconds(missing, stored)
+    basis = f"scaled from {len(stored)} stored runs" if stored else "a rough guess: no run is stored yet"
+    return f"{len(missing)} runs to compute: {duration(seconds)} of compute on one worker ({basis})"
 
 
 def _fetch_data(runs: list[Run]) -> None:
