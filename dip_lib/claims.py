@@ -17,6 +17,7 @@ from .scores import FLAT_DB, LATE_SHARE, Records, oracle, regime_share
 
 REGIME_SHARE = 0.9  # a claim is decided only when this share of its DIP runs reached their regime
 UNDECIDED = "undecided at this scale"
+PARTIAL = "undecided: partial results"
 
 GAP_DB, LOSS_DB, LOSS_SHARE, SOME_SHARE = 0.5, 1.0, 0.25, 0.05  # 1. early stopping
 WIN_SHARE, LOSE_SHARE = 0.7, 0.3  # 2. DIP vs the CSC peer
@@ -255,18 +256,38 @@ CLAIMS = (
 )
 
 
-def score(table1: Records, arch: Records, optim: Records, comparable: bool):
-    """A DataFrame: claim, verdict, key number, evidence (computed from the records), rule, regime."""
+# the experiments each claim's evidence comes from (in CLAIMS order)
+NEEDS = (("table1", "arch", "optim"), ("table1",), ("table1", "arch"), ("table1", "arch"), ("arch",), ("arch",))
+
+
+def score(
+    table1: Records,
+    arch: Records,
+    optim: Records,
+    comparable: bool,
+    figures: Records = (),
+    partial: dict[str, str] | None = None,
+):
+    """A DataFrame: claim, verdict, key number, evidence (computed from the records), rule, regime.
+
+    ``partial``: experiment -> its coverage line, for the experiments not completely stored; a claim
+    that needs one of them is "undecided: partial results", its numbers shown for what is stored."""
     import pandas as pd
 
+    figures = [(r, x) for r, x in figures if r.mask != "none"]  # kate's inpainting figure; Fig. 2 is no inpainting
     results = [
-        early_stopping(table1 + arch + optim, optim),
+        early_stopping(table1 + arch + optim + figures, optim),
         dip_vs_papyan(table1, comparable),
         structure_fits_task(table1, arch),
         network_is_prior(table1, arch),
         deeper_is_better(arch),
         skips_hurt_shallow(arch),
     ]
+    for result, needs in zip(results, NEEDS):
+        waiting = [partial[e] for e in needs if partial and e in partial]
+        if waiting and result["verdict"] != "no data":
+            result["evidence"] += f" Partial results ({' '.join(waiting)}): the verdict waits for the rest."
+            result["verdict"] = PARTIAL
     return pd.DataFrame(
         [
             {
@@ -279,4 +300,19 @@ def score(table1: Records, arch: Records, optim: Records, comparable: bool):
             }
             for c, v in zip(CLAIMS, results)
         ]
+    )
+
+
+def score_loaded(loaded: dict, comparable: bool):
+    """``score`` from ``pages.load`` results per experiment (records and coverage)."""
+    from .pages import coverage_line
+
+    partial = {e: coverage_line(x) for e, x in loaded.items() if not x.complete}
+    return score(
+        loaded["table1"].records,
+        loaded["arch"].records,
+        loaded["optim"].records,
+        comparable,
+        figures=loaded["figures"].records if "figures" in loaded else (),
+        partial=partial,
     )

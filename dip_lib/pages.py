@@ -694,7 +694,10 @@ def claims_interpretation(verdicts, loaded: dict[str, Loaded]) -> str:
     partial = [coverage_line(x) for x in loaded.values() if not x.complete]
     text = f"Of the {len(verdicts)} claims: {parts}."
     if partial:
-        text += " These verdicts rest on partial results: " + " ".join(partial)
+        text += (
+            " A claim whose experiments are not all stored gets no verdict yet ('undecided: partial "
+            "results'), but its numbers so far are shown. Missing: " + " ".join(partial)
+        )
     return text
 
 

@@ -64,7 +64,7 @@ CLAIMS = (
         "1. Early stopping matters",
         "natural images are fitted faster than noise, so the fit must stop before it reproduces the corruption",
         "early stopping matters: PSNR peaks and then falls",
-        ("03_optimizer_lr_sweep", "01_table1_bernoulli"),
+        ("03_optimizer_lr_sweep", "01_table1_bernoulli", "06_paper_figures"),
     ),
     (
         "2. DIP beats Papyan et al.",
@@ -82,7 +82,7 @@ CLAIMS = (
         "4. The network is the prior",
         "a randomly initialised network restores images with no training data",
         "the network itself is the prior",
-        ("02_architecture_sweep", "01_table1_bernoulli"),
+        ("02_architecture_sweep", "01_table1_bernoulli", "06_paper_figures"),
     ),
     (
         "5. Deeper is better",
@@ -206,79 +206,11 @@ def _verdict_class(verdict: str) -> str:
     return re.sub(r"[^a-z]+", "-", verdict.lower()).strip("-")
 
 
-def _oracle_gap(records) -> list[float]:
-    out = []
-    for r, x in records:
-        if r.method != "dip":
-            continue
-        o, f = pages.oracle(x), pages._num(x["summary"].get("final_psnr"))
-        if o is not None and f is not None:
-            out.append(o - f)
-    return out
-
-
-def _arch_means(arch, prefix: str, mask: str | None = None) -> dict[str, float]:
-    vals: dict[str, list[float]] = {}
-    for r, x in arch:
-        if r.label.startswith(prefix) and (mask is None or r.mask == mask):
-            o = pages.oracle(x)
-            if o is not None:
-                vals.setdefault(r.label, []).append(o)
-    return {k: float(np.mean(v)) for k, v in vals.items()}
-
-
-def claim_key_numbers(loaded: dict[str, pages.Loaded]) -> list[str]:
-    """One short, computed number per claim (a dash where there is nothing to compute from)."""
-    t1, arch, optim = (loaded[k].records for k in ("table1", "arch", "optim"))
-    dip_all = t1 + arch + optim
-    out = []
-    gaps = _oracle_gap(dip_all)
-    out.append(
-        f"oracle minus final: median {np.median(gaps):.2f} dB, largest {max(gaps):.2f} dB over {len(gaps)} runs"
-        if gaps
-        else pages.DASH
-    )
-    rows = pages.table1_rows(t1, "table1-paper")
-    ours = {v["image"]: v["oracle"][0] for v in rows if v["oracle"][2]}
-    csc = {v["image"]: v["csc"][0] for v in rows if v["csc"][2]}
-    w, n, d = pages._wins(ours, csc)
-    out.append(f"table1-paper oracle beats our CSC on {w} of {n} images, mean {d:+.2f} dB" if n else pages.DASH)
-    spreads = []
-    for mask in sorted({r.mask for r, _ in arch}):
-        means = {**_arch_means(arch, "filters=", mask), **_arch_means(arch, "depth=", mask)}
-        if len(means) > 1:
-            spreads.append(f"{mask}: {max(means.values()) - min(means.values()):.2f} dB")
-    out.append("PSNR spread over architectures, " + "; ".join(spreads) if spreads else pages.DASH)
-    gains = [
-        pages.oracle(x) - x["summary"]["masked_psnr"]
-        for r, x in t1 + arch
-        if r.method == "dip" and pages.oracle(x) is not None and x["summary"].get("masked_psnr") is not None
-    ]
-    out.append(
-        f"median gain over the masked input {np.median(gains):+.2f} dB ({len(gains)} runs)" if gains else pages.DASH
-    )
-    depth = {
-        int(k.split(",")[0].split("=")[1]): v for k, v in _arch_means(arch, "depth=").items() if k.endswith("skip=1")
-    }
-    out.append(
-        f"with skips, best depth {max(depth, key=depth.get)} of {min(depth)}..{max(depth)} "
-        f"({max(depth.values()):.2f} dB)"
-        if len(depth) > 1
-        else pages.DASH
-    )
-    no_skip = {
-        int(k.split(",")[0].split("=")[1]): v for k, v in _arch_means(arch, "depth=").items() if k.endswith("skip=0")
-    }
-    shallow = [no_skip[d] - depth[d] for d in depth if d in no_skip and d <= 3]
-    out.append(f"no-skip minus skip at depths 1-3: {np.mean(shallow):+.2f} dB" if shallow else pages.DASH)
-    return out
-
-
 def _score_claims(loaded: dict[str, pages.Loaded], comparable: bool):
     from . import claims
 
     try:
-        return claims.score(loaded["table1"].records, loaded["arch"].records, loaded["optim"].records, comparable)
+        return claims.score_loaded(loaded, comparable)
     except (DipError, ValueError, KeyError, TypeError, ZeroDivisionError, IndexError) as exc:
         log.warning("claims could not be scored from the stored runs: %s", exc)
         return None
@@ -395,7 +327,6 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
     prof = get_profile(profile)
     loaded = {e: pages.load(e, profile, store) for e in EXPERIMENTS}
     verdicts = _score_claims(loaded, prof.comparable)
-    keys = claim_key_numbers(loaded)
     from .data import group71_table1, paper_table1
 
     fill = {
@@ -416,8 +347,8 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
                 "seed": seed.format(**fill),
                 "verdict": verdict,
                 "verdict_class": _verdict_class(verdict),
-                "key": keys[k],
-                "partial": "on partial results" if incomplete else "",
+                "key": (str(row["key"]) or pages.DASH) if row is not None else pages.DASH,
+                "partial": "",
                 "links": [(f"{stem}.html", titles.get(stem, stem)) for stem in evidence]
                 + [("05_claims.html", "scored claim")],
             }
