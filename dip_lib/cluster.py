@@ -229,7 +229,7 @@ def _uninterrupted() -> Iterator[None]:
 
 
 def _sizer(runs: list[Run], batch: int | str):
-    """Problems per task: GPU runs are batched by the GPU rule even when this client has no GPU."""
+    """Problems per task (one unless an explicit batch is asked for; see experiments._batch_size)."""
     return ex._batch_size(batch, cuda=any(dict(r.numerics).get("device") == "cuda" for r in runs) or None)
 
 

@@ -310,12 +310,12 @@ def _execute_and_save(runs: list[Run], store: ResultStore, outcome: Outcome) -> 
 
 
 def _batch_size(batch: int | str, cuda: bool | None = None):
-    """Problems per network pass: on a GPU up to one 512x512 image's pixels; on a CPU one at a time.
-    ``cuda``: whether the runs are GPU runs (default: whether this machine has a GPU)."""
+    """Problems per network pass. "auto" is one: a grouped pass (``fit_many``) rounds differently in
+    the last bits than a single one, and a run's id does not name the batch it ran in, so batching
+    would let the same run id hold slightly different numbers. An explicit ``batch`` K batches DIP
+    runs of one shape and configuration (``cuda`` is kept for callers that pass it)."""
     if batch != "auto":
         return lambda shape, k=int(batch): k
-    if torch.cuda.is_available() if cuda is None else cuda:
-        return lambda shape: max(1, min(8, 512 * 512 // (shape[-2] * shape[-1])))
     return lambda shape: 1
 
 
