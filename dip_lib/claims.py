@@ -158,7 +158,7 @@ def structure_fits_task(table1: Records, arch: Records) -> dict[str, Any]:
     )
 
 
-def network_is_prior(table1: Records, arch: Records) -> dict[str, Any]:
+def network_is_prior(table1: Records, arch: Records, fig2: Records = ()) -> dict[str, Any]:
     rule = (
         f"supported if the median gain over the masked input is > {PRIOR_GAIN_DB:g} dB and DIP beats biharmonic "
         f"on at least {BIHARMONIC_SHARE:.0%} of the images"
@@ -182,9 +182,27 @@ def network_is_prior(table1: Records, arch: Records) -> dict[str, Any]:
             "evidence": f"With no training data, fitting the network alone lifts PSNR a median {g:.2f} dB "
             "above the masked "
             f"input over {len(gains)} runs; DIP (oracle) beats biharmonic interpolation on "
-            f"{int(np.sum(wins))}/{len(wins)} Table-1 images.",
+            f"{int(np.sum(wins))}/{len(wins)} Table-1 images." + _fig2_evidence(fig2),
             "rule": rule,
         },
+    )
+
+
+def _fig2_evidence(fig2: Records) -> str:
+    """The paper's Fig. 2 in one sentence: the loss after a quarter of the iterations, per target,
+    as a multiple of the natural image's (mean over seeds)."""
+    at: dict[str, list[float]] = defaultdict(list)
+    for r, x in fig2:
+        h = x["history"]
+        k = next(i for i, it in enumerate(h["iteration"]) if it >= h["iteration"][-1] / 4)
+        at[r.target].append(h["loss"][k])
+    if "image" not in at or len(at) < 2:
+        return ""
+    base = float(np.mean(at["image"]))
+    ratios = ", ".join(f"{t} {float(np.mean(v)) / base:.0f}x" for t, v in at.items() if t != "image")
+    return (
+        " Fig. 2: after a quarter of the iterations the loss of the other targets is, relative to the "
+        f"natural image's: {ratios}."
     )
 
 
@@ -274,12 +292,13 @@ def score(
     that needs one of them is "undecided: partial results", its numbers shown for what is stored."""
     import pandas as pd
 
-    figures = [(r, x) for r, x in figures if r.mask != "none"]  # kate's inpainting figure; Fig. 2 is no inpainting
+    fig2 = [(r, x) for r, x in figures if r.method == "dip" and r.mask == "none"]
+    kate = [(r, x) for r, x in figures if r.mask != "none"]  # kate's inpainting figure; Fig. 2 is no inpainting
     results = [
-        early_stopping(table1 + arch + optim + figures, optim),
+        early_stopping(table1 + arch + optim + kate, optim),
         dip_vs_papyan(table1, comparable),
         structure_fits_task(table1, arch),
-        network_is_prior(table1, arch),
+        network_is_prior(table1, arch, fig2),
         deeper_is_better(arch),
         skips_hurt_shallow(arch),
     ]
