@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .scores import FLAT_DB, LATE_SHARE, Records, oracle, regime_share
+from .scores import FLAT_DB, LATE_SHARE, Records, fig2_quarter_losses, oracle, regime_share
 
 REGIME_SHARE = 0.9  # a claim is decided only when this share of its DIP runs reached their regime
 UNDECIDED = "undecided at this scale"
@@ -191,15 +191,10 @@ def network_is_prior(table1: Records, arch: Records, fig2: Records = ()) -> dict
 def _fig2_evidence(fig2: Records) -> str:
     """The paper's Fig. 2 in one sentence: the loss after a quarter of the iterations, per target,
     as a multiple of the natural image's (mean over seeds)."""
-    at: dict[str, list[float]] = defaultdict(list)
-    for r, x in fig2:
-        h = x["history"]
-        k = next(i for i, it in enumerate(h["iteration"]) if it >= h["iteration"][-1] / 4)
-        at[r.target].append(h["loss"][k])
+    at = fig2_quarter_losses(fig2)
     if "image" not in at or len(at) < 2:
         return ""
-    base = float(np.mean(at["image"]))
-    ratios = ", ".join(f"{t} {float(np.mean(v)) / base:.0f}x" for t, v in at.items() if t != "image")
+    ratios = ", ".join(f"{t} {v / at['image']:.0f}x" for t, v in at.items() if t != "image")
     return (
         " Fig. 2: after a quarter of the iterations the loss of the other targets is, relative to the "
         f"natural image's: {ratios}."
@@ -292,13 +287,12 @@ def score(
     that needs one of them is "undecided: partial results", its numbers shown for what is stored."""
     import pandas as pd
 
-    fig2 = [(r, x) for r, x in figures if r.method == "dip" and r.mask == "none"]
     kate = [(r, x) for r, x in figures if r.mask != "none"]  # kate's inpainting figure; Fig. 2 is no inpainting
     results = [
         early_stopping(table1 + arch + optim + kate, optim),
         dip_vs_papyan(table1, comparable),
         structure_fits_task(table1, arch),
-        network_is_prior(table1, arch, fig2),
+        network_is_prior(table1, arch, figures),  # the Fig. 2 runs among them
         deeper_is_better(arch),
         skips_hurt_shallow(arch),
     ]

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .device import resolve_device
 from .errors import DipError
-from .metrics import masked_psnr, psnr, ssim
+from .metrics import hole_psnr, psnr, ssim
 from .runs import EXPERIMENTS, Run, fit_overrides, get_profile, load_problem, plan
 from .store import ResultStore, environment
 
@@ -40,11 +40,6 @@ def _setup(run: Run, shape: tuple[int, int, int]):
     return get_preset(run.preset).setup(shape, seed=overrides.pop("seed"), net=dict(run.net), **overrides)
 
 
-def _hole_psnr(image: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float | None:
-    hole = np.broadcast_to(np.asarray(mask) < 0.5, image.shape)
-    return masked_psnr(image, out, hole) if hole.any() else None
-
-
 def _masked_psnr(image: np.ndarray, mask: np.ndarray) -> float | None:
     """PSNR of the masked input (None when nothing is masked: it would be infinite)."""
     return psnr(image, image * mask) if (np.asarray(mask) < 0.5).any() else None
@@ -58,7 +53,7 @@ def _dip_record(result, image: np.ndarray, mask: np.ndarray, stopper, drops, par
         oracle_psnr=result.best_psnr,
         oracle_iteration=result.best_iteration,
         oracle_hole_psnr=result.best_hole_psnr,
-        ema_hole_psnr=_hole_psnr(image, result.ema, mask),
+        ema_hole_psnr=hole_psnr(image, result.ema, mask),
         ms_per_iteration=1000 * result.wall_time / max(1, result.iterations_run),
     )
     images = {"final": result.final, "best": result.best, "ema": result.ema, "observed": image * mask}
@@ -120,7 +115,7 @@ def execute(run: Run) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         record = {
             "summary": {
                 "final_psnr": psnr(image, out),
-                "final_hole_psnr": _hole_psnr(image, out, mask),
+                "final_hole_psnr": hole_psnr(image, out, mask),
                 "final_ssim": ssim(image, out),
                 "wall_time": wall,
                 "masked_psnr": _masked_psnr(image, mask),
@@ -442,11 +437,17 @@ def load_records(
     return out
 
 
-def coverage(runs: list[Run], store: ResultStore | None = None) -> dict[str, Any]:
+def coverage(
+    runs: list[Run], store: ResultStore | None = None, records: list[tuple[Run, dict]] | None = None
+) -> dict[str, Any]:
     """How much of a plan is stored: counts, the missing runs, the seeds and images with stored runs,
-    the images with no stored run and those with only some of their runs stored."""
-    store = store or ResultStore()
-    missing = store.missing(runs)
+    the images with no stored run and those with only some of their runs stored. ``records`` (as
+    ``load_records(..., partial=True)`` returned them) saves reading every record again."""
+    if records is None:
+        missing = (store or ResultStore()).missing(runs)
+    else:
+        have = {r.run_id for r, _ in records}
+        missing = [r for r in runs if r.run_id not in have]
     gone = set(missing)
     stored = [r for r in runs if r not in gone]
     images = list(dict.fromkeys(r.image for r in runs))

@@ -37,3 +37,9 @@ def masked_psnr(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray) -
     err = (np.asarray(reference, np.float64) - np.clip(estimate, 0, 1))[m]
     mse = float(np.mean(err**2)) if err.size else 0.0
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def hole_psnr(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray) -> float | None:
+    """PSNR over the missing entries only (mask < 0.5), broadcast over channels; None when none is missing."""
+    hole = np.broadcast_to(np.asarray(mask) < 0.5, np.shape(reference))
+    return masked_psnr(reference, estimate, hole) if hole.any() else None

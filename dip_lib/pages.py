@@ -18,7 +18,7 @@ import numpy as np
 
 from . import experiments as ex
 from .runs import Profile, Run, get_profile, load_problem, plan
-from .scores import oracle, oracle_iteration, table1_values
+from .scores import fig2_quarter_losses, oracle, oracle_iteration, table1_values
 from .store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def load(
     if compute:
         ex.load_records(runs, store, compute=True)
     records = ex.load_records(runs, store, partial=True)
-    cov = ex.coverage(runs, store)
+    cov = ex.coverage(runs, records=records)
     estimate = estimate_seconds(cov["missing"], records) if cov["missing"] else 0.0
     return Loaded(experiment, profile, runs, records, cov, estimate)
 
@@ -831,22 +831,12 @@ def gain_interpretation(records: Records, preset: str) -> str:
 def fig2_interpretation(records: Records) -> str:
     """How much faster the network fits a natural image than noise: the loss each target reaches at a
     quarter of the budget, mean over seeds, and the ratio to the natural image's."""
-    at: dict[str, list[float]] = defaultdict(list)
-    for r, x in records:
-        if r.method != "dip" or r.mask != "none":
-            continue
-        h = x["history"]
-        quarter = h["iteration"][-1] / 4
-        k = next(i for i, it in enumerate(h["iteration"]) if it >= quarter)
-        at[r.target].append(h["loss"][k])
+    at = fig2_quarter_losses(records)
     if "image" not in at:
         return "No Fig. 2 run of the natural image is stored yet."
-    base = float(np.mean(at["image"]))
-    parts = [
-        f"`{t}` {float(np.mean(v)):.2e}" + ("" if t == "image" else f" ({float(np.mean(v)) / base:.0f}x)")
-        for t, v in at.items()
-    ]
-    slow = [t for t, v in at.items() if t != "image" and float(np.mean(v)) > base]
+    base = at["image"]
+    parts = [f"`{t}` {v:.2e}" + ("" if t == "image" else f" ({v / base:.0f}x)") for t, v in at.items()]
+    slow = [t for t, v in at.items() if t != "image" and v > base]
     return f"After a quarter of the iterations the loss is: {', '.join(parts)} (ratio to the natural image's). " + (
         f"The network fits the natural image faster than {', '.join(slow)}: its structure resists noise, "
         f"which is the paper's argument that the architecture itself is a prior."

@@ -18,7 +18,7 @@ from torch import nn
 
 from .config import CheckState, FitConfig, FitDiverged, FitResult, History
 from .masks import Inpainting
-from .metrics import masked_psnr, psnr, ssim
+from .metrics import hole_psnr, masked_psnr, psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,7 @@ class Problem:
         """(whole-image PSNR, hole PSNR) of a host output against the ground truth."""
         if self.gt is None:
             return None, None
-        hole = masked_psnr(self.gt, est_np, self.hole_np) if self.hole_np.any() else None
-        return psnr(self.gt, est_np), hole
+        return psnr(self.gt, est_np), hole_psnr(self.gt, est_np, self.m_np)
 
     def _metrics(self, o: torch.Tensor, loss: torch.Tensor, clean: torch.Tensor | None) -> dict[str, Any]:
         """Loss, PSNR of the iterate on observed pixels and against the ground truth, and the clean
