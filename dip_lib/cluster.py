@@ -259,10 +259,22 @@ class _Locks:
         self.held = []
 
 
-def _slots(client: Client) -> int:
+class _Slots:
     """Tasks in flight: one per worker thread (at least one, so that an empty cluster that scales up
-    gets work)."""
-    return max(1, sum(client.nthreads().values()))
+    gets work). The scheduler is asked at most every ``refresh_s`` seconds, not once per result; when
+    it cannot answer (a cluster going down under Ctrl-C), the last count stands."""
+
+    def __init__(self, client: Client, refresh_s: float = 5.0) -> None:
+        self.client, self.refresh_s = client, refresh_s
+        self.count, self.asked = 1, float("-inf")
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if now - self.asked >= self.refresh_s:
+            self.asked = now
+            with contextlib.suppress(OSError):  # distributed's CommClosedError is an OSError
+                self.count = max(1, sum(self.client.nthreads().values()))
+        return self.count
 
 
 def run_all_dask(
@@ -299,6 +311,7 @@ def run_all_dask(
     rate = 0.0  # the slowest seconds per unit of cost so far (the budget rule)
     spent_cost = spent_wall = 0.0  # for the ETA
     left_cost = sum(ex._cost(r) for r in todo)
+    slots = _Slots(client)
     stop = False
     done = as_completed()
     fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
@@ -306,7 +319,7 @@ def run_all_dask(
 
     def eta() -> None:
         if spent_cost > 0:
-            seconds = left_cost * spent_wall / spent_cost / _slots(client)
+            seconds = left_cost * spent_wall / spent_cost / slots()
             bar.set_postfix_str(f"eta {seconds / 60:.0f} min" if seconds >= 90 else f"eta {seconds:.0f} s")
 
     def submit(group: list[Run], wait: bool) -> bool:
@@ -363,7 +376,7 @@ def run_all_dask(
 
     try:
         while True:
-            while not stop and len(flying) < _slots(client) and pending:
+            while not stop and len(flying) < slots() and pending:
                 group = pending.popleft()
                 if not submit(group, wait=False):
                     deferred.append(group)  # another process is computing it: come back to it later
@@ -373,7 +386,7 @@ def run_all_dask(
                 # only groups that other processes held are left: try each again; wait for one only when
                 # nothing of ours is in flight (we then hold no lock, so waiting cannot deadlock)
                 for _ in range(len(deferred)):
-                    if stop or len(flying) >= _slots(client):
+                    if stop or len(flying) >= slots():
                         break
                     group = deferred.popleft()
                     if not submit(group, wait=False):
