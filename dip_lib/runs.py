@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from .errors import DipError
 from .imageio import center_crop, resize_square
 
-EXPERIMENTS = ("table1", "arch", "optim", "figures")
+EXPERIMENTS = ("table1", "arch", "optim", "figures", "cost")
 PROFILE_NAMES = ("smoke", "quick", "paper")
 ALL_TABLE1 = (
     "barbara",
@@ -99,6 +99,10 @@ class Profile:
     fig2_iterations: int
     csc_iterations: int
     log_every: int
+    # cost against quality: Table-1 recipes at other widths than table1_width, on a few of its images
+    cost_images: tuple[str, ...] = ()
+    cost_widths: tuple[int, ...] = ()
+    cost_iterations: dict[str, int] = field(default_factory=dict)
 
 
 def _quick_description() -> str:
@@ -107,7 +111,9 @@ def _quick_description() -> str:
         "96x96 center crops of the 11 images with 16-filter networks, table1-paper 11000 and table1-seed 6001 "
         "iterations, 2 seeds; filter sweep 4..128 on kate at 96x96 (3001 iterations); depth sweep 1..8 with and "
         "without skips, 8 filters, kate at 257x257 (2001 iterations); optimiser sweep with 32 filters at 96x96 "
-        "(6001 iterations, the seed's trial 3 at 12001); 2 seeds for every sweep; fp32, one CPU thread per run"
+        "(6001 iterations, the seed's trial 3 at 12001); cost against quality: both Table-1 recipes at 8, 32, 64 "
+        "and 128 filters on 3 of the crops (table1-paper 4001 iterations, table1-seed 3001; 128 filters only "
+        "table1-seed at 1001); 2 seeds for every sweep; fp32, one CPU thread per run"
     )
 
 
@@ -140,6 +146,9 @@ PROFILES: dict[str, Profile] = {
         fig2_iterations=30,
         csc_iterations=5,
         log_every=5,
+        cost_images=("house",),
+        cost_widths=(4, 16),
+        cost_iterations={"table1-paper": 40, "table1-seed": 40},
     ),
     "quick": Profile(
         name="quick",
@@ -168,6 +177,9 @@ PROFILES: dict[str, Profile] = {
         fig2_iterations=2400,
         csc_iterations=60,
         log_every=20,
+        cost_images=("barbara", "boat", "house"),
+        cost_widths=(8, 32, 64, 128),
+        cost_iterations={"table1-paper": 4001, "table1-paper@128": 0, "table1-seed": 3001, "table1-seed@128": 1001},
     ),
     "paper": Profile(
         name="paper",
@@ -196,6 +208,9 @@ PROFILES: dict[str, Profile] = {
         fig2_iterations=2400,
         csc_iterations=200,
         log_every=50,
+        cost_images=("barbara", "boat", "house"),
+        cost_widths=(16, 32, 64),
+        cost_iterations={"table1-paper": 11000, "table1-seed": 6001},
     ),
 }
 
@@ -432,6 +447,8 @@ def plan(
         runs = _plan_optim(prof, seeds or prof.seeds_sweep)
     elif experiment == "figures":
         runs = _plan_figures(prof, seeds or prof.seeds_sweep)
+    elif experiment == "cost":
+        runs = _plan_cost(prof, seeds or prof.seeds_sweep)
     else:
         raise DipError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
     return [replace(r, numerics=numerics) if r.method == "dip" else r for r in runs]
@@ -580,6 +597,46 @@ def _plan_figures(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
             )
         )
     runs.append(Run(**{**base, "preset": ""}, mask="file", method="biharmonic", label="kate biharmonic"))
+    return runs
+
+
+def _plan_cost(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
+    """Cost against quality: both Table-1 recipes at the widths Table 1 does not run, on a few of its
+    problems (the same crops and masks as Table 1, so its own runs are the sweep's table1_width
+    points). Every check of a run is a cheaper budget of the same recipe (a fit does not depend on
+    its total iterations), so one run per (recipe, width, image, seed) gives the iteration axis.
+    ``cost_iterations`` may name a width ("table1-seed@128": 2001) to cap the most expensive ones, 0 to
+    leave one out."""
+    runs: list[Run] = []
+    base = dict(
+        experiment="cost",
+        profile=prof.name,
+        source="table1",
+        crop=prof.table1_crop,
+        mask="bernoulli",
+        missing=0.5,
+        log_every=prof.log_every,
+    )
+    for seed in seeds:
+        for preset in ("table1-paper", "table1-seed"):
+            for width in prof.cost_widths:
+                iterations = prof.cost_iterations.get(f"{preset}@{width}", prof.cost_iterations.get(preset))
+                if not iterations:
+                    continue
+                net = _widths(width, skip=4 if preset == "table1-paper" else None)
+                for image in prof.cost_images:
+                    runs.append(
+                        Run(
+                            image=image,
+                            mask_seed=1000 + prof.table1_images.index(image),
+                            preset=preset,
+                            net=net,
+                            iterations=iterations,
+                            seed=seed,
+                            label=f"{preset}, {width} filters",
+                            **base,
+                        )
+                    )
     return runs
 
 

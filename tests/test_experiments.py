@@ -16,7 +16,7 @@ import pytest
 from dip_lib import experiments as ex
 from dip_lib import presets
 from dip_lib.errors import DipError
-from dip_lib.runs import ALL_TABLE1, Run, load_problem, pairs, plan
+from dip_lib.runs import ALL_TABLE1, Run, get_profile, load_problem, pairs, plan
 from dip_lib.store import SCHEMA, InvalidRecord, ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,3 +293,17 @@ def test_run_ids_of_the_stored_profiles_do_not_move():
     assert plan("optim", "quick")[0].run_id == "c21c41ac146fa63a"
     assert plan("figures", "quick")[0].run_id == "426609ec5599c115"
     assert plan("table1", "paper")[0].run_id == "d1f8d180b58653c8"
+    assert plan("cost", "quick")[0].run_id == "6f356451b93578e4"
+
+
+def test_cost_runs_share_table1_problems_at_other_widths():
+    """The cost sweep's problems are Table 1's (same crop and mask), so Table 1's own runs are its
+    table1_width points; a width named in cost_iterations gets its own budget, 0 leaves it out."""
+    prof = get_profile("quick")
+    table1 = {(r.image, r.problem_id) for r in plan("table1", "quick") if r.method == "dip"}
+    cost = plan("cost", "quick")
+    assert {(r.image, r.problem_id) for r in cost} <= table1
+    assert {r.filters for r in cost} == set(prof.cost_widths) and prof.table1_width not in prof.cost_widths
+    assert not [r for r in cost if r.preset == "table1-paper" and r.filters == 128]
+    assert {r.iterations for r in cost if r.filters == 128} == {prof.cost_iterations["table1-seed@128"]}
+    assert {r.seed for r in cost} == set(prof.seeds_sweep)
