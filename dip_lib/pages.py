@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import experiments as ex
+from .cost import MIN_SAVING
 from .runs import Profile, Run, get_profile, load_problem, plan
 from .scores import fig2_quarter_losses, oracle, oracle_iteration, table1_values
 from .store import ResultStore
@@ -35,6 +36,7 @@ EXPERIMENT_TITLES = {
     "arch": "Architecture sweep",
     "optim": "Optimiser sweep",
     "figures": "The paper's figures",
+    "cost": "Cost against quality",
 }
 GLOSSARY = (
     (
@@ -320,6 +322,16 @@ def scale_note(experiment: str, prof: Profile) -> str:
             f"{prof.figure_width or 128}-filter networks: Fig. 2 fits {prof.fig2_iterations} iterations with no "
             f"mask; the inpainting figure runs the `text` recipe for {prof.kate_iterations} iterations on the "
             f"original kate mask; seeds {seeds_s}.{reduced}"
+        )
+    if experiment == "cost":
+        crop = f"{prof.table1_crop}x{prof.table1_crop} center crops" if prof.table1_crop else "native size"
+        its = ", ".join(f"`{k}` {v or 'not run'}" for k, v in prof.cost_iterations.items())
+        return (
+            f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** Both Table-1 recipes at "
+            f"{', '.join(map(str, prof.cost_widths))} filters per layer on {', '.join(prof.cost_images)} as {crop} "
+            f"(Table 1's own masks; its {prof.table1_width or 128}-filter runs are the sweep's remaining width); "
+            f"iterations: {its}; seeds {seeds_s}; fp32, one CPU thread per run. Every check of a run is read as a "
+            f"smaller iteration budget of the same recipe.{reduced}"
         )
     return (
         f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** "
@@ -864,3 +876,124 @@ def kate_interpretation(records: Records) -> str:
             f"the text covers a small part of the image; the hole PSNR is the one that judges the inpainting."
         )
     return text
+
+
+# ---------------------------------------------------------------- cost against quality
+
+
+def cost_people(pts: list, fr: list, choice) -> Table:
+    """The Pareto front as a table (the reference recipe added when it is not on the front)."""
+    import pandas as pd
+
+    if not pts:
+        return Table(pd.DataFrame(), "no stored runs yet")
+    shown = list(fr)
+    if choice is not None and choice.reference not in shown:
+        shown.append(choice.reference)
+    rows = []
+    for p in sorted(shown, key=lambda p: p.gflop):
+        mark = []
+        if choice is not None and p == choice.point:
+            mark.append("cheapest within tolerance")
+        if choice is not None and p == choice.reference:
+            mark.append("reference (best recipe)")
+        rows.append(
+            {
+                "recipe": f"`{p.recipe}`",
+                "filters": p.width,
+                "lr": f"{p.lr:g}",
+                "iterations": p.iterations,
+                "GFLOP per fit": f"{p.gflop:,.0f}",
+                "seconds here": f"{p.seconds:,.0f}",
+                "PSNR (dB)": pm(p.psnr, p.std, p.n),
+                "hole PSNR (dB)": _dB(p.hole),
+                "n": p.n,
+                "": ", ".join(mark),
+            }
+        )
+    return Table(
+        pd.DataFrame(rows),
+        f"The Pareto front: no cheaper point reaches a higher mean PSNR. PSNR of the clean output after that many "
+        f"iterations, mean {PM.strip()} sample standard deviation (ddof 1) over the n (image, seed) fits; seconds "
+        f"measured on this project's 2-core CPU VM, one thread per run, two runs side by side.",
+    )
+
+
+def cost_interpretation(choice, what: str) -> str:
+    """What the cheapest recipe within tolerance costs and gives, against the best one, in words."""
+    if choice is None:
+        return f"No stored runs on {what} yet."
+    ref, pick = choice.reference, choice.point
+    verdict = (
+        f"that is **{choice.saving:.0f}x less compute** than the reference, meeting the goal of at least "
+        f"{MIN_SAVING:g}x"
+        if choice.met
+        else f"that is {choice.saving:.1f}x less compute than the reference: **short of the goal of {MIN_SAVING:g}x**"
+    )
+    return (
+        f"On {what}, the best recipe at its full count is `{ref.recipe}` with {ref.width} filters, lr {ref.lr:g}, "
+        f"{ref.iterations} iterations: {_dB(ref.psnr)} on average (n = {ref.n}) for {ref.gflop:,.0f} GFLOP per fit. "
+        f"The cheapest point within {choice.tolerance_db:g} dB of it is `{pick.recipe}` with {pick.width} filters, "
+        f"lr {pick.lr:g}, stopped after {pick.iterations} iterations: {_dB(pick.psnr)} "
+        f"({_dB(pick.psnr - ref.psnr, sign=True)}) for {pick.gflop:,.0f} GFLOP; {verdict}. Measured here, "
+        f"{pick.seconds:,.0f} s against {ref.seconds:,.0f} s per fit."
+    )
+
+
+def fast_preset_note(choice) -> str:
+    """Whether the library's ``fast`` preset is the recipe this page chooses, in words."""
+    from .cost import preset_from
+    from .presets import PRESETS
+
+    fast = PRESETS.get("fast")
+    if fast is None:
+        return "The library has no `fast` preset yet."
+    text = (
+        f"The library's `fast` preset (`python -m dip_lib inpaint --preset fast`, offered by the CLI when a fit "
+        f"would be long): {fast.description}."
+    )
+    if choice is None:
+        return text
+    p = choice.point
+    if preset_from(p, fast.name, fast.description) == fast:
+        return text + " It is the point chosen above."
+    return text + (
+        f" The point chosen from the stored runs is `{p.recipe}` at {p.width} filters, lr {p.lr:g}, {p.iterations} "
+        "iterations: **the preset does not match these results** (they may be partial)."
+    )
+
+
+@dataclass
+class CostStudy:
+    """The cost sweep with the runs it reads from the other experiments, as plot panels:
+    (title, points, Pareto front, choice), and what each panel is about in words."""
+
+    loaded: dict[str, Loaded]
+    panels: list[tuple[str, list, list, Any]]
+    about: list[str]
+
+
+def cost_study(
+    profile: str,
+    store: ResultStore | None = None,
+    compute: bool = False,
+    device: str | None = None,
+    seeds: Iterable[int] | None = None,
+) -> CostStudy:
+    """Load the cost sweep, Table 1, the architecture and the optimiser sweeps, and build the panels:
+    the Table-1 crops (reference: the profile's own Table-1 recipes) and kate's text mask."""
+    from . import cost
+
+    prof = get_profile(profile)
+    loaded = {
+        e: load(e, profile, store, compute=compute, device=device, seeds=seeds if e != "table1" else None)
+        for e in ("cost", "table1", "arch", "optim")
+    }
+    t1, t1_refs = cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images)
+    kate, kate_refs = cost.kate_cost(loaded["arch"].records, loaded["optim"].records, prof)
+    about = [f"the Table-1 crops ({', '.join(prof.cost_images)})", "kate's text mask"]
+    panels = [
+        (f"Table 1: {', '.join(prof.cost_images)}", t1, cost.front(t1), cost.choose(t1, t1_refs)),
+        ("kate, text mask (filter and optimiser sweeps)", kate, cost.front(kate), cost.choose(kate, kate_refs)),
+    ]
+    return CostStudy(loaded, panels, about)

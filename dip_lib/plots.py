@@ -471,3 +471,50 @@ def kate_figure(records: Records, store: ResultStore):
             (f"biharmonic\n{s['final_psnr']:.2f} dB (hole {s['final_hole_psnr']:.2f})", store.image(run, "final"))
         )
     return image_grid([("kate", panels)], size=3.2)
+
+
+def cost_quality(panels: list[tuple[str, list, list, Any]]):
+    """Clean-output PSNR against training compute (GFLOP per fit, log scale), one panel per problem
+    set: ``(title, points, front, choice)`` with ``cost.Point`` lists and a ``cost.Choice`` or None.
+    One line per recipe and width through its iteration budgets; the Pareto front dashed; the
+    reference (best recipe) and the cheap choice marked."""
+    panels = [p for p in panels if p[1]]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False)
+    for ax, (title, pts, fr, choice) in zip(axes[0], panels):
+        lines: dict[tuple, list] = {}
+        for p in pts:
+            lines.setdefault(p.key, []).append(p)
+        widths = sorted({k[1] for k in lines})
+        cmap = plt.get_cmap("viridis")
+        for (recipe, width, lr), ps in sorted(lines.items()):
+            ps = sorted(ps, key=lambda p: p.gflop)
+            color = cmap(widths.index(width) / max(1, len(widths) - 1))
+            style = "-" if lr == max(k[2] for k in lines) else (":" if lr == min(k[2] for k in lines) else "--")
+            ax.plot(
+                [p.gflop for p in ps],
+                [p.psnr for p in ps],
+                style,
+                color=color,
+                marker=".",
+                ms=3,
+                lw=1.1,
+                label=f"{recipe}, {width} f, lr {lr:g}",
+            )
+        ax.plot([p.gflop for p in fr], [p.psnr for p in fr], color="0.3", lw=3, alpha=0.25, label="Pareto front")
+        if choice is not None:
+            ref, pick = choice.reference, choice.point
+            ax.axhline(ref.psnr - choice.tolerance_db, color="C3", lw=0.8, ls=":")
+            ax.plot(ref.gflop, ref.psnr, "s", mfc="none", mec="k", ms=9, label="best recipe (reference)")
+            ax.plot(pick.gflop, pick.psnr, "*", color="C3", ms=13, label=f"cheapest within {choice.tolerance_db:g} dB")
+        ax.set_xscale("log")
+        ax.set_xlabel("training compute per fit (GFLOP, log)")
+        ax.set_ylabel("clean-output PSNR (dB), mean over images and seeds")
+        ax.set_title(title, fontsize=10)
+        lo = max(p.psnr for p in pts) - 12
+        ax.set_ylim(bottom=max(lo, min(p.psnr for p in pts) - 0.5))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6.5, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -27,7 +27,8 @@ REPORT_NOTEBOOKS = (
     "02_architecture_sweep.ipynb",
     "03_optimizer_lr_sweep.ipynb",
     "05_claims.ipynb",
-    "06_paper_figures.ipynb",
+    "06_cost_quality.ipynb",
+    "07_paper_figures.ipynb",
 )
 
 

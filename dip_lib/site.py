@@ -45,7 +45,14 @@ PAGES = (
     ),
     ("05_claims", "the seed report's six claims, each scored from the stored results with its rule"),
     (
-        "06_paper_figures",
+        "06_cost_quality",
+        (
+            "what a cheaper recipe gives up: PSNR against training compute for widths, learning rates and "
+            "iteration budgets, the Pareto front, and the `fast` preset chosen from it"
+        ),
+    ),
+    (
+        "07_paper_figures",
         (
             "the paper's Fig. 2 (how fast the network fits an image, the image with noise, its "
             "shuffled pixels and noise) and kate's text inpainting beside biharmonic"
@@ -64,7 +71,7 @@ CLAIMS = (
         "1. Early stopping matters",
         "natural images are fitted faster than noise, so the fit must stop before it reproduces the corruption",
         "early stopping matters: PSNR peaks and then falls",
-        ("03_optimizer_lr_sweep", "01_table1_bernoulli", "06_paper_figures"),
+        ("03_optimizer_lr_sweep", "01_table1_bernoulli", "07_paper_figures"),
     ),
     (
         "2. DIP beats Papyan et al.",
@@ -82,7 +89,7 @@ CLAIMS = (
         "4. The network is the prior",
         "a randomly initialised network restores images with no training data",
         "the network itself is the prior",
-        ("02_architecture_sweep", "01_table1_bernoulli", "06_paper_figures"),
+        ("02_architecture_sweep", "01_table1_bernoulli", "07_paper_figures"),
     ),
     (
         "5. Deeper is better",
@@ -375,7 +382,8 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
         "01_table1_bernoulli": "table1",
         "02_architecture_sweep": "arch",
         "03_optimizer_lr_sweep": "optim",
-        "06_paper_figures": "figures",
+        "06_cost_quality": "cost",
+        "07_paper_figures": "figures",
     }
     page_list = [
         {

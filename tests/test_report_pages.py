@@ -216,7 +216,7 @@ def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
             "smoke",
             out_dir=out,
             results_dir=str(tmp_path / "r"),
-            notebooks=("05_claims.ipynb", "06_paper_figures.ipynb"),
+            notebooks=("05_claims.ipynb", "07_paper_figures.ipynb"),
             device="no-such-device",
         )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

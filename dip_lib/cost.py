@@ -1,0 +1,192 @@
+"""Cost against quality, from stored runs: what a recipe at a width and an iteration budget costs
+(GFLOP of training, seconds on the machine that ran it) and the clean-output PSNR it reaches.
+
+A fit does not depend on its total iteration count (no schedule), so a run of N iterations is,
+at each of its checks, the run a user with a smaller budget B would have made: its clean PSNR at
+the last check at or before B is what that budget buys. One run per (recipe, width, lr, image,
+seed) thus gives the whole iteration axis. Compute is the training's conv FLOPs,
+
+    GFLOP(B) = B x (forward + backward conv FLOPs of one iteration at the image's size),
+
+the checks' extra no-grad forwards left out (they are monitoring, not training).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .runs import Profile, Run
+from .scores import mean_std
+
+Records = list[tuple[Run, dict[str, Any]]]
+
+# iteration budgets read off every run (each run also at its own full count)
+BUDGETS = (10, 20, 30, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 11000)
+TOLERANCE_DB = 0.5  # a cheap recipe must come this close to the best one
+MIN_SAVING = 10.0  # ... at this many times less compute
+
+
+@dataclass(frozen=True)
+class Point:
+    """One recipe at one budget, over its (image, seed) runs: mean clean PSNR (whole image and
+    hole), sample std (ddof 1) and n, the compute per fit (GFLOP) and the measured seconds (mean)."""
+
+    recipe: str
+    width: int
+    lr: float
+    iterations: int
+    gflop: float
+    seconds: float
+    psnr: float
+    std: float
+    n: int
+    hole: float
+    full: bool  # the budget is the recipe's own full iteration count
+
+    @property
+    def key(self) -> tuple[str, int, float]:
+        return (self.recipe, self.width, self.lr)
+
+    def label(self) -> str:
+        return f"{self.recipe}, {self.width} filters, lr {self.lr:g}, {self.iterations} it"
+
+
+def _width(run: Run) -> int:
+    from .presets import get_preset
+
+    return run.filters or get_preset(run.preset).net.channels_down[0]
+
+
+def _lr(run: Run) -> float:
+    from .presets import get_preset
+
+    return run.lr if run.lr is not None else get_preset(run.preset).lr
+
+
+def iteration_gflop(run: Run) -> float:
+    """Training conv GFLOP of one iteration of ``run``'s network at its image size (the output layer
+    counted with one channel: the image's channels change it by under 1%)."""
+    from .estimate import iteration_gflop as gflop
+    from .experiments import _shape
+    from .presets import get_preset
+
+    h, w = _shape(run.image, run.source, run.crop, run.resize)
+    return gflop(get_preset(run.preset).net_config(1, **dict(run.net)), h, w)
+
+
+def at_budget(rec: dict[str, Any], budget: int) -> tuple[float, float | None, float] | None:
+    """(clean PSNR, hole PSNR, seconds) of a run stopped after ``budget`` iterations: its last check
+    at or before the budget; None when the run is shorter than the budget."""
+    h = rec.get("history") or {}
+    its = h.get("iteration") or []
+    if not its or its[-1] < budget:
+        return None
+    k = max(i for i, it in enumerate(its) if it <= budget)
+    clean = h["psnr_clean"][k]
+    if clean is None:
+        return None
+    hole = (h.get("psnr_hole") or [None] * len(its))[k]
+    return float(clean), hole, float(h["elapsed"][k])
+
+
+def points(records: Records, budgets: Iterable[int] = BUDGETS) -> list[Point]:
+    """Every (recipe, width, lr) of the Adam DIP runs at every budget all its runs reached (and at
+    its full iteration count), averaged over the runs (images x seeds)."""
+    groups: dict[tuple[str, int, float], Records] = defaultdict(list)
+    for run, rec in records:
+        if run.method == "dip" and (run.optimizer or "adam") == "adam" and rec.get("history"):
+            groups[(run.preset, _width(run), _lr(run))].append((run, rec))
+    out: list[Point] = []
+    for (recipe, width, lr), rows in groups.items():
+        full = min(rec["history"]["iteration"][-1] for _, rec in rows)
+        gflop_it = float(np.mean([iteration_gflop(run) for run, _ in rows]))
+        for b in sorted({*(b for b in budgets if b < full), full}):
+            got = [at_budget(rec, b) for _, rec in rows]
+            if any(g is None for g in got):
+                continue
+            mean, std, n = mean_std(g[0] for g in got)
+            hole = mean_std(g[1] for g in got)[0]
+            seconds = float(np.mean([g[2] for g in got]))
+            out.append(Point(recipe, width, lr, b, gflop_it * b, seconds, mean, std, n, hole, b == full))
+    return sorted(out, key=lambda p: (p.gflop, -p.psnr))
+
+
+def front(pts: list[Point]) -> list[Point]:
+    """The Pareto front: the points no cheaper (or equally cheap) point beats in PSNR, by compute."""
+    best = -np.inf
+    out = []
+    for p in sorted(pts, key=lambda p: (p.gflop, -p.psnr)):
+        if p.psnr > best:
+            out.append(p)
+            best = p.psnr
+    return out
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The cheapest point within ``tolerance_db`` of the reference (the best recipe at its full
+    count), and how much less compute it needs; ``met`` when that is at least MIN_SAVING."""
+
+    reference: Point
+    point: Point
+    tolerance_db: float
+    saving: float
+    met: bool
+
+
+def choose(pts: list[Point], references: list[Point], tolerance_db: float = TOLERANCE_DB) -> Choice | None:
+    """The reference is the best of ``references`` (full-count points); the choice is the cheapest
+    of ``pts`` whose mean PSNR is within ``tolerance_db`` of it (None without both)."""
+    if not pts or not references:
+        return None
+    ref = max(references, key=lambda p: p.psnr)
+    ok = [p for p in pts if p.psnr >= ref.psnr - tolerance_db]
+    pick = min(ok, key=lambda p: (p.gflop, -p.psnr))
+    saving = ref.gflop / pick.gflop
+    return Choice(ref, pick, tolerance_db, saving, saving >= MIN_SAVING)
+
+
+def table1_cost(table1: Records, cost: Records, images: Iterable[str]) -> tuple[list[Point], list[Point]]:
+    """The Table-1 problems of the cost sweep: (all points, the reference points: every recipe at its
+    full count). The profile's own Table-1 runs on the same images and seeds are its table1_width."""
+    images = set(images)
+    seeds = {r.seed for r, _ in cost} or {r.seed for r, _ in table1}
+    own = [(r, x) for r, x in table1 if r.method == "dip" and r.image in images and r.seed in seeds]
+    pts = points(own + list(cost))
+    return pts, [p for p in pts if p.full]
+
+
+def kate_cost(arch: Records, optim: Records, prof: Profile) -> tuple[list[Point], list[Point]]:
+    """kate's text mask: the filter sweep (depth 5 with skips at the sweep's size, every width but
+    the optimiser sweep's) and the optimiser sweep's Adam learning rates (not the seed's trial 3,
+    which runs with the guard set). (all points, the reference points: every recipe's full count)."""
+    width = prof.optim_width or 128
+    seen: set[str] = set()
+    rows: Records = []
+    for r, x in arch:
+        if r.method == "dip" and r.depth == 5 and r.skip and r.resize == prof.kate_size and r.filters != width:
+            if r.run_id not in seen:
+                seen.add(r.run_id)
+                rows.append((r, x))
+    rows += [(r, x) for r, x in optim if r.method == "dip" and r.guard is None]
+    pts = points(rows)
+    return pts, [p for p in pts if p.full]
+
+
+def preset_from(point: Point, name: str = "fast", description: str = ""):
+    """The recipe of ``point`` as a Preset: its recipe's network at the point's width (table1-paper
+    keeps its 4 skip channels, as in the sweep), its lr and iteration budget, the rest unchanged."""
+    from dataclasses import replace
+
+    from .presets import get_preset
+
+    base = get_preset(point.recipe)
+    w = point.width
+    skip = 4 if point.recipe == "table1-paper" else w
+    net = replace(base.net, channels_down=(w,) * 5, channels_up=(w,) * 5, channels_skip=(skip,) * 5)
+    return replace(base, name=name, description=description, net=net, lr=point.lr, iterations=point.iterations)
