@@ -77,7 +77,34 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
             sh, sw = est.scaled_shape(h, w, side)
             suggestion = (side, est.estimate(net_cfg, sh, sw, cfg.iterations, cfg, rate).seconds)
     print(f"estimate: {est.describe(e, device, suggestion)}", flush=True)
+    if e.seconds > est.LONG_FIT_S and preset.name != "fast":
+        print(_fast_hint(c, h, w, cfg), flush=True)
     return img
+
+
+def _fast_hint(c: int, h: int, w: int, cfg) -> str:
+    """One line offering the ``fast`` preset, with its own calibrated estimate at this size."""
+    from dataclasses import replace
+
+    from . import estimate as est
+    from .inputs import make_input
+    from .presets import get_preset
+
+    fast = get_preset("fast")
+    net_cfg = fast.net_config(c)
+    fcfg = replace(cfg, **{k: v for k, v in vars(fast.fit_config()).items() if k in _RECIPE_FIELDS})
+    rate = est.calibrate_time(
+        net_cfg, h, w, fcfg, lambda hh, ww: make_input(fast.input_kind, net_cfg.in_channels, hh, ww, 0)
+    )
+    e = est.estimate(net_cfg, h, w, fcfg.iterations, fcfg, rate)
+    return (
+        f"hint: --preset fast ({fast.description}) would take about {est.fmt_seconds(e.seconds)} here; "
+        "what it gives up: report/quick/06_cost_quality.html"
+    )
+
+
+# the fields a preset sets in its FitConfig (the rest, e.g. the speed levers, stay as the fit's)
+_RECIPE_FIELDS = ("iterations", "lr", "optimizer", "reg_noise_std", "param_noise", "guard")
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:

@@ -348,22 +348,58 @@ def _cost(run: Run) -> float:
 
 
 # before any run has been timed, a first run's seconds are guessed from its conv FLOPs at a rate
-# this project's machines beat (one CPU core ~100 GFLOP/s fp32; an H100/H200 eager loop ~40 TFLOP/s),
-# so that a short budget does not start a run it cannot finish
+# this project's machines beat (one CPU core ~100 GFLOP/s fp32; an H100/H200 eager loop ~40 TFLOP/s)
+# plus a fixed cost per iteration that does not scale with FLOPs (Python, autograd and kernel
+# dispatch over the network's ~70 modules, the checks): ~20 ms for the quick profile's 8-filter nets
+# on this project's CPU VM, a few ms on a GPU; so that a short budget does not start a run it cannot finish
 PRIOR_FLOPS = {"cpu": 100e9, "cuda": 40e12}
+PRIOR_OVERHEAD_S = {"cpu": 0.02, "cuda": 0.003}
+
+
+@functools.lru_cache(maxsize=None)
+def _gflop(preset: str, net: tuple, shape: tuple[int, ...]) -> float:
+    from .estimate import iteration_gflop
+    from .presets import get_preset
+
+    return iteration_gflop(get_preset(preset).net_config(1, **dict(net)), *shape)
+
+
+def _iterations(run: Run) -> int:
+    from .presets import get_preset
+
+    return run.iterations or get_preset(run.preset).iterations
+
+
+def run_gflop(run: Run) -> float:
+    """Training GFLOP of one iteration of a DIP run at its image size (0 for the CPU peers)."""
+    if run.method != "dip":
+        return 0.0
+    return _gflop(run.preset, run.net, _shape(run.image, run.source, run.crop, run.resize))
 
 
 def _prior_seconds(run: Run) -> float:
     if run.method != "dip":
         return 0.0
-    from .estimate import iteration_gflop
-    from .presets import get_preset
+    kind = dict(run.numerics).get("device", "cpu")
+    rate = PRIOR_FLOPS.get(kind, PRIOR_FLOPS["cpu"])
+    overhead = PRIOR_OVERHEAD_S.get(kind, PRIOR_OVERHEAD_S["cpu"])
+    return _iterations(run) * (overhead + run_gflop(run) * 1e9 / rate)
 
-    h, w = _shape(run.image, run.source, run.crop, run.resize)
-    preset = get_preset(run.preset)
-    gflop = iteration_gflop(preset.net_config(1, **dict(run.net)), h, w)
-    rate = PRIOR_FLOPS.get(dict(run.numerics).get("device", "cpu"), PRIOR_FLOPS["cpu"])
-    return gflop * 1e9 * (run.iterations or preset.iterations) / rate
+
+def seconds_model(stored: list[tuple[Run, dict[str, Any]]]):
+    """A run's seconds: the prior (iterations x (fixed cost + GFLOP / rate)) scaled by the median ratio
+    of measured to prior seconds over the stored DIP runs (the prior's shape, the machine's and its
+    load's scale; a median, so that runs slowed down by a busy neighbour do not set it).
+    Returns ``f(run) -> seconds``."""
+    ratios = []
+    for r, rec in stored:
+        s = rec.get("summary", {})
+        wall = s.get("wall_time")
+        if r.method == "dip" and wall and _prior_seconds(r) > 0:
+            its = s.get("iterations_run") or _iterations(r)
+            ratios.append(wall / max(1, int(rec.get("batched", 1))) / (_prior_seconds(r) * its / _iterations(r)))
+    scale = float(np.median(ratios)) if ratios else 1.0
+    return lambda run: scale * _prior_seconds(run)
 
 
 def _batch_key(run: Run) -> tuple:

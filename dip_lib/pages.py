@@ -28,9 +28,6 @@ Records = list[tuple[Run, dict[str, Any]]]
 NBSP = "\u00a0"
 DASH = "\u2013"
 PM = f"{NBSP}\u00b1{NBSP}"
-# a rough CPU rate for time estimates when no run is stored yet: 0.26 s per iteration of the
-# table1-paper network on a 128x128 image, one thread (shared/notes/measurements.md)
-_REF_SECONDS, _REF_PIXELS = 0.26, 128 * 128
 EXPERIMENT_TITLES = {
     "table1": "Table 1",
     "arch": "Architecture sweep",
@@ -219,19 +216,12 @@ def load(
 
 
 def estimate_seconds(missing: list[Run], stored: Records) -> float | None:
-    """Rough compute time of the missing runs, scaled from the stored runs' seconds per unit of cost
-    (pixels x iterations x parameters); from a reference CPU rate when nothing is stored."""
-    cost = ex._cost
+    """Rough compute time of the missing runs (one worker): ``experiments.seconds_model`` fitted to
+    the stored runs (from the FLOP prior when nothing is stored), plus 5 s per CPU peer."""
     try:
-        rates = []
-        for r, rec in stored:
-            c = cost(r) if r.method == "dip" else 0.0
-            wall = _num(rec.get("wall_time")) or _num(rec.get("summary", {}).get("wall_time"))
-            if c > 0 and wall:
-                rates.append(wall / (c * max(1, int(rec.get("batched", 1)))))
-        rate = float(np.median(rates)) if rates else _REF_SECONDS / (_REF_PIXELS * ex._params("table1-paper", ()))
+        seconds = ex.seconds_model(stored)
         peers = sum(1 for r in missing if r.method != "dip")
-        return rate * sum(cost(r) for r in missing) + 5.0 * peers
+        return sum(seconds(r) for r in missing) + 5.0 * peers
     except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:  # never stop a page for an estimate
         log.debug("no time estimate: %s", exc)
         return None
@@ -997,3 +987,22 @@ def cost_study(
         ("kate, text mask (filter and optimiser sweeps)", kate, cost.front(kate), cost.choose(kate, kate_refs)),
     ]
     return CostStudy(loaded, panels, about)
+
+
+def cost_headline(loaded: dict[str, Loaded], prof: Profile) -> str:
+    """One sentence for the landing page: the cheap point on the Table-1 crops against the best recipe."""
+    from . import cost
+
+    if not all(e in loaded for e in ("cost", "table1")):
+        return ""
+    pts, refs = cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images)
+    choice = cost.choose(pts, refs)
+    if choice is None:
+        return ""
+    p, ref = choice.point, choice.reference
+    partial = "" if loaded["cost"].complete else " (cost sweep partly stored)"
+    return (
+        f"Cheaper: on {len(prof.cost_images)} Table-1 crops, `{p.recipe}` at {p.width} filters stopped after "
+        f"{p.iterations} iterations comes within {_dB(ref.psnr - p.psnr)} of the best recipe at "
+        f"{choice.saving:.0f}x less compute{partial}."
+    )

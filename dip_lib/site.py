@@ -324,6 +324,9 @@ def _easy_hard(loaded: dict[str, pages.Loaded], prof) -> tuple[str, str]:
             f"({sum(dip) / 3600:.1f} h in all) on {', '.join(devices)}"
         )
         hard += "; the paper's scale needs a GPU." if not prof.comparable else "."
+    cheap = pages.cost_headline(loaded, prof)
+    if cheap:
+        hard += " " + cheap
     return easy, hard
 
 

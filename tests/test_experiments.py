@@ -307,3 +307,19 @@ def test_cost_runs_share_table1_problems_at_other_widths():
     assert not [r for r in cost if r.preset == "table1-paper" and r.filters == 128]
     assert {r.iterations for r in cost if r.filters == 128} == {prof.cost_iterations["table1-seed@128"]}
     assert {r.seed for r in cost} == set(prof.seeds_sweep)
+
+
+def test_the_time_model_scales_the_flop_prior_by_the_stored_runs():
+    """Missing runs are estimated from the FLOP prior (fixed cost + FLOPs per iteration) times the
+    median measured/prior ratio of the stored runs; a run slowed by a neighbour does not set it."""
+    runs = plan("cost", "quick")[:4]
+    stored = [
+        (r, {"summary": {"wall_time": k * ex._prior_seconds(r), "iterations_run": r.iterations}})
+        for r, k in zip(runs[:3], (2.0, 2.0, 9.0))
+    ]
+    seconds = ex.seconds_model(stored)
+    assert seconds(runs[3]) == pytest.approx(2.0 * ex._prior_seconds(runs[3]))
+    assert ex.seconds_model([])(runs[3]) == ex._prior_seconds(runs[3])
+    wide, narrow = (next(r for r in plan("cost", "quick") if r.filters == f) for f in (128, 8))
+    per_it = [ex._prior_seconds(r) / r.iterations for r in (narrow, wide)]
+    assert per_it[0] >= ex.PRIOR_OVERHEAD_S["cpu"] and per_it[1] > 5 * per_it[0]  # the fixed cost, then FLOPs
