@@ -57,7 +57,7 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
         if side is None:
             raise DipError(
                 f"no size of preset {preset.name!r} fits in {args.max_minutes:g} min at {cfg.iterations} iterations "
-                f"on {device}; lower --iterations"
+                f"on {device}; lower --iterations" + ("" if preset.name == "fast" else " or try --preset fast")
             )
         if side < max(h, w):
             if args.mask:
