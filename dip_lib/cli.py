@@ -226,6 +226,7 @@ class _Parser(argparse.ArgumentParser):
 # building the parser imports no torch and a bad option is refused at once
 BENCH_MODES = ("original", "reference", "fast", "batched")
 BENCH_PRESETS = ("table1-paper", "text")
+NOISE_RNGS = ("torch", "numpy")  # FitConfig.noise_rng's values
 
 
 def _handler(target: str) -> Callable[[argparse.Namespace], int]:
@@ -371,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--selfcheck", action="store_true", help="CUDA graphs / channels_last / fit_many against the plain loop instead"
     )
     p.add_argument("--parity-iterations", type=_positive_int, help="iterations per parity fit (default 300)")
+    p.add_argument("--parity-seeds", type=_positive_int, default=3, help="parity: seeds 0..N-1 per image (default 3)")
+    p.add_argument(
+        "--parity-noise",
+        choices=NOISE_RNGS,
+        default="torch",
+        help="parity: the input-noise generator of every arm, baseline included (FitConfig.noise_rng)",
+    )
     p.add_argument(
         "--workers", type=_positive_int, default=1, help="parity: fits run side by side in this many processes"
     )

@@ -25,8 +25,10 @@ LEVERS = (
     "cuda_graphs",
     "checkpointing",
     "threads",
+    "noise_rng",
 )
 ADAM_IMPLS = ("auto", "single", "foreach", "fused")
+NOISE_RNGS = ("torch", "numpy")
 
 
 @dataclass
@@ -57,6 +59,7 @@ class FitConfig:
     cuda_graphs: bool = False  # replay forward+backward from one captured CUDA graph (Adam, CUDA only)
     checkpointing: bool = False  # recompute each level's deeper branch in backward (saves memory)
     threads: int | None = None  # torch intra-op CPU threads during the fit; None keeps torch's setting
+    noise_rng: str = "torch"  # "numpy": input noise from numpy's ziggurat into a reused buffer (CPU; ~5x cheaper)
 
     def __post_init__(self) -> None:
         if self.iterations <= 0:
@@ -69,6 +72,8 @@ class FitConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}")
         if self.adam_impl not in ADAM_IMPLS:
             raise ValueError(f"adam_impl must be one of {ADAM_IMPLS}")
+        if self.noise_rng not in NOISE_RNGS:
+            raise ValueError(f"noise_rng must be one of {NOISE_RNGS}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError("threads must be positive")
         self.snapshots = tuple(int(s) for s in self.snapshots)

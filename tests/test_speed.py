@@ -14,7 +14,7 @@ import torch
 from skimage import data, transform
 
 from dip_lib.batched import StackedNets, fit_many
-from dip_lib.bench import Variant, conv_flops, machine_ceiling, memory_in_subprocess
+from dip_lib.bench import Variant, conv_flops, cpu_lever_variants, machine_ceiling, memory_in_subprocess
 from dip_lib.cli import main
 from dip_lib.device import cpu_has_native_bf16
 from dip_lib.masks import bernoulli_mask
@@ -322,6 +322,13 @@ def test_fast_config_on_cpu(problems):
     # fused Adam rounds differently; the first checks agree closely, the end within a fraction of a dB
     np.testing.assert_allclose(fast.history.psnr_clean[:2], plain.history.psnr_clean[:2], atol=1e-3)
     assert abs(fast.final_psnr - plain.final_psnr) < 0.5
+
+
+def test_cpu_lever_ladder_has_a_row_per_lever():
+    rows = {v.name: v.overrides for v in cpu_lever_variants(2)}
+    assert rows["+numpy noise"] == {**rows["+bf16 autocast"], "noise_rng": "numpy"}  # cumulative
+    assert rows["bf16 NCHW + numpy noise"] == {**rows["bf16 NCHW"], "noise_rng": "numpy"}
+    assert "original" in rows and "fast_config" in rows
 
 
 def test_bench_cli_writes_json(tmp_path, capsys):
