@@ -135,8 +135,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         img = resize_longer_side(img, args.size)
     if args.crop:
         img = center_crop_multiple(img, 2**preset.net.depth)
-    # the network, its input and the recipe with the levers measured fast here (bf16 autocast on a CPU
-    # with native bf16: it passed the parity rule); then the estimate, which may refuse or resize
+    # the network, its input and the recipe with the levers measured fast here (bf16 autocast in
+    # channels_last on a CPU with native bf16: it passed the parity rule); then the estimate, which
+    # may refuse or resize
     net, z, cfg = preset.setup(img.shape, seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
     cfg = replace(fast_config(cfg), checkpointing=args.checkpointing)
     fitted = preflight(preset, img, cfg, args)
