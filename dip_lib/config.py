@@ -116,7 +116,6 @@ def fast_config(cfg: FitConfig | None = None, device: str | torch.device | None 
             channels_last=bf16,
             adam_impl="fused",
             threads=idle_cpu_threads(),
-            noise_rng="numpy",
         )
     return cfg
 

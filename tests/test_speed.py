@@ -312,14 +312,14 @@ def test_conv_flops_match_the_network_and_the_paper():
 
 def test_fast_config_on_cpu(problems):
     cfg = fast_config(CFG, "cpu")
-    assert cfg.adam_impl == "fused" and not cfg.cuda_graphs and cfg.noise_rng == "numpy"
+    assert cfg.adam_impl == "fused" and not cfg.cuda_graphs and cfg.noise_rng == "torch"
     assert cfg.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert cfg.channels_last == (cfg.precision == "bf16")  # channels_last goes with bf16 only
     assert cfg.threads is None or 1 <= cfg.threads < torch.get_num_threads()  # the idle cores, if fewer
     plain_levers = {"precision": "fp32", "channels_last": False, "adam_impl": "auto", "threads": None}
-    assert replace(cfg, **plain_levers, noise_rng="torch") == CFG  # nothing else changes
+    assert replace(cfg, **plain_levers) == CFG  # nothing else changes
     truths, masks, inputs = problems
-    cfg = replace(cfg, precision="fp32", channels_last=False, noise_rng="torch")
+    cfg = replace(cfg, precision="fp32", channels_last=False)
     fast, plain = (fit(make_nets(k=1)[0], inputs[0], truths[0] * masks[0], masks[0], c, truths[0]) for c in (cfg, CFG))
     # fused Adam rounds differently; the first checks agree closely, the end within a fraction of a dB
     np.testing.assert_allclose(fast.history.psnr_clean[:2], plain.history.psnr_clean[:2], atol=1e-3)
