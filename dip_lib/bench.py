@@ -20,7 +20,8 @@ and last check (setup, cudnn autotuning, graph capture and compile land before t
 and are reported apart); results are medians over rounds.
 
 Other studies (each writes its own JSON): ``--levers`` (every speed lever's effect, one row each),
-``--parity`` (bf16 levers vs fp32: the rule of ``dip_lib.parity`` over 3 images x 3 seeds),
+``--parity`` (bf16 levers vs fp32: the rule of ``dip_lib.parity`` over 3 images x ``--parity-seeds``
+seeds, every arm with the ``--parity-noise`` input-noise generator),
 ``--memory-study`` (peak memory with and without activation checkpointing), ``--selfcheck``
 (CUDA graphs and fit_many against the plain loop).
 """

@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--parity",
         action="store_true",
-        help="bf16 levers vs fp32: PSNR parity rule over 3 images x 3 seeds (dip_lib.parity) instead",
+        help="bf16 levers vs fp32: PSNR parity rule over 3 images x --parity-seeds seeds (dip_lib.parity) instead",
     )
     g.add_argument(
         "--memory-study", action="store_true", help="peak memory with/without checkpointing (default 512 px) instead"
