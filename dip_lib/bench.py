@@ -20,7 +20,8 @@ and last check (setup, cudnn autotuning, graph capture and compile land before t
 and are reported apart); results are medians over rounds.
 
 Other studies (each writes its own JSON): ``--levers`` (every speed lever's effect, one row each),
-``--parity`` (bf16 levers vs fp32: the rule of ``dip_lib.parity`` over 3 images x 3 seeds),
+``--parity`` (bf16 levers vs fp32: the rule of ``dip_lib.parity`` over 3 images x ``--parity-seeds``
+seeds, every arm with the ``--parity-noise`` input-noise generator),
 ``--memory-study`` (peak memory with and without activation checkpointing), ``--selfcheck``
 (CUDA graphs and fit_many against the plain loop).
 """
@@ -648,8 +649,9 @@ def _config_summary(cfg: FitConfig) -> dict[str, Any]:
 
 
 def cpu_lever_variants(k: int, compile_: bool = False) -> list[Variant]:
-    """CPU: the original loop, then one lever per row (cumulative up to '+bf16 channels_last'),
-    then fast_config, batched and (``compile_``) torch.compile. Threads are set by the caller."""
+    """CPU: the original loop, then one lever per row (cumulative up to '+numpy noise'), the bf16
+    NCHW rows alone, then fast_config, batched and (``compile_``) torch.compile. Threads are set by
+    the caller."""
     variants = [original_variant(), reference_variant()]
     steps: list[tuple[str, str, dict[str, Any]]] = [
         ("checks/10", "dip_lib's loop, checks every 10 iterations", {}),
@@ -660,6 +662,7 @@ def cpu_lever_variants(k: int, compile_: bool = False) -> list[Variant]:
             "bf16 autocast of the network forward (fp32 master weights, loss, Adam)",
             {"precision": "bf16"},
         ),
+        ("+numpy noise", "input noise from numpy's ziggurat into a reused buffer", {"noise_rng": "numpy"}),
     ]
     acc: dict[str, Any] = {}
     for name, desc, over in steps:
@@ -670,6 +673,13 @@ def cpu_lever_variants(k: int, compile_: bool = False) -> list[Variant]:
             "bf16 NCHW",
             "fused Adam + bf16 autocast without channels_last",
             overrides={"adam_impl": "fused", "precision": "bf16"},
+        )
+    )
+    variants.append(
+        Variant(
+            "bf16 NCHW + numpy noise",
+            "fused Adam + bf16 autocast + numpy input noise without channels_last",
+            overrides={"adam_impl": "fused", "precision": "bf16", "noise_rng": "numpy"},
         )
     )
     if compile_:
@@ -785,7 +795,7 @@ def lever_study(
             "sizes": sizes,
             "presets": presets,
             "threads": threads,
-            "note": "rows from 'checks/10' to '+bf16 autocast' are cumulative; the others stand alone",
+            "note": "rows from 'checks/10' to '+numpy noise' are cumulative; the others stand alone",
         },
     }
 
@@ -979,10 +989,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         payload = measure_parity(
             args.presets[0],
+            seeds=tuple(range(args.parity_seeds)),
             size=(args.sizes or [64])[0],
             iterations=args.parity_iterations or 300,
             workers=args.workers,
             threads=threads[0],
+            common={"noise_rng": args.parity_noise} if args.parity_noise != "torch" else {},
         )
     elif args.levers:
         payload = lever_study(

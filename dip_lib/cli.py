@@ -162,8 +162,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         img = resize_longer_side(img, args.size)
     if args.crop:
         img = center_crop_multiple(img, 2**preset.net.depth)
-    # the network, its input and the recipe with the levers measured fast here (bf16 autocast on a CPU
-    # with native bf16: it passed the parity rule); then the estimate, which may refuse or resize
+    # the network, its input and the recipe with the levers measured fast here (bf16 autocast in
+    # channels_last on a CPU with native bf16: it passed the parity rule); then the estimate, which
+    # may refuse or resize
     net, z, cfg = preset.setup(img.shape, seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
     cfg = replace(fast_config(cfg), checkpointing=args.checkpointing)
     fitted = preflight(preset, img, cfg, args)
@@ -253,6 +254,7 @@ class _Parser(argparse.ArgumentParser):
 # building the parser imports no torch and a bad option is refused at once
 BENCH_MODES = ("original", "reference", "fast", "batched")
 BENCH_PRESETS = ("table1-paper", "text")
+NOISE_RNGS = ("torch", "numpy")  # FitConfig.noise_rng's values
 
 
 def _handler(target: str) -> Callable[[argparse.Namespace], int]:
@@ -389,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--parity",
         action="store_true",
-        help="bf16 levers vs fp32: PSNR parity rule over 3 images x 3 seeds (dip_lib.parity) instead",
+        help="bf16 levers vs fp32: PSNR parity rule over 3 images x --parity-seeds seeds (dip_lib.parity) instead",
     )
     g.add_argument(
         "--memory-study", action="store_true", help="peak memory with/without checkpointing (default 512 px) instead"
@@ -398,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--selfcheck", action="store_true", help="CUDA graphs / channels_last / fit_many against the plain loop instead"
     )
     p.add_argument("--parity-iterations", type=_positive_int, help="iterations per parity fit (default 300)")
+    p.add_argument("--parity-seeds", type=_positive_int, default=3, help="parity: seeds 0..N-1 per image (default 3)")
+    p.add_argument(
+        "--parity-noise",
+        choices=NOISE_RNGS,
+        default="torch",
+        help="parity: the input-noise generator of every arm, baseline included (FitConfig.noise_rng)",
+    )
     p.add_argument(
         "--workers", type=_positive_int, default=1, help="parity: fits run side by side in this many processes"
     )

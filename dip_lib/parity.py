@@ -203,7 +203,7 @@ def _fit_job(job: dict[str, Any]) -> dict[str, Any]:
         adam_impl="fused",
         threads=job["threads"],
     )
-    res = fit(net, z, truth * mask, mask, replace(cfg, **ARMS[job["arm"]]), truth)
+    res = fit(net, z, truth * mask, mask, replace(cfg, **{**job.get("common", {}), **ARMS[job["arm"]]}), truth)
     return {
         "image": job["image"],
         "seed": job["seed"],
@@ -225,11 +225,15 @@ def measure_parity(
     arms: tuple[str, ...] = tuple(ARMS),
     workers: int = 1,
     threads: int = 1,
+    common: dict[str, Any] | None = None,
     **net_overrides: Any,
 ) -> dict[str, Any]:
     """Fit every (image, seed, arm) on the CPU and judge each non-fp32 arm against fp32 with
     ``parity_verdict`` (final and best PSNR; the final one decides). ``workers`` processes of
-    ``threads`` threads each run the fits side by side."""
+    ``threads`` threads each run the fits side by side. ``common``: FitConfig overrides for every
+    arm, baseline included (e.g. noise_rng="numpy": the candidates are judged against an fp32
+    baseline with the same noise source)."""
+    common = dict(common or {})
     from concurrent.futures import ProcessPoolExecutor
 
     if "fp32" not in arms:
@@ -244,6 +248,7 @@ def measure_parity(
             "iterations": iterations,
             "threads": threads,
             "net": net_overrides,
+            "common": common,
         }
         for img in images
         for s in seeds
@@ -278,6 +283,7 @@ def measure_parity(
             "images": list(images),
             "seeds": list(seeds),
             "arms": {a: ARMS[a] for a in arms},
+            "common_overrides": common,
             "threads_per_fit": threads,
             "net_overrides": net_overrides,
             "rule": RULE,

@@ -141,6 +141,13 @@ class Problem:
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.conv_weights = [p for p in self.params if p.dim() == 4]
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        # the numpy noise lever: a stream of its own (keyed apart from numpy streams seeded by the seed
+        # alone, e.g. masks) drawn into one reused NCHW buffer that ``eps`` views without a copy
+        self.np_rng: np.random.Generator | None = None
+        if cfg.noise_rng == "numpy" and device.type == "cpu" and cfg.reg_noise_std > 0:
+            self.np_rng = np.random.default_rng((cfg.seed, 1))
+            self.eps_np = np.empty(tuple(self.z.shape), np.float32)
+            self.eps = torch.from_numpy(self.eps_np)
         callbacks = list(callbacks)
         # objects may define on_check and/or on_iteration; a plain function is an on_check
         self.hooks = [
@@ -175,15 +182,20 @@ class Problem:
             self._n_hole = float(self._hole.sum())
 
     def noisy_input(self) -> torch.Tensor:
-        """z + s * eps (fresh eps from this problem's generator); param noise first, if on."""
+        """z + s * eps, eps ~ N(0, I) of z's shape (1, C_in, H, W) fresh from this problem's generator
+        (torch's, or numpy's with noise_rng="numpy" on the CPU); param noise first, if on."""
         cfg, gen, device = self.cfg, self.gen, self.device
         if cfg.param_noise:
             with torch.no_grad():
                 for p in self.conv_weights:
                     p.add_(torch.randn(p.shape, generator=gen, device=device) * (p.std() / 50))
-        if cfg.reg_noise_std > 0:
-            return self.z + cfg.reg_noise_std * torch.randn(self.z.shape, generator=gen, device=device)
-        return self.z
+        if cfg.reg_noise_std <= 0:
+            return self.z
+        if self.np_rng is not None:
+            self.np_rng.standard_normal(out=self.eps_np, dtype=np.float32)
+            # the sum takes z's memory format (channels_last included): one pass, no copy of eps
+            return torch.add(self.z, self.eps, alpha=cfg.reg_noise_std)
+        return self.z + cfg.reg_noise_std * torch.randn(self.z.shape, generator=gen, device=device)
 
     def loss(self, out: torch.Tensor) -> torch.Tensor:
         """mean((A(f(z)) - y)^2) over all entries, as the original (mse of the masked output)."""

@@ -281,6 +281,7 @@ def test_the_parser_and_early_refusals_import_no_torch(files):
 
 
 def test_bench_options_name_what_bench_implements():
-    from dip_lib import bench, cli
+    from dip_lib import bench, cli, config
 
     assert cli.BENCH_MODES == bench.MODES and cli.BENCH_PRESETS == bench.PRESET_NAMES
+    assert cli.NOISE_RNGS == config.NOISE_RNGS

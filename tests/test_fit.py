@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from dip_lib.masks import bernoulli_mask
 from dip_lib.metrics import psnr
 from dip_lib.nets import SkipConfig, SkipNet
 from dip_lib.solver import FitConfig, fit
+from dip_lib.tracking import Problem
 
 NARROW = SkipConfig(
     in_channels=8, out_channels=1, channels_down=(16,) * 3, channels_up=(16,) * 3, channels_skip=(4,) * 3
@@ -126,14 +129,14 @@ def test_lbfgs_runs_and_improves(camera):
     assert res.final_psnr > after_warmup + 3
 
 
-def _history(seed: int, init_seed: int = 0):
+def _history(seed: int, init_seed: int = 0, **over):
     gt = (data.camera()[200:232, 200:232].astype(np.float32) / 255.0)[None]
     mask = bernoulli_mask((32, 32), 0.5, seed=0)
     torch.manual_seed(init_seed)
     net = SkipNet(NARROW)
     z = noise_input(NARROW.in_channels, 32, 32, seed=0)
     cfg = FitConfig(iterations=25, log_every=5, progress=False, reg_noise_std=0.03, param_noise=True, seed=seed)
-    return fit(net, z, gt * mask, mask, cfg, ground_truth=gt).history
+    return fit(net, z, gt * mask, mask, replace(cfg, **over), ground_truth=gt).history
 
 
 def test_same_seed_gives_identical_history():
@@ -147,6 +150,36 @@ def test_different_seeds_give_different_histories():
     a, b = _history(seed=1), _history(seed=2)
     assert a.loss != b.loss
     assert a.psnr != b.psnr
+
+
+def test_numpy_noise_is_seeded_and_leaves_the_default_alone():
+    a, b = _history(seed=1, noise_rng="numpy"), _history(seed=1, noise_rng="numpy")
+    assert a.loss == b.loss and a.psnr == b.psnr
+    assert _history(seed=2, noise_rng="numpy").loss != a.loss
+    assert _history(seed=1).loss != a.loss  # another stream than torch's, which stays the default
+    assert FitConfig().noise_rng == "torch"
+    with pytest.raises(ValueError, match="noise_rng"):
+        FitConfig(noise_rng="cuda")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_numpy_noise_is_standard_normal_in_z_layout(channels_last):
+    """eps = (noisy - z) / s has mean ~0 and std ~1; the sum keeps z's memory format; with torch's
+    generator (the default) the draw is what it always was: z + s * randn(generator(seed + 1))."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    z, s, cpu = torch.rand(1, 8, 64, 64), 0.03, torch.device("cpu")
+    y, m = np.zeros((1, 64, 64), np.float32), np.ones((1, 64, 64), np.float32)
+    net = torch.nn.Conv2d(8, 1, 1)
+    cfg = FitConfig(reg_noise_std=s, seed=3, channels_last=channels_last)
+    fast = Problem(net, z, y, m, replace(cfg, noise_rng="numpy"), cpu, None, [])
+    draws = [fast.noisy_input() for _ in range(2)]
+    assert all(d.is_contiguous(memory_format=fmt) for d in draws)
+    eps = (draws[0] - fast.z) / s
+    assert abs(float(eps.mean())) < 0.02 and abs(float(eps.std()) - 1) < 0.02
+    assert not torch.equal(draws[0], draws[1])  # fresh noise every iteration
+    plain = Problem(net, z, y, m, cfg, cpu, None, []).noisy_input()
+    expected = z + s * torch.randn(z.shape, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(plain, expected)
 
 
 def test_callbacks_see_every_iteration_and_every_check(camera):

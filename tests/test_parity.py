@@ -72,16 +72,12 @@ def test_bad_inputs_are_refused():
         parity_verdict(base, cand)
 
 
+TINY = {"channels_down": (8,) * 5, "channels_up": (8,) * 5, "channels_skip": (4,) * 5}
+
+
 def test_measure_parity_on_a_tiny_network():
     out = measure_parity(
-        images=("camera",),
-        seeds=(0, 1, 2),
-        size=40,
-        iterations=6,
-        arms=("fp32", "fp32-control", "bf16"),
-        channels_down=(8,) * 5,
-        channels_up=(8,) * 5,
-        channels_skip=(4,) * 5,
+        images=("camera",), seeds=(0, 1, 2), size=40, iterations=6, arms=("fp32", "fp32-control", "bf16"), **TINY
     )["parity"]
     assert len(out["runs"]) == 9 and set(out["verdicts"]) == {"bf16"}
     v = out["verdicts"]["bf16"]
@@ -89,3 +85,13 @@ def test_measure_parity_on_a_tiny_network():
     finals = {(r["arm"], r["seed"]): r["final_psnr"] for r in out["runs"]}
     assert finals[("bf16", 0)] != finals[("fp32", 0)]  # bf16 really ran
     assert set(ARMS) >= set(out["arms"])
+    assert out["common_overrides"] == {}
+
+
+def test_common_overrides_reach_every_arm_the_baseline_included():
+    """With numpy noise everywhere the fp32 baseline itself draws another noise stream."""
+    kw = {"images": ("camera",), "seeds": (0, 1, 2), "size": 40, "iterations": 6, "arms": ("fp32",), **TINY}
+    plain = measure_parity(**kw)["parity"]
+    numpy_noise = measure_parity(common={"noise_rng": "numpy"}, **kw)["parity"]
+    assert numpy_noise["common_overrides"] == {"noise_rng": "numpy"}
+    assert [r["final_psnr"] for r in plain["runs"]] != [r["final_psnr"] for r in numpy_noise["runs"]]

@@ -14,7 +14,7 @@ import torch
 from skimage import data, transform
 
 from dip_lib.batched import StackedNets, fit_many
-from dip_lib.bench import Variant, conv_flops, machine_ceiling, memory_in_subprocess
+from dip_lib.bench import Variant, conv_flops, cpu_lever_variants, machine_ceiling, memory_in_subprocess
 from dip_lib.cli import main
 from dip_lib.device import cpu_has_native_bf16
 from dip_lib.masks import bernoulli_mask
@@ -312,16 +312,25 @@ def test_conv_flops_match_the_network_and_the_paper():
 
 def test_fast_config_on_cpu(problems):
     cfg = fast_config(CFG, "cpu")
-    assert cfg.adam_impl == "fused" and not cfg.cuda_graphs and not cfg.channels_last
+    assert cfg.adam_impl == "fused" and not cfg.cuda_graphs and cfg.noise_rng == "torch"
     assert cfg.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert cfg.channels_last == (cfg.precision == "bf16")  # channels_last goes with bf16 only
     assert cfg.threads is None or 1 <= cfg.threads < torch.get_num_threads()  # the idle cores, if fewer
-    assert replace(cfg, precision="fp32", adam_impl="auto", threads=None) == CFG  # nothing else changes
+    plain_levers = {"precision": "fp32", "channels_last": False, "adam_impl": "auto", "threads": None}
+    assert replace(cfg, **plain_levers) == CFG  # nothing else changes
     truths, masks, inputs = problems
-    cfg = replace(cfg, precision="fp32")
+    cfg = replace(cfg, precision="fp32", channels_last=False)
     fast, plain = (fit(make_nets(k=1)[0], inputs[0], truths[0] * masks[0], masks[0], c, truths[0]) for c in (cfg, CFG))
     # fused Adam rounds differently; the first checks agree closely, the end within a fraction of a dB
     np.testing.assert_allclose(fast.history.psnr_clean[:2], plain.history.psnr_clean[:2], atol=1e-3)
     assert abs(fast.final_psnr - plain.final_psnr) < 0.5
+
+
+def test_cpu_lever_ladder_has_a_row_per_lever():
+    rows = {v.name: v.overrides for v in cpu_lever_variants(2)}
+    assert rows["+numpy noise"] == {**rows["+bf16 autocast"], "noise_rng": "numpy"}  # cumulative
+    assert rows["bf16 NCHW + numpy noise"] == {**rows["bf16 NCHW"], "noise_rng": "numpy"}
+    assert "original" in rows and "fast_config" in rows
 
 
 def test_bench_cli_writes_json(tmp_path, capsys):
