@@ -893,7 +893,7 @@ def cost_people(pts: list, fr: list, choice) -> Table:
             mark.append("reference (best recipe)")
         rows.append(
             {
-                "recipe": f"`{p.recipe}`",
+                "recipe": p.recipe,
                 "filters": p.width,
                 "lr": f"{p.lr:g}",
                 "iterations": p.iterations,
@@ -1027,7 +1027,7 @@ def cost_headline(loaded: dict[str, Loaded], prof: Profile) -> str:
     p, ref = choice.point, choice.reference
     partial = "" if loaded["cost"].complete else " (cost sweep partly stored)"
     return (
-        f"Cheaper: on {len(prof.cost_images)} Table-1 crops, `{p.recipe}` at {p.width} filters stopped after "
+        f"Cheaper: on {len(prof.cost_images)} Table-1 crops, {p.recipe} at {p.width} filters stopped after "
         f"{p.iterations} iterations comes within {_dB(ref.psnr - p.psnr)} of the best recipe at "
         f"{choice.saving:.0f}x less compute{partial}."
     )

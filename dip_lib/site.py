@@ -366,7 +366,8 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
     scope = (
         "The paper's Table 1 (inpainting with 50% of the pixels missing, 11 images, DIP against Papyan et al.), "
         "its kate text-inpainting example used for the seed report's architecture and optimiser sweeps, and the "
-        f"seed report's {len(CLAIMS)} claims."
+        f"seed report's {len(CLAIMS)} claims; beyond them, the paper's Fig. 2 and what a cheaper recipe gives up "
+        "(PSNR against compute)."
     )
     method = (
         "<p>Recipes: "
