@@ -85,6 +85,16 @@ class Preset:
         return count_params(SkipNet(self.net_config(out_channels)))
 
 
+def sweep_net(filters: int = 128, depth: int = 5, skip: bool = True) -> SkipConfig:
+    """The architecture-sweep family: the text network with ``filters`` per layer and ``depth`` levels."""
+    return replace(
+        _TEXT_NET,
+        channels_down=(filters,) * depth,
+        channels_up=(filters,) * depth,
+        channels_skip=((filters if skip else 0),) * depth,
+    )
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -143,6 +153,15 @@ PRESETS: dict[str, Preset] = {
             param_noise=True,
             guard=False,
         ),
+        Preset(
+            name="fast",
+            description="the cheapest recipe within 0.5 dB of the best in the quick profile's cost sweep "
+            "(report page 06): table1-seed's network at 32 filters, lr 0.01, 2000 iterations",
+            net=sweep_net(32),
+            iterations=2000,
+            lr=0.01,
+            guard=False,
+        ),
     ]
 }
 
@@ -152,13 +171,3 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise DipError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
-
-
-def sweep_net(filters: int = 128, depth: int = 5, skip: bool = True) -> SkipConfig:
-    """The architecture-sweep family: the text network with ``filters`` per layer and ``depth`` levels."""
-    return replace(
-        _TEXT_NET,
-        channels_down=(filters,) * depth,
-        channels_up=(filters,) * depth,
-        channels_skip=((filters if skip else 0),) * depth,
-    )

@@ -71,3 +71,28 @@ def test_preset_from_a_point_is_that_recipe():
     assert (fast.lr, fast.iterations) == (0.01, 100)
     assert (fast.net.channels_down, fast.net.channels_skip) == ((16,) * 5, (4,) * 5)
     assert fast.net.upsample_mode == base.net.upsample_mode and fast.reg_noise_std == base.reg_noise_std
+
+
+def test_the_fast_preset_is_the_choice_of_the_committed_cost_sweep():
+    """The `fast` preset is not typed from memory: it must be the cheapest point within tolerance of
+    the best recipe in the committed quick results (update it when those results change)."""
+    from pathlib import Path
+
+    from dip_lib import pages
+    from dip_lib.presets import PRESETS
+    from dip_lib.store import ResultStore
+
+    study = pages.cost_study("quick", ResultStore(Path(__file__).resolve().parents[1] / "results"))
+    choice = study.panels[0][3]
+    fast = PRESETS["fast"]
+    assert choice is not None
+    assert cost.preset_from(choice.point, fast.name, fast.description) == fast
+
+
+def test_the_cli_offers_the_fast_preset_with_its_own_estimate():
+    from dip_lib.cli import _fast_hint
+    from dip_lib.presets import get_preset
+
+    cfg = get_preset("text").fit_config(progress=False)
+    line = _fast_hint(3, 64, 64, cfg)
+    assert line.startswith("hint: --preset fast (") and "would take about" in line and "06_cost_quality" in line
