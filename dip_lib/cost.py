@@ -136,8 +136,9 @@ def front(pts: list[Point]) -> list[Point]:
 
 @dataclass(frozen=True)
 class Choice:
-    """The cheapest point within ``tolerance_db`` of the reference (the best recipe at its full
-    count), and how much less compute it needs; ``met`` when that is at least MIN_SAVING."""
+    """The cheapest point within ``tolerance_db`` of the reference (the best point: a recipe at a
+    budget, its full count or a check before it), and how much less compute it needs; ``met`` when
+    that is at least MIN_SAVING."""
 
     reference: Point
     point: Point
@@ -147,8 +148,8 @@ class Choice:
 
 
 def choose(pts: list[Point], references: list[Point], tolerance_db: float = TOLERANCE_DB) -> Choice | None:
-    """The reference is the best of ``references`` (full-count points); the choice is the cheapest
-    of ``pts`` whose mean PSNR is within ``tolerance_db`` of it (None without both)."""
+    """The reference is the best of ``references``; the choice is the cheapest of ``pts`` whose mean
+    PSNR is within ``tolerance_db`` of it (None without both)."""
     if not pts or not references:
         return None
     ref = max(references, key=lambda p: p.psnr)
@@ -159,19 +160,20 @@ def choose(pts: list[Point], references: list[Point], tolerance_db: float = TOLE
 
 
 def table1_cost(table1: Records, cost: Records, images: Iterable[str]) -> tuple[list[Point], list[Point]]:
-    """The Table-1 problems of the cost sweep: (all points, the reference points: every recipe at its
-    full count). The profile's own Table-1 runs on the same images and seeds are its table1_width."""
+    """The Table-1 problems of the cost sweep: (all points, the candidates for the reference: all of
+    them, a recipe stopped early included). The profile's own Table-1 runs on the same images and
+    seeds are its table1_width."""
     images = set(images)
     seeds = {r.seed for r, _ in cost} or {r.seed for r, _ in table1}
     own = [(r, x) for r, x in table1 if r.method == "dip" and r.image in images and r.seed in seeds]
     pts = points(own + list(cost))
-    return pts, [p for p in pts if p.full]
+    return pts, pts
 
 
 def kate_cost(arch: Records, optim: Records, prof: Profile) -> tuple[list[Point], list[Point]]:
     """kate's text mask: the filter sweep (depth 5 with skips at the sweep's size, every width but
     the optimiser sweep's) and the optimiser sweep's Adam learning rates (not the seed's trial 3,
-    which runs with the guard set). (all points, the reference points: every recipe's full count)."""
+    which runs with the guard set). (all points, the candidates for the reference: all of them)."""
     width = prof.optim_width or 128
     seen: set[str] = set()
     rows: Records = []
@@ -182,7 +184,7 @@ def kate_cost(arch: Records, optim: Records, prof: Profile) -> tuple[list[Point]
                 rows.append((r, x))
     rows += [(r, x) for r, x in optim if r.method == "dip" and r.guard is None]
     pts = points(rows)
-    return pts, [p for p in pts if p.full]
+    return pts, pts
 
 
 def preset_from(point: Point, name: str = "fast", description: str = ""):

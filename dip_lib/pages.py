@@ -890,7 +890,7 @@ def cost_people(pts: list, fr: list, choice) -> Table:
         if choice is not None and p == choice.point:
             mark.append("cheapest within tolerance")
         if choice is not None and p == choice.reference:
-            mark.append("reference (best recipe)")
+            mark.append("reference (best point)")
         rows.append(
             {
                 "recipe": p.recipe,
@@ -907,7 +907,7 @@ def cost_people(pts: list, fr: list, choice) -> Table:
         )
     return Table(
         pd.DataFrame(rows),
-        f"The Pareto front within {COST_TABLE_DB:g} dB of the best recipe (the plot shows all of it): no cheaper "
+        f"The Pareto front within {COST_TABLE_DB:g} dB of the best point (the plot shows all of it): no cheaper "
         f"point reaches a higher mean PSNR. PSNR of the clean output after that many iterations, averaged over the "
         f"images for each seed, then mean {PM.strip()} sample standard deviation (ddof 1) over the n seeds; hole "
         f"PSNR: the missing pixels only, mean; seconds: mean per fit as measured on this project's 2-core CPU VM, "
@@ -922,14 +922,15 @@ def cost_interpretation(choice, what: str, baseline=None) -> str:
         return f"No stored runs on {what} yet."
     ref, pick = choice.reference, choice.point
     verdict = (
-        f"that is **{choice.saving:.0f}x less compute** than the best recipe, meeting the goal of at least "
+        f"that is **{choice.saving:.0f}x less compute** than the best point, meeting the goal of at least "
         f"{MIN_SAVING:g}x"
         if choice.met
-        else f"that is {choice.saving:.1f}x less compute than the best recipe: **short of the goal of {MIN_SAVING:g}x**"
+        else f"that is {choice.saving:.1f}x less compute than the best point: **short of the goal of {MIN_SAVING:g}x**"
     )
     out = (
-        f"On {what}, the best recipe at its full count is `{ref.recipe}` with {ref.width} filters, lr {ref.lr:g}, "
-        f"{ref.iterations} iterations: {_dB(ref.psnr)} on average (n = {ref.n}) for {ref.gflop:,.0f} GFLOP per fit. "
+        f"On {what}, the best point is `{ref.recipe}` with {ref.width} filters, lr {ref.lr:g}, "
+        f"{ref.iterations} iterations{'' if ref.full else ' (a check before its full count)'}: {_dB(ref.psnr)} on "
+        f"average (n = {ref.n}) for {ref.gflop:,.0f} GFLOP per fit. "
         f"The cheapest point within {choice.tolerance_db:g} dB of it is `{pick.recipe}` with {pick.width} filters, "
         f"lr {pick.lr:g}, stopped after {pick.iterations} iterations: {_dB(pick.psnr)} "
         f"({_dB(pick.psnr - ref.psnr, sign=True)}) for {pick.gflop:,.0f} GFLOP; {verdict}. Measured here, "
@@ -998,14 +999,19 @@ def cost_study(
     }
     t1, t1_refs = cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images)
     kate, kate_refs = cost.kate_cost(loaded["arch"].records, loaded["optim"].records, prof)
-    about = [f"the Table-1 crops ({', '.join(prof.cost_images)})", "kate's text mask"]
+    sweeps = [loaded[e] for e in ("arch", "optim")]
+    kate_about = "kate's text mask"
+    if not all(L.complete for L in sweeps):
+        stored = " and ".join(f"{L.coverage['stored']} of {L.coverage['planned']}" for L in sweeps)
+        kate_about += f" (from the architecture and optimiser sweeps, {stored} runs stored)"
+    about = [f"the Table-1 crops ({', '.join(prof.cost_images)})", kate_about]
     panels = [
         (f"Table 1: {', '.join(prof.cost_images)}", t1, cost.front(t1), cost.choose(t1, t1_refs)),
         ("kate, text mask (filter and optimiser sweeps)", kate, cost.front(kate), cost.choose(kate, kate_refs)),
     ]
 
-    def full(refs: list, recipe: str, width: int, lr: float | None = None):
-        return next((p for p in refs if p.recipe == recipe and p.width == width and lr in (None, p.lr)), None)
+    def full(pts: list, recipe: str, width: int, lr: float | None = None):
+        return next((p for p in pts if p.full and p.recipe == recipe and p.width == width and lr in (None, p.lr)), None)
 
     baselines = [
         full(t1_refs, "table1-paper", prof.table1_width or 128),

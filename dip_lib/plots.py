@@ -506,7 +506,7 @@ def cost_quality(panels: list[tuple[str, list, list, Any]]):
         if choice is not None:
             ref, pick = choice.reference, choice.point
             ax.axhline(ref.psnr - choice.tolerance_db, color="C3", lw=0.8, ls=":")
-            ax.plot(ref.gflop, ref.psnr, "s", mfc="none", mec="k", ms=9, label="best recipe (reference)")
+            ax.plot(ref.gflop, ref.psnr, "s", mfc="none", mec="k", ms=9, label="best point (reference)")
             ax.plot(pick.gflop, pick.psnr, "*", color="C3", ms=13, label=f"cheapest within {choice.tolerance_db:g} dB")
         ax.set_xscale("log")
         ax.set_xlabel("training compute per fit (GFLOP, log)")
