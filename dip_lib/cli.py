@@ -83,16 +83,18 @@ def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndar
 
 
 def _fast_hint(c: int, h: int, w: int, cfg) -> str:
-    """One line offering the ``fast`` preset, with its own calibrated estimate at this size."""
+    """One line offering the ``fast`` preset, with its own calibrated estimate at this size (its recipe
+    with the levers ``inpaint`` would use, as for any preset)."""
     from dataclasses import replace
 
     from . import estimate as est
     from .inputs import make_input
     from .presets import get_preset
+    from .solver import fast_config
 
     fast = get_preset("fast")
     net_cfg = fast.net_config(c)
-    fcfg = replace(cfg, **{k: v for k, v in vars(fast.fit_config()).items() if k in _RECIPE_FIELDS})
+    fcfg = replace(fast_config(fast.fit_config(device=cfg.device)), checkpointing=cfg.checkpointing)
     rate = est.calibrate_time(
         net_cfg, h, w, fcfg, lambda hh, ww: make_input(fast.input_kind, net_cfg.in_channels, hh, ww, 0)
     )
@@ -101,10 +103,6 @@ def _fast_hint(c: int, h: int, w: int, cfg) -> str:
         f"hint: --preset fast ({fast.description}) would take about {est.fmt_seconds(e.seconds)} here; "
         "what it gives up: report/quick/06_cost_quality.html"
     )
-
-
-# the fields a preset sets in its FitConfig (the rest, e.g. the speed levers, stay as the fit's)
-_RECIPE_FIELDS = ("iterations", "lr", "optimizer", "reg_noise_std", "param_noise", "guard")
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:

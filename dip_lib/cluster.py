@@ -289,8 +289,8 @@ def run_all_dask(
 
     Groups are submitted as workers free up (one task per worker thread), each under its runs'
     locks; results are saved here as they arrive. With a budget, no new task starts once the time
-    spent plus its estimated time (the slowest seconds per unit of cost so far) would pass it; tasks
-    already running finish and are saved.
+    spent plus its estimated time (the slowest measured seconds per second of the FLOP prior so far)
+    would pass it; tasks already running finish and are saved.
     """
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
@@ -308,9 +308,9 @@ def run_all_dask(
     deferred: deque[list[Run]] = deque()
     flying: dict[Future, tuple[list[Run], _Locks, float]] = {}
     started = time.perf_counter()
-    rate = 0.0  # the slowest seconds per unit of cost so far (the budget rule)
+    rate = 0.0  # the slowest measured seconds per prior second so far (the budget rule)
     spent_cost = spent_wall = 0.0  # for the ETA
-    left_cost = sum(ex._cost(r) for r in todo)
+    left_cost = sum(ex._prior_seconds(r) for r in todo)
     slots = _Slots(client)
     stop = False
     done = as_completed()
@@ -325,7 +325,7 @@ def run_all_dask(
     def submit(group: list[Run], wait: bool) -> bool:
         """Submit a group under its locks; False when another process holds one of them."""
         nonlocal stop
-        cost = sum(ex._cost(r) for r in group)
+        cost = sum(ex._prior_seconds(r) for r in group)
         spent = time.perf_counter() - started
         if budget_seconds is not None and (spent > budget_seconds or spent + rate * cost > budget_seconds):
             stop = True

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .experiments import run_gflop
 from .runs import Profile, Run
 from .scores import mean_std
 
@@ -69,17 +70,6 @@ def _lr(run: Run) -> float:
     return run.lr if run.lr is not None else get_preset(run.preset).lr
 
 
-def iteration_gflop(run: Run) -> float:
-    """Training conv GFLOP of one iteration of ``run``'s network at its image size (the output layer
-    counted with one channel: the image's channels change it by under 1%)."""
-    from .estimate import iteration_gflop as gflop
-    from .experiments import _shape
-    from .presets import get_preset
-
-    h, w = _shape(run.image, run.source, run.crop, run.resize)
-    return gflop(get_preset(run.preset).net_config(1, **dict(run.net)), h, w)
-
-
 def at_budget(rec: dict[str, Any], budget: int) -> tuple[float, float | None, float] | None:
     """(clean PSNR, hole PSNR, seconds) of a run stopped after ``budget`` iterations: its last check
     at or before the budget; None when the run is shorter than the budget."""
@@ -107,7 +97,8 @@ def points(records: Records, budgets: Iterable[int] = BUDGETS) -> list[Point]:
     out: list[Point] = []
     for (recipe, width, lr), rows in groups.items():
         full = min(rec["history"]["iteration"][-1] for _, rec in rows)
-        gflop_it = float(np.mean([iteration_gflop(run) for run, _ in rows]))
+        # the output layer is counted with one channel: the image's channels change it by under 1%
+        gflop_it = float(np.mean([run_gflop(run) for run, _ in rows]))
         for b in sorted({*(b for b in budgets if b < 0.98 * full), full}):
             got = [(run.seed, at_budget(rec, b)) for run, rec in rows]
             if any(g is None for _, g in got):

@@ -209,8 +209,8 @@ def run_all(
     """Compute every run without a valid stored record, in plan order, saving each at once.
 
     With a budget, no new run (or batch) starts once the time spent plus its estimated time (the
-    slowest seconds per unit of cost so far) would pass it. Runs locked by another process are left
-    to it and waited for at the end; a run that fails is reported in the outcome, never stored.
+    slowest measured seconds per second of the FLOP prior so far) would pass it. Runs locked by
+    another process are left to it and waited for at the end; a run that fails is reported in the outcome, never stored.
     ``workers`` > 1 or a ``scheduler`` address computes them on Dask (``dip_lib.cluster``).
     """
     store = store or ResultStore()
@@ -231,14 +231,14 @@ def run_all(
     store.clean_leftovers(todo)
     size = _batch_size(batch)
     groups = _group(todo, size)
-    started, rate = time.perf_counter(), 0.0  # rate: the slowest seconds per unit of cost so far
+    started, rate = time.perf_counter(), 0.0  # rate: the slowest measured seconds per prior second so far
     bar = tqdm(total=len(todo), desc="runs", disable=not progress)
     deferred: list[list[Run]] = []
     try:
         for group in groups:
-            cost = sum(_cost(r) for r in group)
+            cost = sum(_prior_seconds(r) for r in group)
             spent = time.perf_counter() - started
-            expected = rate * cost if rate else sum(_prior_seconds(r) for r in group)
+            expected = rate * cost if rate else cost
             if budget_seconds is not None and (spent > budget_seconds or spent + expected > budget_seconds):
                 outcome.remaining.extend(r for g in groups[groups.index(group) :] for r in g)
                 log.warning(
@@ -326,25 +326,6 @@ def _shape(image: str, source: str, crop: int | None, resize: int | None) -> tup
         entry = next(e for e in data.registry() if e.name == image)
         return (int(entry.height), int(entry.width))
     return tuple(load_problem(Run("table1", "smoke", image, source))[0].shape[-2:])
-
-
-@functools.lru_cache(maxsize=None)
-def _params(preset: str, net: tuple) -> int:
-    from .nets import SkipNet, count_params
-    from .presets import get_preset
-
-    return count_params(SkipNet(get_preset(preset).net_config(1, **dict(net))))
-
-
-def _cost(run: Run) -> float:
-    """Relative compute of a DIP run: pixels x iterations x parameters (0 for the CPU peers)."""
-    if run.method != "dip":
-        return 0.0
-    from .presets import get_preset
-
-    h, w = _shape(run.image, run.source, run.crop, run.resize)
-    iterations = run.iterations or get_preset(run.preset).iterations
-    return float(h * w) * iterations * _params(run.preset, run.net)
 
 
 # before any run has been timed, a first run's seconds are guessed from its conv FLOPs at a rate
@@ -553,8 +534,8 @@ def reproduce(
 
 
 def _estimate_line(plans: dict[str, list[Run]], missing: list[Run], store: ResultStore) -> str:
-    """'N runs to compute: about T of compute (...)': scaled from the stored runs' seconds per unit of
-    cost, or from the FLOP-based prior when nothing is stored yet."""
+    """'N runs to compute: about T of compute (...)': the FLOP prior scaled by the stored runs
+    (``seconds_model``), or the prior alone when nothing is stored yet."""
     from .pages import duration, estimate_seconds
 
     stored = load_records([r for runs in plans.values() for r in runs], store, partial=True)

@@ -948,11 +948,9 @@ def cost_interpretation(choice, what: str, baseline=None) -> str:
 def fast_preset_note(choice) -> str:
     """Whether the library's ``fast`` preset is the recipe this page chooses, in words."""
     from .cost import preset_from
-    from .presets import PRESETS
+    from .presets import get_preset
 
-    fast = PRESETS.get("fast")
-    if fast is None:
-        return "The library has no `fast` preset yet."
+    fast = get_preset("fast")
     text = (
         f"The library's `fast` preset (`python -m dip_lib inpaint --preset fast`, offered by the CLI when a fit "
         f"would be long): {fast.description}."

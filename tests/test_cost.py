@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dip_lib import cost
+from dip_lib.experiments import run_gflop
 from dip_lib.presets import get_preset
 from dip_lib.runs import Run, pairs
 
@@ -43,7 +44,7 @@ def test_points_average_runs_and_scale_compute_with_the_budget():
     assert p50.psnr == pytest.approx(22.5) and p50.n == 2 and p50.std == pytest.approx(0.7071, abs=1e-3)
     assert p100.full and not p50.full
     assert p100.gflop == pytest.approx(2 * p50.gflop)
-    assert p50.gflop == pytest.approx(50 * cost.iteration_gflop(records[0][0]))
+    assert p50.gflop == pytest.approx(50 * run_gflop(records[0][0]))
 
 
 def test_front_and_choice():
