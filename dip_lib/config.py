@@ -90,9 +90,9 @@ def fast_config(cfg: FitConfig | None = None, device: str | torch.device | None 
     ~3x slower), bf16 autocast in channels_last: 2.0x the original loop at 1 thread, table1-paper
     128 px (results/bench-vm-cpu-levers.json: 210 vs 421 ms, NCHW bf16 239 ms, 1.77x). Parity
     (``dip_lib.parity``, results/bench-vm-cpu-parity.json: 3 images x 5 seeds at 64 px, 300
-    iterations, all arms with numpy input noise, fp32 control RMS 0.39 dB): bf16 channels_last
-    mean -0.06 dB, 90% CI [-0.26, +0.14]; bf16 NCHW +0.03 dB, CI [-0.08, +0.15]: both pass (with
-    torch's noise and 3 seeds channels_last had missed narrowly, CI [-0.03, +0.55] vs 0.49 dB).
+    iterations, torch's input noise, fp32 control RMS 0.42 dB): bf16 channels_last mean +0.17 dB,
+    90% CI [-0.03, +0.36]; bf16 NCHW +0.02 dB, CI [-0.24, +0.28]: both pass (with numpy's noise
+    in every arm both pass too: results/bench-vm-cpu-parity-numpy.json).
     Not numpy input noise (``noise_rng``): torch draws z's contiguous noise vectorised (1.8 ms per
     32x128x128 draw vs numpy's 4.5 ms; no gain in the ladder). torch.compile is left out: ~7% at
     128 px for ~4 minutes of compiling. Other devices: unchanged. The report's profiles do not use

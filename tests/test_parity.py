@@ -95,3 +95,21 @@ def test_common_overrides_reach_every_arm_the_baseline_included():
     numpy_noise = measure_parity(common={"noise_rng": "numpy"}, **kw)["parity"]
     assert numpy_noise["common_overrides"] == {"noise_rng": "numpy"}
     assert [r["final_psnr"] for r in plain["runs"]] != [r["final_psnr"] for r in numpy_noise["runs"]]
+
+
+def test_the_cpu_fast_path_is_backed_by_a_passing_committed_study(monkeypatch):
+    """fast_config's CPU arithmetic (bf16 in channels_last, torch's input noise) is the arm that passed
+    in results/bench-vm-cpu-parity.json, measured with the noise generator fast_config keeps."""
+    import json
+    from pathlib import Path
+
+    from dip_lib import config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    cfg = config.fast_config(config.FitConfig(device="cpu"))
+    study = json.loads((Path(__file__).parents[1] / "results" / "bench-vm-cpu-parity.json").read_text())["parity"]
+    assert all(getattr(cfg, k) == v for k, v in study["common_overrides"].items())
+    assert cfg.noise_rng == config.FitConfig().noise_rng
+    arm = {"precision": cfg.precision, "channels_last": cfg.channels_last}
+    name = next(n for n, overrides in study["arms"].items() if overrides == arm)
+    assert study["verdicts"][name]["passed"] and len(study["seeds"]) >= 3
