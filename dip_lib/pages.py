@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from . import experiments as ex
+from .claims import REGIME_SHARE
 from .cost import MIN_SAVING
+from .presets import get_preset
 from .runs import Profile, Run, get_profile, load_problem, plan
-from .scores import fig2_quarter_losses, oracle, oracle_iteration, table1_values
+from .scores import FLAT_DB, LATE_SHARE, fig2_quarter_losses, oracle, oracle_iteration, table1_values
 from .store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -585,11 +587,32 @@ def filters_interpretation(fdf, prof: Profile) -> str:
             f"With the `{mask}` mask the oracle PSNR goes from {_dB(lo['_best'])} at {lo['filters']} filters to "
             f"{_dB(hi['_best'])} at {hi['filters']}, best at {best['filters']} ({_dB(best['_best'])})."
         )
-    out.append(
-        f"At {prof.filter_iterations} iterations on a {prof.kate_size or 512} px kate, wide networks may not reach "
-        f"their peak yet, which can hide the benefit of width the full-scale runs show."
-    )
+    out.append(_regime_sentence(fdf, "widths", prof.filter_iterations))
     return " ".join(out)
+
+
+def _regime_sentence(df, settings: str, iterations: int) -> str:
+    """How many of a sweep's architectures had flattened, at how many iterations against the text
+    recipe's own: where they had not, their ranking can still change (claims: undecided at this scale)."""
+    own = get_preset("text").iterations
+    gains = df["last 20% gain"].dropna()
+    flat = int((gains < FLAT_DB).sum())
+    budget = (
+        f"{iterations} iterations, the text recipe's own count"
+        if iterations >= own
+        else f"{iterations} iterations, fewer than the text recipe's {own}"
+    )
+    verdict = (
+        "every one had flattened, so the ranking above is what longer runs would show."
+        if flat == len(gains)
+        else f"{len(gains) - flat} were still improving when the budget ended, so their ranking may still "
+        f"change; a claim resting on these runs gets a verdict only if {REGIME_SHARE:.0%} of its runs flattened, "
+        f"and is 'undecided at this scale' otherwise."
+    )
+    return (
+        f"At {budget}, {flat} of {len(gains)} {settings} had flattened (mean gain over the last "
+        f"{LATE_SHARE:.0%} of iterations below {FLAT_DB} dB); {verdict}"
+    )
 
 
 def depth_interpretation(ddf, prof: Profile) -> str:
@@ -615,8 +638,8 @@ def depth_interpretation(ddf, prof: Profile) -> str:
                     f"{_dB(float(diff[diff.index > 3].mean()) if (diff.index > 3).any() else None, True)} deeper."
                 )
     out.append(
-        f"Every run has {prof.depth_width} filters and {prof.depth_iterations} iterations; deeper networks "
-        f"fit more slowly, so a short budget favours shallow ones."
+        f"Every run has {prof.depth_width} filters; deeper networks fit more slowly, so a short budget favours "
+        f"shallow ones. {_regime_sentence(ddf, 'depth and skip settings', prof.depth_iterations)}"
     )
     return " ".join(out)
 
@@ -948,7 +971,6 @@ def cost_interpretation(choice, what: str, baseline=None) -> str:
 def fast_preset_note(choice) -> str:
     """Whether the library's ``fast`` preset is the recipe this page chooses, in words."""
     from .cost import preset_from
-    from .presets import get_preset
 
     fast = get_preset("fast")
     text = (
@@ -988,7 +1010,6 @@ def cost_study(
     the Table-1 crops and kate's text mask; the baselines are ``table1-paper`` as Table 1 runs it and
     ``text`` at its 128 filters in the filter sweep."""
     from . import cost
-    from .presets import get_preset
 
     prof = get_profile(profile)
     loaded = {

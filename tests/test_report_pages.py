@@ -221,3 +221,19 @@ def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
         )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no build folder left behind
+
+
+def test_sweep_pages_say_whether_their_runs_flattened():
+    """The filters / depth text counts the settings that flattened and says what that means for the claims."""
+    import pandas as pd
+
+    prof = ex.get_profile("quick")
+    df = pd.DataFrame(
+        {"mask": ["text-seed"] * 2, "filters": [8, 16], "_best": [30.0, 31.0], "last 20% gain": [0.1, 0.05]}
+    )
+    text = pages.filters_interpretation(df, prof)
+    assert "2 of 2 widths had flattened" in text and "every one had flattened" in text
+    df["last 20% gain"] = [0.1, 0.5]
+    text = pages.filters_interpretation(df, prof)
+    assert "1 of 2 widths had flattened" in text and "'undecided at this scale'" in text
+    assert f"{prof.filter_iterations} iterations, fewer than the text recipe's 6001" in text
