@@ -603,7 +603,7 @@ def _regime_sentence(df, settings: str, iterations: int) -> str:
         else f"{iterations} iterations, fewer than the text recipe's {own}"
     )
     verdict = (
-        "every one had flattened, so the ranking above is what longer runs would show."
+        "every one had flattened, so longer runs would change the ranking above little."
         if flat == len(gains)
         else f"{len(gains) - flat} were still improving when the budget ended, so their ranking may still "
         f"change; a claim resting on these runs gets a verdict only if {REGIME_SHARE:.0%} of its runs flattened, "

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from dip_lib import config
 from dip_lib.parity import ARMS, measure_parity, parity_verdict
 
 
@@ -100,11 +104,6 @@ def test_common_overrides_reach_every_arm_the_baseline_included():
 def test_the_cpu_fast_path_is_backed_by_a_passing_committed_study(monkeypatch):
     """fast_config's CPU arithmetic (bf16 in channels_last, torch's input noise) is the arm that passed
     in results/bench-vm-cpu-parity.json, measured with the noise generator fast_config keeps."""
-    import json
-    from pathlib import Path
-
-    from dip_lib import config
-
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
     cfg = config.fast_config(config.FitConfig(device="cpu"))
     study = json.loads((Path(__file__).parents[1] / "results" / "bench-vm-cpu-parity.json").read_text())["parity"]
