@@ -799,12 +799,12 @@ def table1_zoom(records: Records, store: ResultStore):
 
 def arch_zoom(records: Records, store: ResultStore, mask: str = "text-seed"):
     """(figure, caption): kate restored by the narrowest and the widest network of the filters sweep."""
-    sel = [(r, x) for r, x in records if r.mask == mask and r.label.startswith("filters=") and oracle(x) is not None]
+    sel = [(r, x) for r, x in records if r.mask == mask and not r.label.startswith("depth") and oracle(x) is not None]
     if len(sel) < 2:
         return None, ""
     from .plots import zoom_compare
 
-    lo = min(sel, key=lambda rx: int(rx[0].label.split("=")[1]))
+    lo = min(sel, key=lambda rx: (rx[0].filters, rx[0].seed))
     hi = max(sel, key=lambda rx: oracle(rx[1]))
     gt, _ = load_problem(lo[0])
     panels = [("masked input", store.image(lo[0], "observed"))]

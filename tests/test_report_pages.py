@@ -237,3 +237,15 @@ def test_sweep_pages_say_whether_their_runs_flattened():
     text = pages.filters_interpretation(df, prof)
     assert "1 of 2 widths had flattened" in text and "'undecided at this scale'" in text
     assert f"{prof.filter_iterations} iterations, fewer than the text recipe's 6001" in text
+
+
+def test_the_kate_zoom_finds_the_filters_sweep_in_the_committed_results(shared_data):
+    """The narrowest and the best width of the stored quick filters sweep, side by side."""
+    from dip_lib import experiments
+
+    store = ResultStore(ROOT / "results")
+    records = experiments.load_records(ex.plan("arch", "quick"), store, partial=True)
+    fig, caption = pages.arch_zoom(records, store)
+    assert fig is not None and "narrowest network" in caption
+    titles = [a.get_title() for a in fig.axes]
+    assert any(t.startswith("4 filters, best") for t in titles), titles
