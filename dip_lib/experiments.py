@@ -514,7 +514,7 @@ def reproduce(
     missing = [r for runs in plans.values() for r in store.missing(runs)]
     _fetch_data(missing)  # all of it before the first fit
     if missing and progress:
-        print(_estimate_line(plans, missing, store), flush=True)
+        print(_estimate_line(profile, device, missing, store), flush=True)
     if missing and budget_seconds != 0 and (scheduler or workers != 1):
         from . import cluster
 
@@ -533,12 +533,14 @@ def reproduce(
     return outcomes
 
 
-def _estimate_line(plans: dict[str, list[Run]], missing: list[Run], store: ResultStore) -> str:
-    """'N runs to compute: about T of compute (...)': the FLOP prior scaled by the stored runs
-    (``seconds_model``), or the prior alone when nothing is stored yet."""
+def _estimate_line(profile: str, device: str | None, missing: list[Run], store: ResultStore) -> str:
+    """'N runs to compute: about T of compute (...)': the FLOP prior scaled by every stored run of the
+    profile, not only the chosen experiments' (``seconds_model``: the scale is the machine's and its
+    load's), or the prior alone when nothing is stored yet."""
     from .pages import duration, estimate_seconds
 
-    stored = load_records([r for runs in plans.values() for r in runs], store, partial=True)
+    everything = [r for exp in EXPERIMENTS for r in plan(exp, profile, device=device)]
+    stored = load_records(everything, store, partial=True)
     seconds = estimate_seconds(missing, stored)
     basis = f"scaled from {len(stored)} stored runs" if stored else "a rough guess: no run is stored yet"
     return f"{len(missing)} runs to compute: {duration(seconds)} of compute on one worker ({basis})"

@@ -323,3 +323,16 @@ def test_the_time_model_scales_the_flop_prior_by_the_stored_runs():
     wide, narrow = (next(r for r in plan("cost", "quick") if r.filters == f) for f in (128, 8))
     per_it = [ex._prior_seconds(r) / r.iterations for r in (narrow, wide)]
     assert per_it[0] >= ex.PRIOR_OVERHEAD_S["cpu"] and per_it[1] > 5 * per_it[0]  # the fixed cost, then FLOPs
+
+
+def test_the_estimate_of_an_experiment_with_nothing_stored_scales_from_the_profiles_other_runs(tmp_path):
+    """The machine's scale comes from every stored run of the profile, not only the chosen experiment's."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1] / "results" / "quick" / "table1"
+    (tmp_path / "quick" / "table1").mkdir(parents=True)
+    for f in sorted(root.glob("*.json"))[:3]:
+        shutil.copy(f, tmp_path / "quick" / "table1" / f.name)
+    store = ResultStore(tmp_path)
+    line = ex._estimate_line("quick", None, plan("arch", "quick"), store)
+    assert line.startswith("44 runs to compute: about ") and line.endswith("(scaled from 3 stored runs)"), line
