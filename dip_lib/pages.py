@@ -730,14 +730,27 @@ def claims_interpretation(verdicts, loaded: dict[str, Loaded]) -> str:
 
 
 def show(fig) -> None:
-    """Display a figure here, under the heading just shown, and close it (no second copy at the cell's end)."""
+    """Display a figure here, under the heading just shown, and close it (no second copy at the cell's end).
+    The image carries a text alternative for screen readers, built from the figure's own titles and labels."""
     if fig is None:
         return
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    display(fig)
+    display(fig, metadata={"image/png": {"alt": figure_alt(fig)}})
     plt.close(fig)
+
+
+def figure_alt(fig) -> str:
+    """A figure in words: its title, then each panel's title or, for a plot, its axes ('y against x')."""
+    parts = [fig._suptitle.get_text()] if getattr(fig, "_suptitle", None) else []
+    for ax in fig.axes:
+        title = ax.get_title().replace("\n", ", ")
+        axes = f"{ax.get_ylabel()} against {ax.get_xlabel()}" if ax.get_xlabel() and ax.get_ylabel() else ""
+        label = "; ".join(s for s in (title, axes) if s)
+        if label and label not in parts:
+            parts.append(label)
+    return ("Figure: " + " | ".join(parts)) if parts else "Figure"
 
 
 def curves_interpretation(records: Records) -> str:

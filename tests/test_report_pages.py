@@ -249,3 +249,22 @@ def test_the_kate_zoom_finds_the_filters_sweep_in_the_committed_results(shared_d
     assert fig is not None and "narrowest network" in caption
     titles = [a.get_title() for a in fig.axes]
     assert any(t.startswith("4 filters, best") for t in titles), titles
+
+
+def test_figures_carry_a_text_alternative():
+    """A screen reader hears the figure's title and what each panel plots, not nbconvert's placeholder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2)
+    fig.suptitle("Fig. 2 at quick scale")
+    a.set_xlabel("iteration")
+    a.set_ylabel("loss")
+    b.set_title("kate\nseed 0")
+    assert pages.figure_alt(fig) == "Figure: Fig. 2 at quick scale | loss against iteration | kate, seed 0"
+    plt.close(fig)
+    empty = plt.figure()
+    assert pages.figure_alt(empty) == "Figure"
+    plt.close(empty)
