@@ -138,9 +138,13 @@ class Choice:
     met: bool
 
 
-def choose(pts: list[Point], references: list[Point], tolerance_db: float = TOLERANCE_DB) -> Choice | None:
-    """The reference is the best of ``references``; the choice is the cheapest of ``pts`` whose mean
-    PSNR is within ``tolerance_db`` of it (None without both)."""
+def choose(
+    pts: list[Point], references: list[Point] | None = None, tolerance_db: float = TOLERANCE_DB
+) -> Choice | None:
+    """The reference is the best of ``references`` (default: of ``pts``, a recipe stopped at a check
+    included); the choice is the cheapest of ``pts`` whose mean PSNR is within ``tolerance_db`` of it
+    (None without both)."""
+    references = pts if references is None else references
     if not pts or not references:
         return None
     ref = max(references, key=lambda p: p.psnr)
@@ -150,21 +154,19 @@ def choose(pts: list[Point], references: list[Point], tolerance_db: float = TOLE
     return Choice(ref, pick, tolerance_db, saving, saving >= MIN_SAVING)
 
 
-def table1_cost(table1: Records, cost: Records, images: Iterable[str]) -> tuple[list[Point], list[Point]]:
-    """The Table-1 problems of the cost sweep: (all points, the candidates for the reference: all of
-    them, a recipe stopped early included). The profile's own Table-1 runs on the same images and
-    seeds are its table1_width."""
+def table1_cost(table1: Records, cost: Records, images: Iterable[str]) -> list[Point]:
+    """The Table-1 problems of the cost sweep, as points. The profile's own Table-1 runs on the same
+    images and seeds are its table1_width."""
     images = set(images)
     seeds = {r.seed for r, _ in cost} or {r.seed for r, _ in table1}
     own = [(r, x) for r, x in table1 if r.method == "dip" and r.image in images and r.seed in seeds]
-    pts = points(own + list(cost))
-    return pts, pts
+    return points(own + list(cost))
 
 
-def kate_cost(arch: Records, optim: Records, prof: Profile) -> tuple[list[Point], list[Point]]:
+def kate_cost(arch: Records, optim: Records, prof: Profile) -> list[Point]:
     """kate's text mask: the filter sweep (depth 5 with skips at the sweep's size, every width but
     the optimiser sweep's) and the optimiser sweep's Adam learning rates (not the seed's trial 3,
-    which runs with the guard set). (all points, the candidates for the reference: all of them)."""
+    which runs with the guard set), as points."""
     width = prof.optim_width or 128
     seen: set[str] = set()
     rows: Records = []
@@ -174,8 +176,7 @@ def kate_cost(arch: Records, optim: Records, prof: Profile) -> tuple[list[Point]
                 seen.add(r.run_id)
                 rows.append((r, x))
     rows += [(r, x) for r, x in optim if r.method == "dip" and r.guard is None]
-    pts = points(rows)
-    return pts, pts
+    return points(rows)
 
 
 def preset_from(point: Point, name: str = "fast", description: str = ""):

@@ -210,7 +210,8 @@ def run_all(
 
     With a budget, no new run (or batch) starts once the time spent plus its estimated time (the
     slowest measured seconds per second of the FLOP prior so far) would pass it. Runs locked by
-    another process are left to it and waited for at the end; a run that fails is reported in the outcome, never stored.
+    another process are left to it and waited for at the end; a run that fails is reported in the
+    outcome, never stored.
     ``workers`` > 1 or a ``scheduler`` address computes them on Dask (``dip_lib.cluster``).
     """
     store = store or ResultStore()

@@ -1029,8 +1029,8 @@ def cost_study(
         e: load(e, profile, store, compute=compute, device=device, seeds=seeds if e != "table1" else None)
         for e in ("cost", "table1", "arch", "optim")
     }
-    t1, t1_refs = cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images)
-    kate, kate_refs = cost.kate_cost(loaded["arch"].records, loaded["optim"].records, prof)
+    t1 = cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images)
+    kate = cost.kate_cost(loaded["arch"].records, loaded["optim"].records, prof)
     sweeps = [loaded[e] for e in ("arch", "optim")]
     kate_about = "kate's text mask"
     if not all(L.complete for L in sweeps):
@@ -1038,16 +1038,16 @@ def cost_study(
         kate_about += f" (from the architecture and optimiser sweeps, {stored} runs stored)"
     about = [f"the Table-1 crops ({', '.join(prof.cost_images)})", kate_about]
     panels = [
-        (f"Table 1: {', '.join(prof.cost_images)}", t1, cost.front(t1), cost.choose(t1, t1_refs)),
-        ("kate, text mask (filter and optimiser sweeps)", kate, cost.front(kate), cost.choose(kate, kate_refs)),
+        (f"Table 1: {', '.join(prof.cost_images)}", t1, cost.front(t1), cost.choose(t1)),
+        ("kate, text mask (filter and optimiser sweeps)", kate, cost.front(kate), cost.choose(kate)),
     ]
 
     def full(pts: list, recipe: str, width: int, lr: float | None = None):
         return next((p for p in pts if p.full and p.recipe == recipe and p.width == width and lr in (None, p.lr)), None)
 
     baselines = [
-        full(t1_refs, "table1-paper", prof.table1_width or 128),
-        full(kate_refs, "text", 128, get_preset("text").lr),
+        full(t1, "table1-paper", prof.table1_width or 128),
+        full(kate, "text", 128, get_preset("text").lr),
     ]
     return CostStudy(loaded, panels, about, baselines)
 
@@ -1058,8 +1058,7 @@ def cost_headline(loaded: dict[str, Loaded], prof: Profile) -> str:
 
     if not all(e in loaded for e in ("cost", "table1")):
         return ""
-    pts, refs = cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images)
-    choice = cost.choose(pts, refs)
+    choice = cost.choose(cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images))
     if choice is None:
         return ""
     p, ref = choice.point, choice.reference
