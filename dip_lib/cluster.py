@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -197,12 +198,13 @@ def _pin_device(runs: list[Run]) -> None:
             torch.cuda.set_device(name % torch.cuda.device_count())
 
 
-def compute_group(runs: list[Run]) -> list[tuple[dict, dict[str, np.ndarray]] | str]:
+def compute_group(runs: list[Run], resume_dir: Path | None = None) -> list[tuple[dict, dict[str, np.ndarray]] | str]:
     """Compute a group of runs (together when several, as one batch); for each run its (record,
-    images), or the reason it failed. A batch that fails is computed again run by run."""
+    images), or the reason it failed. A batch that fails is computed again run by run. A single
+    long run saves its state in ``resume_dir`` (when the worker can write it) and resumes from it."""
     _pin_device(runs)
     try:
-        return list(ex.execute_batch(runs) if len(runs) > 1 else [ex.execute(runs[0])])
+        return list(ex.execute_batch(runs) if len(runs) > 1 else [ex.execute(runs[0], resume_dir)])
     except DipError as exc:
         if len(runs) > 1:  # one diverging problem should not sink the others
             return [out for r in runs for out in compute_group([r])]
@@ -339,7 +341,7 @@ def run_all_dask(
             bar.update(len(group))
             return True
         key = f"{group[0].experiment}-{group[0].run_id}-{uuid.uuid4().hex[:6]}"
-        future = client.submit(compute_group, left, key=key, pure=False, retries=RETRIES)
+        future = client.submit(compute_group, left, store.resume_dir(left[0]), key=key, pure=False, retries=RETRIES)
         flying[future] = (left, locks, cost)
         done.add(future)
         bar.update(len(group) - len(left))
@@ -362,6 +364,7 @@ def run_all_dask(
                         log.error("run %s failed: %s", ex._describe(run), res)
                     else:
                         store.save(run, *res)
+                        store.resume_state(run).unlink(missing_ok=True)
                         outcome.computed.append(run)
         finally:
             locks.release()

@@ -212,6 +212,21 @@ def cached_path(entry: Entry) -> Path:
     return cache_dir() / entry.path
 
 
+def _cache_folder(folder: Path) -> Path:
+    """Create ``folder`` in the cache; a one-line DipError naming the cache and DIP_DATA_DIR when it
+    is a file, lies under one, or cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder
+        why = f"no permission to write in {folder}"
+    except OSError as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is not a folder" if blocker else f"{folder}: {exc.strerror or exc}"
+    where = "set by DIP_DATA_DIR" if os.environ.get("DIP_DATA_DIR") else "the default; set DIP_DATA_DIR to change it"
+    raise DipError(f"cannot write the data cache {cache_dir()} ({where}): {why}")
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -285,7 +300,7 @@ def _fetch_entry(entry: Entry) -> tuple[Path, str]:
     target = cached_path(entry)
     if target.is_file() and sha256_file(target) == entry.sha256:
         return target, "cached"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _cache_folder(target.parent)
     with _lock(target):
         if target.is_file():  # another process may have finished it while we waited
             if sha256_file(target) == entry.sha256:
@@ -381,7 +396,7 @@ def import_dir(folder: str | os.PathLike) -> tuple[list[tuple[Entry, Path]], lis
             missing.append(e)
             continue
         target = cached_path(e)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _cache_folder(target.parent)
         with _lock(target), open(match, "rb") as src:
             _install(e, lambda fh: shutil.copyfileobj(src, fh, _CHUNK), str(match))
         imported.append((e, match))

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .solver import CheckState
+
+_DROP_FIELDS = ("start_iteration", "bottom_iteration", "from_psnr", "to_psnr")
 
 
 @dataclass
@@ -50,6 +53,27 @@ class DropRecorder:
                 self._prev[0], state.iteration, self._prev[1], value, output.detach().float().cpu().numpy()[0]
             )
         self._prev = (state.iteration, value)
+
+    def state_dict(self) -> dict:
+        """The recorder's state as tensors and plain values (``dip_lib.resume``)."""
+
+        def pack(d: Drop | None) -> dict | None:
+            if d is None:
+                return None
+            out = None if d.output is None else torch.from_numpy(d.output.copy())
+            return {**{k: getattr(d, k) for k in _DROP_FIELDS}, "output": out}
+
+        return {"drops": [pack(d) for d in self.drops], "prev": self._prev, "open": pack(self._open)}
+
+    def load_state_dict(self, state: dict) -> None:
+        def unpack(d: dict | None) -> Drop | None:
+            if d is None:
+                return None
+            return Drop(**{k: d[k] for k in _DROP_FIELDS}, output=None if d["output"] is None else d["output"].numpy())
+
+        self.drops = [unpack(d) for d in state["drops"]]
+        self._prev = None if state["prev"] is None else tuple(state["prev"])
+        self._open = unpack(state["open"])
 
     def _close(self) -> None:
         if self._open is not None:

@@ -95,9 +95,14 @@ def _callbacks(iterations: int):
     return ESWMV.for_iterations(iterations, stop=False), DropRecorder()
 
 
-def execute(run: Run) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Compute one run on its numerics; returns its record and output images (not yet saved)."""
+def execute(run: Run, resume_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Compute one run on its numerics; returns its record and output images (not yet saved).
+
+    ``resume_dir``: a DIP run estimated over ``resume.RESUMABLE_S`` saves its state there every
+    ``resume.EVERY_S`` and continues from a state saved there by an interrupted attempt; the caller
+    removes it once the run is stored (``ResultStore.resume_state``)."""
     from .nets import count_params
+    from .resume import EVERY_S, RESUMABLE_S, SavedState
     from .solver import fit
 
     image, mask = load_problem(run)
@@ -125,7 +130,10 @@ def execute(run: Run) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return _finish(record, run, torch.device("cpu"), wall), {"final": out, "observed": observed}
     net, z, cfg = _setup(run, image.shape)
     stopper, drops = _callbacks(cfg.iterations)
-    result = fit(net, z, image * mask, mask, cfg, ground_truth=image, callbacks=[stopper, drops])
+    resume = None
+    if resume_dir is not None and cfg.optimizer == "adam" and _prior_seconds(run) > RESUMABLE_S:
+        resume = SavedState(Path(resume_dir) / f"{run.run_id}.pt", key=run.run_id, every_s=EVERY_S)
+    result = fit(net, z, image * mask, mask, cfg, ground_truth=image, callbacks=[stopper, drops], resume=resume)
     record, images = _dip_record(result, image, mask, stopper, drops, count_params(net))
     return _finish(record, run, resolve_device(cfg.device), time.perf_counter() - t0), images
 
@@ -291,7 +299,7 @@ def _compute_locked(group: list[Run], store: ResultStore, outcome: Outcome, wait
 def _execute_and_save(runs: list[Run], store: ResultStore, outcome: Outcome) -> None:
     """Compute runs (together when several) and store each; a failure is recorded, never stored."""
     try:
-        done = execute_batch(runs) if len(runs) > 1 else [execute(runs[0])]
+        done = execute_batch(runs) if len(runs) > 1 else [execute(runs[0], store.resume_dir(runs[0]))]
     except DipError as exc:
         if len(runs) > 1:  # one diverging problem should not sink the others: run them one by one
             for r in runs:
@@ -302,6 +310,7 @@ def _execute_and_save(runs: list[Run], store: ResultStore, outcome: Outcome) -> 
         return
     for run, (record, images) in zip(runs, done):
         store.save(run, record, images)
+        store.resume_state(run).unlink(missing_ok=True)
         outcome.computed.append(run)
 
 

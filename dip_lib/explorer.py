@@ -3,8 +3,11 @@
 ``Explorer().widget`` is the whole interface. Run starts ``dip_lib.solver.fit`` in a background
 thread, so the kernel stays free; a callback pushes the output, the PSNR curve and a snapshot to the
 widgets at fit's checks (at most one redraw per ``refresh_s`` seconds, and always at the last
-check) and asks fit to stop once Stop was pressed. Afterwards a slider scrubs through the snapshots
-(one per check, thinned to at most ``max_snapshots``) and Save writes the shown one atomically.
+check) and asks fit to stop once Stop was pressed. Every PSNR, picture and snapshot is the clean
+output f_theta(z)'s (the iterate's without a ground truth), as in the report, and the fit's final
+output is the last check. Afterwards a slider scrubs through the snapshots (one per check, thinned
+to at most ``max_snapshots``) and Save writes the shown one atomically (by default into
+``<project>/outputs/``, not beside the notebooks).
 
 Headless use (tests, scripts): ``ex = Explorer(image=arr); ex.run(); ex.join()``.
 ipywidgets is imported lazily; images are (C, H, W) float32 in [0, 1] as everywhere in dip_lib.
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .errors import DipError
-from .imageio import to_uint8
+from .imageio import check_writable, to_uint8
+from .metrics import masked_psnr
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,14 @@ def table1_available() -> bool:
         )
     except (ImportError, DipError, OSError):
         return False
+
+
+def default_save_path() -> Path:
+    """``<project>/outputs/explorer_output.png`` for a source checkout, else under the working folder."""
+    import dip_lib
+
+    root = Path(dip_lib.__file__).resolve().parent.parent
+    return (root if (root / "pyproject.toml").is_file() else Path.cwd()) / "outputs" / "explorer_output.png"
 
 
 def _eta(seconds: float) -> str:
@@ -120,10 +131,14 @@ class Snapshots:
     stride: int = 1
     _seen: int = 0
 
-    def add(self, iteration: int, image: np.ndarray, psnr: float | None) -> None:
+    def add(self, iteration: int, image: np.ndarray, psnr: float | None, last: bool = False) -> None:
+        """Keep one check's output; ``last`` (the final output) is always kept, in place of the newest when full."""
         self._seen += 1
-        if (self._seen - 1) % self.stride:
+        if not last and (self._seen - 1) % self.stride:
             return
+        if last and len(self.images) >= self.limit:
+            for seq in (self.iterations, self.images, self.psnr):
+                seq.pop()
         self.iterations.append(iteration)
         self.images.append(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
         self.psnr.append(psnr)
@@ -148,16 +163,18 @@ class _LiveCallback:
 
     def on_check(self, state) -> bool:
         ex = self.ex
-        out = state.output.detach().float().cpu().numpy()[0]
-        ex.history["iteration"].append(state.iteration)
-        ex.history["psnr"].append(state.psnr)
-        ex.history["psnr_observed"].append(state.psnr_observed)
-        ex.snapshots.add(state.iteration, out, state.psnr)
+        if state.clean_output is not None:  # with a ground truth: the clean output, as the report shows
+            out = state.clean_output.detach().float().cpu().numpy()[0]
+            img, mask, _ = ex.problem
+            observed = masked_psnr(img, out, mask)
+        else:
+            out, observed = state.output.detach().float().cpu().numpy()[0], state.psnr_observed
+        ex._record(state.iteration, out, state.psnr_clean, observed)
         last = state.iteration >= ex.iterations - 1
         now = time.perf_counter()
         if last or now - self.last_draw >= ex.refresh_s:
             self.last_draw = now
-            ex._draw_live(out, state)
+            ex._draw_live(out, state.iteration)
         return ex._stop_event.is_set()
 
 
@@ -228,7 +245,7 @@ class Explorer:
         )
         self.slider = w.IntSlider(value=0, min=0, max=0, description="snapshot", disabled=True, continuous_update=True)
         self.snapshot_label = w.Label(value="")
-        self.save_path = w.Text(value="explorer_output.png", description="save as")
+        self.save_path = w.Text(value=str(default_save_path()), description="save as")
         self.save_button = w.Button(description="Save", icon="save", disabled=True)
 
         self.source.observe(lambda _: self._on_source(), names="value")
@@ -367,14 +384,9 @@ class Explorer:
         if src == "given":
             return self.given, None
         if src == "upload":
-            from PIL import Image, UnidentifiedImageError
+            from .imageio import image_from_bytes
 
-            from .imageio import pil_to_array
-
-            try:
-                return pil_to_array(Image.open(io.BytesIO(self._uploaded(self.upload))), "uploaded image"), None
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DipError(f"cannot read the uploaded image: {exc}") from None
+            return image_from_bytes(self._uploaded(self.upload)), None
         try:
             from . import data
         except ImportError:
@@ -390,7 +402,7 @@ class Explorer:
     def build_problem(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(ground truth or corrupted image, mask (1 or C, H, W), ground truth or None) from the choices."""
         from . import masks
-        from .imageio import load_mask, resize_longer_side
+        from .imageio import mask_from_bytes, resize_longer_side
 
         img, example_mask = self._load_image()
         kind = self.mask_kind.value
@@ -406,10 +418,7 @@ class Explorer:
             return img, masks.bernoulli_mask(shape, float(self.fraction.value), seed=self.seed), img
         if kind == "text":
             return img, masks.user_text_mask(shape, self.text.value), img
-        with tempfile.TemporaryDirectory() as tmp:  # load_mask validates a file: give it one
-            path = Path(tmp) / "mask.png"
-            path.write_bytes(self._uploaded(self.mask_upload))
-            mask = load_mask(path, shape)
+        mask = mask_from_bytes(self._uploaded(self.mask_upload), shape)
         return img, mask, None  # with a mask file the image is the corrupted one: no ground truth
 
     # ------------------------------------------------------------ running
@@ -483,6 +492,10 @@ class Explorer:
             self._clear()  # no half-finished pictures beside an error
             self.status.value = f"<span style='color:#b00'>error: {self.error}</span>"
         elif res is not None:
+            # the final output is the last check (iteration = iterations run), so curve, status and snapshot agree
+            h = res.history
+            self._record(h.iteration[-1], res.final, h.psnr_clean[-1], h.psnr_observed[-1], last=True)
+            self._draw_curve()
             stopped = " (stopped)" if self._stop_event.is_set() else ""
             parts = [f"done{stopped}: {res.iterations_run} iterations in {res.wall_time:.1f} s on {res.device}"]
             if res.final_psnr is not None:
@@ -497,24 +510,33 @@ class Explorer:
             self._show_snapshot()
         self.run_button.disabled, self.stop_button.disabled = False, True
 
-    def _draw_live(self, out: np.ndarray, state) -> None:
-        self.output_view.value = png_bytes(out)
+    def _record(self, iteration: int, out: np.ndarray, psnr: float | None, observed: float, last: bool = False) -> None:
+        """One check in the history and the snapshots: the shown output and its PSNRs."""
+        self.history["iteration"].append(iteration)
+        self.history["psnr"].append(psnr)
+        self.history["psnr_observed"].append(observed)
+        self.snapshots.add(iteration, out, psnr, last=last)
+
+    def _draw_curve(self) -> None:
         stop_at = self.stopper.stop_iteration if self.stopper is not None else None
         h = self.history
         self.curve_view.value = curve_png(h["iteration"], h["psnr"], h["psnr_observed"], stop_at)
+
+    def _draw_live(self, out: np.ndarray, iteration: int) -> None:
+        self.output_view.value = png_bytes(out)
+        self._draw_curve()
         self.slider.max = max(0, len(self.snapshots) - 1)
         self.slider.value = self.slider.max
-        p = f", PSNR {state.psnr:.2f} dB" if state.psnr is not None else ""
-        done = state.iteration + 1
+        psnr, observed = self.history["psnr"][-1], self.history["psnr_observed"][-1]
+        p = f", PSNR {psnr:.2f} dB" if psnr is not None else ""
+        done = iteration + 1
         elapsed = time.perf_counter() - self._started
         eta = (
             f", {_eta(elapsed)} elapsed, about {_eta(elapsed / done * max(0, self.iterations - done))} left"
             if done > 1
             else ""
         )
-        self.status.value = (
-            f"iteration {state.iteration}/{self.iterations}{p}, observed {state.psnr_observed:.2f} dB{eta}"
-        )
+        self.status.value = f"iteration {iteration}/{self.iterations}{p}, observed {observed:.2f} dB{eta}"
 
     def _clear(self) -> None:
         """Forget the previous run's pictures, snapshots and readout (a new run starts or failed to)."""
@@ -553,15 +575,21 @@ class Explorer:
         )
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Save the snapshot the slider shows (atomic PNG write); returns the path."""
+        """Save the snapshot the slider shows (atomic write, format by extension); returns the path.
+
+        Refused in one line, as by the command line: a folder, a FIFO or other special file, a symlink,
+        a parent that is a file, no permission."""
         from .imageio import save_image
 
         if not len(self.snapshots):
             raise DipError("nothing to save yet: run a fit first")
         if self.running:
             raise DipError("the fit is still running; wait or press Stop")
-        target = Path(path if path is not None else self.save_path.value).expanduser()
-        save_image(target, self.snapshots.image(min(self.slider.value, len(self.snapshots) - 1)))
+        target = check_writable(Path(path if path is not None else self.save_path.value).expanduser(), "save as")
+        try:
+            save_image(target, self.snapshots.image(min(self.slider.value, len(self.snapshots) - 1)))
+        except OSError as exc:  # e.g. the disk is full, or the folder changed since the check
+            raise DipError(f"cannot save {target}: {exc.strerror or exc}") from None
         target = target.resolve()
         self.status.value = "; ".join(x for x in (self.summary, f"saved {self.snapshot_label.value} to {target}") if x)
         return target

@@ -1,18 +1,56 @@
-"""Strict image and mask I/O: float32 arrays of shape (C, H, W) in [0, 1], atomic writes."""
+"""Strict image and mask I/O: float32 arrays of shape (C, H, W) in [0, 1], atomic writes.
+
+Files are read as a viewer shows them (turned as their EXIF orientation says). Every mode Pillow
+opens is either converted with its own scale (8-bit /255, 16-bit /65535, float as it is) or refused
+in one line. Alpha: an image's alpha channel is ignored (its stored colours are used); a mask's is
+honoured (transparent = hole, see ``load_mask``).
+"""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DipError
 
 log = logging.getLogger(__name__)
+
+# Modes Pillow converts for us to 8-bit gray or RGB, keeping alpha where there is any ("P" is decided
+# by its transparency); "L", "LA", "RGB", "RGBA", "I;16*", "I" and "F" are read as they are.
+_CONVERT = {
+    "1": "L",
+    "La": "LA",
+    "PA": "RGBA",
+    "RGBa": "RGBA",
+    "RGBX": "RGB",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
+
+
+def _read(source: Path | io.BytesIO, name: str) -> Image.Image:
+    """Open and decode ``source`` completely; decompression bombs (Pillow's warning too) are refused."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            img.load()
+    except UnidentifiedImageError:
+        raise DipError(f"not an image file: {name}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DipError(f"image {name} is too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DipError(f"cannot read image {name} (truncated or corrupt): {exc}") from None
+    return img
 
 
 def _open(path: Path) -> Image.Image:
@@ -21,81 +59,140 @@ def _open(path: Path) -> Image.Image:
         raise DipError(f"file not found: {path}")
     if not path.is_file():
         raise DipError(f"not a file: {path}")
+    return _read(path, str(path))
+
+
+def _upright(img: Image.Image, name: str) -> None:
+    """Turn ``img`` in place as its EXIF orientation says (idempotent: the tag is removed)."""
     try:
-        img = Image.open(path)
-        img.load()
-    except UnidentifiedImageError:
-        raise DipError(f"not an image file: {path}") from None
-    except Image.DecompressionBombError as exc:
-        raise DipError(f"image {path} is too large: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DipError(f"cannot read image {path} (truncated or corrupt): {exc}") from None
-    return img
+        ImageOps.exif_transpose(img, in_place=True)
+    except (OSError, SyntaxError, ValueError, TypeError) as exc:
+        raise DipError(f"cannot read the EXIF orientation of {name}: {exc}") from None
+
+
+def _declared_bits(img: Image.Image) -> int | None:
+    """Bits per sample a mode "I" file declares: PNG and PPM widen 16-bit (rescaled) data to "I"."""
+    if img.format in ("PNG", "PPM"):
+        return 16
+    if img.format == "TIFF":
+        bits = getattr(img, "tag_v2", {}).get(258, (32,))[0]  # BitsPerSample
+        return bits if bits <= 16 else None
+    return None
+
+
+def _int32(img: Image.Image, name: str) -> tuple[np.ndarray, int]:
+    """Mode "I" (32-bit signed): values must fit 16 bits; scaled by the depth the file declares, else by
+    the smaller of the 8- and 16-bit ranges that holds them. Returns (values in [0, 1], the value read as 1)."""
+    arr = np.asarray(img, dtype=np.int64)
+    lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+    bits = _declared_bits(img)
+    limit = 2 ** (bits or 16) - 1
+    if lo < 0 or hi > limit:
+        raise DipError(f"{name} is a 32-bit integer image with values in [{lo}, {hi}]; expected 0..{limit}")
+    if bits is None:
+        bits = 8 if hi <= 255 else 16
+        log.warning("%s is a 32-bit integer image with values up to %d; reading it as %d-bit", name, hi, bits)
+    top = 2**bits - 1
+    return (arr / top).astype(np.float32), top
+
+
+def _float(img: Image.Image, name: str) -> tuple[np.ndarray, int]:
+    """Mode "F": finite values in [0, 1] as they are, or in [0, 255] scaled by 255 (and that scale)."""
+    arr = np.asarray(img, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise DipError(f"{name} holds non-finite values (NaN or infinity)")
+    lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+    if lo < 0 or hi > 255:
+        raise DipError(f"{name} is a float image with values in [{lo:g}, {hi:g}]; expected [0, 1] or [0, 255]")
+    if hi > 1:
+        log.warning("%s is a float image with values up to %g; reading it as 0..255", name, hi)
+        return arr / 255.0, 255
+    return arr, 1
+
+
+def _channels(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(colour float32 (C, H, W) in [0, 1] with C = 1 or 3, alpha float32 (H, W) in [0, 1] or None,
+    the stored value read as 1), upright as a viewer shows ``img``; DipError for a mode it cannot read."""
+    _upright(img, name)
+    target = ("RGBA" if "transparency" in img.info else "RGB") if img.mode == "P" else _CONVERT.get(img.mode)
+    if target:
+        try:
+            img = img.convert(target)
+        except ValueError as exc:  # a conversion this Pillow lacks
+            raise DipError(f"cannot read {name}: image mode {img.mode!r} cannot be converted ({exc})") from None
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        alpha = arr[-1] if mode.endswith("A") else None
+        return np.ascontiguousarray(arr[:-1] if alpha is not None else arr), alpha, 255
+    if mode.startswith("I;16"):
+        return (np.asarray(img, dtype=np.float32) / 65535.0)[None], None, 65535
+    if mode in ("I", "F"):
+        arr, top = _int32(img, name) if mode == "I" else _float(img, name)
+        return arr[None], None, top
+    raise DipError(f"cannot read {name}: image mode {mode!r} is not supported; save it as 8- or 16-bit gray or RGB")
 
 
 def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
-    """PIL image -> float32 (C, H, W) in [0, 1]; gray stays 1 channel, RGB 3, alpha dropped."""
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        # older Pillow opens 16-bit PNGs as mode "I": a PNG in that mode is 16-bit even when dark
-        sixteen = mode.startswith("I;16") or img.format == "PNG" or arr.max(initial=0) > 255
-        scale = 65535.0 if sixteen else 255.0
-        return (np.clip(arr / scale, 0, 1)[None]).astype(np.float32)
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-        log.warning("%s has an alpha channel; dropping it", name)
-        img = img.convert("RGB" if mode in ("RGBA", "PA", "P") else "L")
-    elif mode in ("1", "L"):
-        img = img.convert("L")
-    elif mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-        if not np.isfinite(arr).all():
-            raise DipError(f"{name} holds non-finite values (NaN or infinity)")
-        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-        if lo < 0 or hi > 255:
-            raise DipError(f"{name} is a float image with values in [{lo:g}, {hi:g}]; expected [0, 1] or [0, 255]")
-        if hi > 1:
-            log.warning("%s is a float image with values up to %g; reading it as 0..255", name, hi)
-            arr = arr / 255.0
-        return arr[None]
-    elif mode != "RGB":
-        img = img.convert("RGB")
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[None]
-    else:
-        arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
+    """PIL image -> float32 (C, H, W) in [0, 1]: gray stays 1 channel, colour becomes RGB (3).
+
+    ``img`` is first turned in place as its EXIF orientation says. An alpha channel is ignored: the
+    stored colours are used as if every pixel were opaque (a warning when some are not); holes
+    belong in a mask. 16-bit is scaled by 65535, float images are taken in [0, 1] (or [0, 255]).
+    """
+    colour, alpha, _ = _channels(img, name)
+    if alpha is not None and (alpha < 1).any():
+        log.warning("%s has transparent pixels; ignoring its alpha channel (give holes as a mask)", name)
+    return colour
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as float32 (C, H, W) in [0, 1]. 16-bit is scaled by 65535."""
+    """Read an image file as float32 (C, H, W) in [0, 1] (see ``pil_to_array``)."""
     return pil_to_array(_open(Path(path)), name=str(path))
 
 
-def load_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a binary mask file (white = known) as float32 (1, H, W) with values {0, 1}.
+def image_from_bytes(content: bytes, name: str = "uploaded image") -> np.ndarray:
+    """``load_image`` for the bytes of an image file (an upload)."""
+    return pil_to_array(_read(io.BytesIO(content), name), name)
 
+
+def _to_mask(img: Image.Image, name: str, shape: tuple[int, int] | None) -> np.ndarray:
+    colour, alpha, top = _channels(img, name)
+    if shape is not None and tuple(colour.shape[1:]) != tuple(shape):
+        raise DipError(
+            f"{name} is {colour.shape[2]}x{colour.shape[1]} but the image is {shape[1]}x{shape[0]} (width x height)"
+        )
+    white, black = (colour == 1).all(0), (colour == 0).all(0)
+    transparent = alpha is not None and not (alpha == 1).all()
+    if transparent:
+        semi = int(np.count_nonzero((alpha != 0) & (alpha != 1)))
+        if semi:
+            raise DipError(f"{name} is not binary: {semi} pixels are neither opaque nor transparent")
+    opaque = alpha == 1 if transparent else np.ones_like(white)
+    bad = int(np.count_nonzero(opaque & ~(white | black)))
+    if bad:
+        raise DipError(f"{name} is not binary: {bad} pixels are neither 0 nor {top}")
+    known = opaque & white
+    if transparent and not known.any():  # every opaque pixel black: the alpha channel alone holds the holes
+        known = opaque
+    return known.astype(np.float32)[None]
+
+
+def load_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a binary mask file as float32 (1, H, W) with values {0, 1} (1 = known).
+
+    White = known, black = hole (any depth; colour pixels count when all channels agree). With
+    transparent pixels the alpha channel marks holes too: transparent = hole, opaque = known, and an
+    opaque pixel is also a hole where it is black, unless every opaque pixel has the same colour.
     Raises DipError if its size differs from ``shape`` (H, W) or if it is not binary.
     """
-    img = _open(Path(path))
-    if img.mode in ("RGBA", "LA"):
-        img = img.convert("L")
-    arr = np.asarray(img.convert("L") if img.mode not in ("L", "1", "I;16") else img)
-    if img.mode == "1":
-        arr = arr.astype(np.uint8) * 255
-    if img.mode == "I;16":
-        top = 65535
-    else:
-        top = 255
-    if shape is not None and tuple(arr.shape[:2]) != tuple(shape):
-        raise DipError(
-            f"mask {path} is {arr.shape[1]}x{arr.shape[0]} but the image is {shape[1]}x{shape[0]} (width x height)"
-        )
-    bad = int(np.count_nonzero((arr != 0) & (arr != top)))
-    if bad:
-        raise DipError(f"mask {path} is not binary: {bad} pixels are neither 0 nor {top}")
-    return (arr == top).astype(np.float32)[None]
+    return _to_mask(_open(Path(path)), f"mask {path}", shape)
+
+
+def mask_from_bytes(content: bytes, shape: tuple[int, int] | None = None, name: str = "uploaded mask") -> np.ndarray:
+    """``load_mask`` for the bytes of a mask file (an upload)."""
+    return _to_mask(_read(io.BytesIO(content), name), name, shape)
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -156,8 +253,6 @@ def check_writable(path: str | os.PathLike, flag: str = "output") -> Path:
 
 def save_image(path: str | os.PathLike, arr: np.ndarray) -> None:
     """Save (C, H, W) float in [0, 1] as an 8-bit image in the format the extension names, atomically."""
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(to_uint8(arr)).save(buf, format=image_format(path))
     atomic_write_bytes(path, buf.getvalue())

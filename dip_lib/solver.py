@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .config import Callback, CheckState, FitConfig, FitDiverged, FitResult, History, fast_config
 from .device import backend_flags, resolve_device
+from .resume import SavedState
 from .step import Step, make_adam, prepare_net
 from .tracking import Problem
 
@@ -62,16 +63,22 @@ def run_problems(
     device: torch.device,
     eager_model: nn.Module | None = None,
     desc: str = "DIP fit",
+    resume: SavedState | None = None,
 ) -> list[FitResult]:
     """The loop shared by ``fit`` (one problem) and ``batched.fit_many`` (K stacked problems).
 
     ``model`` maps the stacked inputs (K, C_in, H, W) to outputs (K, C, H, W); ``eager_model``
     (default ``model``) is the uncompiled one for the final no-grad pass. A problem that a
     callback stops leaves the loop (no more checks or steps) while the others go on.
+    ``resume``: save one Adam problem's state there at intervals, and continue from a state saved
+    there before (see ``dip_lib.resume``).
     """
     t0 = time.perf_counter()
     for p in problems:
         p.t0 = t0
+    if resume is not None and (len(problems) != 1 or cfg.optimizer != "adam" or not problems[0].resumable):
+        log.warning("this fit cannot save its state (one Adam problem whose callbacks can): it will not resume")
+        resume = None
     problems[0].bar = bar = tqdm(total=cfg.iterations, disable=not cfg.progress, desc=desc, leave=False)
     step: Step | None = None
     eager = model if eager_model is None else eager_model
@@ -81,7 +88,12 @@ def run_problems(
             optimizers = [make_adam(p.params, cfg) for p in problems]
             step = Step(model, problems, optimizers, cfg, device)
             active = [True] * len(problems)
-            for it in range(cfg.iterations):
+            saved = resume.load() if resume is not None else None
+            if saved is not None:
+                problems[0].load_state(saved, optimizers[0])
+                t0 = problems[0].t0
+                bar.update(problems[0].it)
+            for it in range(problems[0].it if saved is not None else 0, cfg.iterations):
                 outs, losses = step(active)
                 cleans = step.final(eager) if scored and problems[0].is_check(it) else [None] * len(problems)
                 for k, p in enumerate(problems):
@@ -94,6 +106,8 @@ def run_problems(
                 bar.update(1)
                 if not any(active):
                     break
+                if resume is not None and resume.due() and it + 1 < cfg.iterations:
+                    resume.save(problems[0].state(optimizers[0]))
         else:
             if len(problems) != 1:
                 raise ValueError("L-BFGS fits one problem at a time")
@@ -116,12 +130,15 @@ def fit(
     config: FitConfig | None = None,
     ground_truth: np.ndarray | None = None,
     callbacks: Iterable[Callback | Callable[[CheckState], bool | None]] = (),
+    resume: SavedState | None = None,
 ) -> FitResult:
     """Fit ``net`` so that ``net(net_input) * mask`` matches ``observed * mask``.
 
     Shapes: net_input (1, C_in, H, W); observed and ground_truth (C, H, W) or (1, C, H, W);
     mask (1 or C, H, W). The network is trained in place (its BatchNorm layers in train mode, as
     in the original). Seeded: with the same ``config.seed`` on the CPU the history is identical.
+    ``resume``: where to save the fit's state at intervals and to resume it from (``dip_lib.resume``);
+    the caller removes the file once the result is safe.
     """
     cfg = config or FitConfig()
     device = resolve_device(cfg.device)
@@ -130,7 +147,7 @@ def fit(
         try:
             problem = Problem(net, net_input, observed, mask, cfg, device, ground_truth, callbacks)
             model = torch.compile(net) if cfg.compile else net
-            return run_problems(model, [problem], cfg, device, eager_model=net)[0]
+            return run_problems(model, [problem], cfg, device, eager_model=net, resume=resume)[0]
         finally:
             if cfg.checkpointing:
                 net.set_checkpointing(False)

@@ -128,6 +128,21 @@ class ESWMV:
         )
         return self.stop
 
+    _STATE = ("stop_iteration", "_count", "_buf", "_shift", "_sum", "_sumsq", "_best_var", "_best_it", "_best_out")
+    _STATE += ("_shape", "_deadline", "_variances")
+
+    def state_dict(self) -> dict:
+        """What the rest of the fit's stopping depends on (tensors and plain values; ``dip_lib.resume``)."""
+        self._flush()
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset()
+        for k in self._STATE:
+            setattr(self, k, state[k])
+        self._shape = None if self._shape is None else tuple(self._shape)
+        self._variances = [tuple(v) for v in self._variances]
+
     def on_check(self, state) -> None:
         """At fit's checks (which sync anyway) move the pending VAR values to the host."""
         self._flush()

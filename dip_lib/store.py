@@ -68,6 +68,11 @@ class ResultStore:
     """results/<profile>/<experiment>/<run-id>.json plus PNGs; one problem's input is shared."""
 
     def __init__(self, root: str | Path = "results") -> None:
+        """``root``: a relative one is taken from the project root (the notebooks' convention; the CLI
+        resolves its --results-dir against the current folder first). An empty one is refused: it
+        would put the profile folders in the project root."""
+        if not str(root).strip():
+            raise DipError("the results folder is empty: name one (the default is results/ in the project root)")
         root = Path(root)
         self.root = root if root.is_absolute() else find_root() / root
 

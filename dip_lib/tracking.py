@@ -149,6 +149,7 @@ class Problem:
             self.eps_np = np.empty(tuple(self.z.shape), np.float32)
             self.eps = torch.from_numpy(self.eps_np)
         callbacks = list(callbacks)
+        self.callbacks = callbacks
         # objects may define on_check and/or on_iteration; a plain function is an on_check
         self.hooks = [
             cb.on_check if hasattr(cb, "on_check") else cb
@@ -180,6 +181,66 @@ class Problem:
             self._gt = None if self.gt is None else torch.as_tensor(self.gt[None]).to(device, dt)
             self._hole = torch.as_tensor(np.ascontiguousarray(self.hole_np)[None]).to(device, dt)
             self._n_hole = float(self._hole.sum())
+
+    def state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Everything the rest of the fit depends on, as tensors and plain values (``resume``).
+        Callbacks must have ``state_dict``; timings are kept only to continue the clock."""
+        best = self.best
+        snap = {int(k): torch.from_numpy(v.copy()) for k, v in self.snap.items()}
+        good = self.good
+        return {
+            "problem": {
+                "it": self.it,
+                "net": self.net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "gen": self.gen.get_state(),
+                "np_rng": None if self.np_rng is None else self.np_rng.bit_generator.state,
+                "history": self.hist.to_dict(),
+                "ema": self.ema,
+                "best": torch.from_numpy(best.copy()) if isinstance(best, np.ndarray) else best,
+                "best_it": self.best_it,
+                "best_psnr": self.best_psnr,
+                "best_hole": self.best_hole,
+                "snapshots": snap,
+                "restores": self.restores,
+                "good_params": good.saved_params,
+                "good_state": good.saved_state,
+                "good_obs": self.good_obs,
+                "elapsed": time.perf_counter() - self.t0,
+            },
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+        }
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``state`` can capture this problem: every callback can save its own state."""
+        return all(hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict") for cb in self.callbacks)
+
+    def load_state(self, state: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+        """Put back what ``state`` saved (the inverse of ``state``)."""
+        s, device = state["problem"], self.device
+        self.net.load_state_dict(s["net"])
+        optimizer.load_state_dict(s["optimizer"])
+        self.gen.set_state(s["gen"])
+        if self.np_rng is not None:
+            self.np_rng.bit_generator.state = s["np_rng"]
+        self.hist = History(**s["history"])
+        self.ema = None if s["ema"] is None else s["ema"].to(device)
+        best = s["best"]
+        self.best = None if best is None else best.numpy() if self.on_host else best.to(device)
+        self.best_it, self.best_psnr, self.best_hole = s["best_it"], s["best_psnr"], s["best_hole"]
+        self.snap = {int(k): v.numpy() for k, v in s["snapshots"].items()}
+        self.restores = s["restores"]
+        if s["good_params"] is not None:
+            self.good.saved_params = [t.to(device) for t in s["good_params"]]
+        self.good.saved_state = [
+            {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()} for d in s["good_state"]
+        ]
+        self.good_obs = s["good_obs"]
+        self.it = s["it"]
+        self.t0 = time.perf_counter() - s["elapsed"]
+        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+            cb.load_state_dict(cb_state)
 
     def noisy_input(self) -> torch.Tensor:
         """z + s * eps, eps ~ N(0, I) of z's shape (1, C_in, H, W) fresh from this problem's generator

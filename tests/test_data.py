@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -256,6 +257,32 @@ def test_offline_cli_is_one_line_exit_2(tmp_path):
     assert lines[0].startswith("error: 2 data file(s) missing") and "house, kate" in lines[0]
     assert "python -m dip_lib data import DIR" in lines[0] and "DIP_DATA_MIRROR=" in lines[0]
     assert _cache_files(tmp_path) == []
+
+
+def test_unusable_cache_dir_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    for cache in (blocker, blocker / "cache"):  # the cache is a file, or lies under one
+        monkeypatch.setenv("DIP_DATA_DIR", str(cache))
+        why = rf"cannot write the data cache {re.escape(str(cache))} \(set by DIP_DATA_DIR\): .*a_file is not a folder"
+        with pytest.raises(DipError, match=why):
+            data.fetch(["house"])
+        assert main(["data", "fetch", "house"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot write the data cache {cache}") and err.count("\n") == 1
+    assert blocker.read_text() == "not a folder\n"
+    monkeypatch.setenv("DIP_DATA_DIR", str(tmp_path / "readonly"))
+    with monkeypatch.context() as m, pytest.raises(DipError, match=r"\(set by DIP_DATA_DIR\): no permission to write"):
+        m.setattr(data.os, "access", lambda *a, **k: False)  # as on a read-only mount (root ignores chmod)
+        data.fetch(["house"])
+
+
+@needs_shared
+def test_import_into_an_unusable_cache_dir_is_a_one_line_error(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("DIP_DATA_DIR", str(tmp_path / "a_file"))
+    with pytest.raises(DipError, match="a_file is not a folder"):
+        data.import_dir(SHARED)
 
 
 @needs_shared

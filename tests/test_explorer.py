@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ pytest.importorskip("ipywidgets")
 
 from dip_lib.errors import DipError  # noqa: E402
 from dip_lib.explorer import Explorer, Snapshots, png_bytes  # noqa: E402
-from dip_lib.imageio import load_image  # noqa: E402
+from dip_lib.imageio import load_image, to_uint8  # noqa: E402
 
 TINY = dict(in_channels=4, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
 
@@ -35,6 +37,9 @@ def _explorer(iterations: int, **kw) -> Explorer:
         refresh_s=0.0,
         **kw,
     )
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _upload(widget, arr: np.ndarray) -> None:
@@ -64,9 +69,16 @@ def test_live_run_updates_the_widgets(tmp_path):
     assert bytes(ex.masked_view.value).startswith(b"\x89PNG")
     assert len({o for o in outputs if o}) >= 5  # the output image changed check after check
     assert maxima == sorted(maxima) and maxima[-1] == len(ex.snapshots) - 1 >= 8
-    assert ex.history["iteration"] == [0, 5, 10, 15, 20, 25, 30, 35, 39]
+    # the checks, then the final output as the last one (iteration = iterations run), as in the fit's history
+    assert ex.history["iteration"] == [0, 5, 10, 15, 20, 25, 30, 35, 39, 40] == ex.result.history.iteration
     assert all(p is not None for p in ex.history["psnr"]) and bytes(ex.curve_view.value).startswith(b"\x89PNG")
     assert "done" in ex.status.value and not ex.slider.disabled and not ex.save_button.disabled
+    # one PSNR throughout, the clean output's: curve, snapshots, status and the saved picture agree
+    final = ex.result.final_psnr
+    assert ex.history["psnr"] == ex.result.history.psnr_clean and ex.snapshots.psnr[-1] == final
+    assert ex.history["psnr_observed"][-1] == ex.result.history.psnr_observed[-1]
+    assert ex.snapshot_label.value == f"iteration 40, {final:.2f} dB"
+    assert f"final PSNR {final:.2f} dB" in ex.status.value
 
     ex.slider.value = 0  # scrub back to the first snapshot
     assert bytes(ex.output_view.value) == png_bytes(ex.snapshots.image(0))
@@ -75,6 +87,10 @@ def test_live_run_updates_the_widgets(tmp_path):
     saved = ex.save(tmp_path / "sub" / "first.png")
     np.testing.assert_array_equal(load_image(saved), ex.snapshots.image(0))
     assert saved.is_absolute() and summary in ex.status.value and str(saved) in ex.status.value  # summary kept
+    ex.slider.value = len(ex.snapshots) - 1  # the final output, saved as the status reports it
+    last = ex.save(tmp_path / "last.png")
+    np.testing.assert_array_equal(load_image(last), to_uint8(ex.result.final)[None] / np.float32(255))
+    assert f"saved iteration 40, {final:.2f} dB to {last}" in ex.status.value
 
 
 def test_readout_is_cleared_and_eta_shown(tmp_path):
@@ -114,6 +130,10 @@ def test_stop_ends_the_fit():
     ex.stop()
     assert ex.join(timeout=60)
     assert ex.result.iterations_run < 100000 and "stopped" in ex.status.value
+    run = ex.result.iterations_run  # the curve, the last snapshot and the status name the same iteration
+    assert ex.history["iteration"][-1] == ex.snapshots.iterations[-1] == run
+    assert f": {run} iterations" in ex.status.value
+    assert ex.snapshot_label.value.startswith(f"iteration {run},")
     assert not ex.run_button.disabled and ex.stop_button.disabled
 
 
@@ -155,3 +175,48 @@ def test_snapshots_are_thinned():
     for it in range(20):
         snaps.add(it, np.full((1, 2, 2), it / 20, np.float32), float(it))
     assert len(snaps) <= 4 and snaps.iterations[0] == 0 and snaps.iterations == sorted(snaps.iterations)
+    snaps.add(20, np.ones((1, 2, 2), np.float32), 20.0, last=True)  # the final output is always kept
+    assert len(snaps) <= 4 and snaps.iterations[-1] == 20 and snaps.iterations == sorted(snaps.iterations)
+
+
+def test_huge_uploads_are_refused_in_the_status(monkeypatch):
+    ex = _explorer(5)
+    ex.source.value = "upload"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # above the placeholder's text (980 pixels)
+    for side in (40, 64):  # 1600 pixels: Pillow warns of a decompression bomb; 4096: it refuses
+        _upload(ex.upload, np.zeros((side, side), np.uint8))
+        ex.run_button.click()
+        assert ex.status.value.count("error: image uploaded image is too large") == 1 and not ex.running
+    _upload(ex.upload, np.zeros((8, 8), np.uint8))
+    ex.mask_kind.value = "file"
+    _upload(ex.mask_upload, np.zeros((64, 64), np.uint8))
+    ex.run_button.click()
+    assert "error: image uploaded mask is too large" in ex.status.value and not ex.running
+
+
+def test_save_refuses_bad_targets_in_one_line(tmp_path):
+    ex = _explorer(5)
+    default = Path(ex.save_path.value)
+    assert default == REPO / "outputs" / "explorer_output.png"  # not beside the notebooks (tracked)
+    ex.snapshots.add(0, _camera(), None)  # something to save, without a fit
+    (tmp_path / "file").write_text("keep\n")
+    (tmp_path / "folder.png").mkdir()
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "file")
+    refusals = {
+        "file/x.png": "is not a folder",
+        "folder.png": "exists and is not a regular file",
+        "fifo.png": "exists and is not a regular file",
+        "link.png": "is a symbolic link",
+    }
+    for name, why in refusals.items():
+        with pytest.raises(DipError, match=why):
+            ex.save(tmp_path / name)
+        ex.save_path.value = str(tmp_path / name)
+        ex.save_button.click()
+        assert ex.status.value.startswith("<span") and f"error: save as {tmp_path / name}" in ex.status.value
+        assert why in ex.status.value and "\n" not in ex.status.value
+    assert (tmp_path / "file").read_text() == "keep\n" and (tmp_path / "fifo.png").is_fifo()
+    ex.save_path.value = str(tmp_path / "ok.png")
+    ex.save_button.click()
+    assert (tmp_path / "ok.png").is_file() and f"to {tmp_path / 'ok.png'}" in ex.status.value
