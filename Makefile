@@ -7,6 +7,8 @@ export DIP_DATA_MIRROR ?= $(if $(wildcard $(SHARED)/MANIFEST.tsv),$(SHARED),)
 # make reproduce WORKERS=N (N local Dask workers; 1 = one run after another) or SCHEDULER=tcp://host:port
 WORKERS ?=
 SCHEDULER ?=
+# make report RESULTS=DIR (or make reproduce RESULTS=DIR): another results store than results/
+RESULTS ?=
 PROFILE ?= $(shell $(PY) -c "import torch; print('paper' if torch.cuda.is_available() else 'quick')" 2>/dev/null || echo quick)
 
 .PHONY: setup test bench reproduce report lab clean
@@ -33,10 +35,10 @@ bench:
 
 reproduce:
 	$(PY) -m dip_lib report --profile $(PROFILE) --execute $(if $(WORKERS),--workers $(WORKERS)) \
-	  $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(RESULTS),--results-dir $(RESULTS))
 
 report:
-	$(PY) -m dip_lib report --profile $(PROFILE)
+	$(PY) -m dip_lib report --profile $(PROFILE) $(if $(RESULTS),--results-dir $(RESULTS))
 
 lab:
 	.venv/bin/jupyter lab notebooks/

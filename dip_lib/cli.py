@@ -28,6 +28,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _results_dir(text: str) -> Path:
+    """--results-dir: a relative folder is taken from the current folder, like any path on a command line."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty folder name (the default is results/ in the project root)")
+    return Path(text).absolute()
+
+
 def preflight(preset, img: np.ndarray, cfg, args: argparse.Namespace) -> np.ndarray:
     """Before a fit: with --max-minutes, shrink the image to the largest size that fits in time;
     refuse (DipError) when the memory estimate exceeds what the machine has; print the estimate of
@@ -337,7 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", choices=EXPERIMENTS, help="one experiment (repeatable)")
     p.add_argument("--device", help="run on this device instead of the profile's (other numerics, other run ids)")
     p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
-    p.add_argument("--results-dir", default="results")
+    p.add_argument(
+        "--results-dir",
+        type=_results_dir,
+        default=Path("results"),  # a Path: argparse leaves it as it is, and the store takes it from the project root
+        metavar="DIR",
+        help="the results store (default: results/ in the project root)",
+    )
     _worker_options(p)
     p.set_defaults(func=_handler("experiments:cmd_reproduce"))
 
@@ -348,7 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compute missing runs first (make reproduce); without it the pages show what is stored",
     )
-    p.add_argument("--results-dir", default="results")
+    p.add_argument(
+        "--results-dir",
+        type=_results_dir,
+        default=Path("results"),  # a Path: argparse leaves it as it is, and the store takes it from the project root
+        metavar="DIR",
+        help="the results store (default: results/ in the project root)",
+    )
     p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
     _worker_options(p)
     p.set_defaults(func=_handler("report:cmd_report"))

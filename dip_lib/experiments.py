@@ -525,6 +525,9 @@ def reproduce(
     _fetch_data(missing)  # all of it before the first fit
     if missing and progress:
         print(_estimate_line(profile, device, missing, store), flush=True)
+    elif progress:  # say so: a silent run looks like one that did not look
+        total = sum(len(runs) for runs in plans.values())
+        print(f"nothing to compute: all {total} runs of {', '.join(chosen)} are stored in {store.root / profile}")
     if missing and budget_seconds != 0 and (scheduler or workers != 1):
         from . import cluster
 

@@ -622,21 +622,26 @@ def depth_interpretation(ddf, prof: Profile) -> str:
     for mask, sub in ddf.groupby("mask"):
         for skip, part in sub.groupby("skip"):
             part = part.sort_values("depth")
-            best = part.loc[part["_best"].idxmax()]
+            best, first = part.loc[part["_best"].idxmax()], part.iloc[0]
+            shallow = (
+                ", the shallowest"
+                if best["depth"] == first["depth"]
+                else f", depth {first['depth']} gives {_dB(first['_best'])}"
+            )
             out.append(
                 f"`{mask}` {'with' if skip else 'without'} skips: best at depth {best['depth']} "
-                f"({_dB(best['_best'])}), depth {part.iloc[0]['depth']} gives {_dB(part.iloc[0]['_best'])}."
+                f"({_dB(best['_best'])}){shallow}."
             )
         both = sub.pivot_table(index="depth", columns="skip", values="_best")
         if True in both and False in both:
             diff = (both[False] - both[True]).dropna()
-            if len(diff):
-                out.append(
-                    "Removing the skips changes PSNR by "
-                    f"{_dB(float(diff[diff.index <= 3].mean()) if (diff.index <= 3).any() else None, True)} "
-                    "at depths up to 3 and "
-                    f"{_dB(float(diff[diff.index > 3].mean()) if (diff.index > 3).any() else None, True)} deeper."
-                )
+            spans = [
+                f"{_dB(float(part.mean()), True)} {where}"
+                for part, where in ((diff[diff.index <= 3], "at depths up to 3"), (diff[diff.index > 3], "deeper"))
+                if len(part)
+            ]
+            if spans:
+                out.append(f"Removing the skips changes PSNR by {' and '.join(spans)}.")
     out.append(
         f"Every run has {prof.depth_width} filters; deeper networks fit more slowly, so a short budget favours "
         f"shallow ones. {_regime_sentence(ddf, 'depth and skip settings', prof.depth_iterations)}"
@@ -957,28 +962,50 @@ def cost_interpretation(choice, what: str, baseline=None) -> str:
     if choice is None:
         return f"No stored runs on {what} yet."
     ref, pick = choice.reference, choice.point
-    verdict = (
-        f"that is **{choice.saving:.0f}x less compute** than the best point, meeting the goal of at least "
-        f"{MIN_SAVING:g}x"
-        if choice.met
-        else f"that is {choice.saving:.1f}x less compute than the best point: **short of the goal of {MIN_SAVING:g}x**"
-    )
     out = (
         f"On {what}, the best point is `{ref.recipe}` with {ref.width} filters, lr {ref.lr:g}, "
         f"{ref.iterations} iterations{'' if ref.full else ' (a check before its full count)'}: {_dB(ref.psnr)} on "
         f"average (n = {ref.n}) for {ref.gflop:,.0f} GFLOP per fit. "
-        f"The cheapest point within {choice.tolerance_db:g} dB of it is `{pick.recipe}` with {pick.width} filters, "
-        f"lr {pick.lr:g}, stopped after {pick.iterations} iterations: {_dB(pick.psnr)} "
-        f"({_dB(pick.psnr - ref.psnr, sign=True)}) for {pick.gflop:,.0f} GFLOP; {verdict}. Measured here, "
-        f"{pick.seconds:,.0f} s against {ref.seconds:,.0f} s per fit."
     )
+    if choice.saving <= 1:  # the best point is the cheapest within tolerance: nothing to compare it with
+        out += (
+            f"No cheaper point comes within {choice.tolerance_db:g} dB of it: **no saving**, short of the goal of "
+            f"{MIN_SAVING:g}x. Measured here, {ref.seconds:,.0f} s per fit."
+        )
+    else:
+        verdict = (
+            f"that is **{_compute_ratio(ref.gflop, pick.gflop)}** than the best point, meeting the goal of at "
+            f"least {MIN_SAVING:g}x"
+            if choice.met
+            else f"that is {_compute_ratio(ref.gflop, pick.gflop)} than the best point: "
+            f"**short of the goal of {MIN_SAVING:g}x**"
+        )
+        out += (
+            f"The cheapest point within {choice.tolerance_db:g} dB of it is `{pick.recipe}` with {pick.width} "
+            f"filters, lr {pick.lr:g}, stopped after {pick.iterations} iterations: {_dB(pick.psnr)} "
+            f"({_dB(pick.psnr - ref.psnr, sign=True)}) for {pick.gflop:,.0f} GFLOP; {verdict}. Measured here, "
+            f"{pick.seconds:,.0f} s against {ref.seconds:,.0f} s per fit."
+        )
     if baseline is not None and baseline != ref:
         out += (
             f" Against `{baseline.recipe}` as this profile runs it elsewhere ({baseline.width} filters, "
-            f"{baseline.iterations} iterations: {_dB(baseline.psnr)} for {baseline.gflop:,.0f} GFLOP), the cheap "
-            f"point is {_dB(pick.psnr - baseline.psnr, sign=True)} at {baseline.gflop / pick.gflop:.1f}x less compute."
+            f"{baseline.iterations} iterations: {_dB(baseline.psnr)} for {baseline.gflop:,.0f} GFLOP), the "
+            f"{'cheap' if choice.saving > 1 else 'best'} point is {_dB(pick.psnr - baseline.psnr, sign=True)} at "
+            f"{_compute_ratio(baseline.gflop, pick.gflop)}."
         )
     return out
+
+
+def _compute_ratio(other_gflop: float, gflop: float) -> str:
+    """'12x less compute', '1.5x more compute': ``gflop`` against ``other_gflop``, never '0.2x less'."""
+    ratio = other_gflop / gflop
+    if ratio < 1:
+        return f"{_times(1 / ratio)} more compute"
+    return f"{_times(ratio)} less compute" if ratio > 1 else "the same compute"
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
 def fast_preset_note(choice) -> str:
@@ -1062,9 +1089,14 @@ def cost_headline(loaded: dict[str, Loaded], prof: Profile) -> str:
     if choice is None:
         return ""
     p, ref = choice.point, choice.reference
+    crops = f"the Table-1 crop{'s' if len(prof.cost_images) > 1 else ''} ({', '.join(prof.cost_images)})"
     partial = "" if loaded["cost"].complete else " (cost sweep partly stored)"
+    if choice.saving <= 1:
+        return (
+            f"Cheaper: on {crops}, no recipe with less compute comes within {choice.tolerance_db:g} dB of the best, "
+            f"{ref.recipe} at {ref.width} filters after {ref.iterations} iterations{partial}."
+        )
     return (
-        f"Cheaper: on {len(prof.cost_images)} Table-1 crops, {p.recipe} at {p.width} filters stopped after "
-        f"{p.iterations} iterations comes within {_dB(ref.psnr - p.psnr)} of the best recipe at "
-        f"{choice.saving:.0f}x less compute{partial}."
+        f"Cheaper: on {crops}, {p.recipe} at {p.width} filters stopped after {p.iterations} iterations comes "
+        f"within {_dB(ref.psnr - p.psnr)} of the best recipe at {_compute_ratio(ref.gflop, p.gflop)}{partial}."
     )

@@ -14,7 +14,11 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .errors import DipError
 from .experiments import reproduce
@@ -51,6 +55,7 @@ def execute_notebook(
             cwd=str(cwd or dst.parent),
             progress_bar=False,
             execution_timeout=timeout,
+            config=_kernel_config(),
         )
         tmp.replace(dst)
     except papermill.PapermillExecutionError as exc:
@@ -58,6 +63,16 @@ def execute_notebook(
         raise DipError(f"{src.name} failed: {exc.ename}: {exc.evalue}".splitlines()[0]) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _kernel_config():
+    """Kernel-manager settings: CurveZMQ keys for the kernel's sockets where pyzmq has Curve (the
+    kernel declares whether it takes them), so the kernel has nothing to warn about on every run
+    ('running over TCP without encryption'); without Curve the warning stays, as it is true."""
+    import zmq
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": "auto"}} if zmq.has("curve") else {})
 
 
 def to_html(
@@ -73,57 +88,129 @@ def render(
     profile: str,
     execute: bool = False,
     out_dir: Path | None = None,
-    results_dir: str = "results",
+    results_dir: str | Path = "results",
     device: str | None = None,
     notebooks: tuple[str, ...] = REPORT_NOTEBOOKS,
     workers: int | None = 1,
     scheduler: str | None = None,
 ) -> Path:
     """Write report/<profile>/ whole: the pages are built in a fresh folder beside it and swapped in
-    only when every page is built and passes the reader checks, so a failure leaves the previous
-    report as it was. ``workers``/``scheduler``: where ``execute`` computes (``experiments.reproduce``)."""
+    (``_swap``) only when every page is built and passes the reader checks, so a failure leaves the
+    previous report as it was. Building and swapping hold the profile's lock (``_locked``), so reports
+    of one profile run one after another; build folders that killed reports left are removed first.
+    ``results_dir``: relative to the project root, like ``ResultStore``'s. ``workers``/``scheduler``:
+    where ``execute`` computes (``experiments.reproduce``)."""
     root = find_root()
     final = out_dir or root / "report" / profile
     absent = [n for n in notebooks if not (root / "notebooks" / n).is_file()]
     if absent:
         raise DipError(f"no such notebook in {root / 'notebooks'}: {', '.join(absent)}")
-    if execute:
-        outcomes = reproduce(profile, device=device, results_dir=results_dir, workers=workers, scheduler=scheduler)
+    store = ResultStore(results_dir)
+    if execute:  # outside the lock: the store shares the runs between processes by itself
+        outcomes = reproduce(profile, device=device, results_dir=store.root, workers=workers, scheduler=scheduler)
         failed = [f"{exp}/{r.run_id}: {why}" for exp, o in outcomes.items() for r, why in o.failed]
         if failed:
             log.error("%d runs failed (not stored): %s", len(failed), "; ".join(failed))
     final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        index = _build(root, out, profile, results_dir, device, notebooks)
-        _swap(out, final)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    with _locked(final):
+        _remove_leftovers(final)
+        out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            index = _build(root, out, profile, store, _notebook_results(store.root, root, final), device, notebooks)
+            _swap(out, final)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
     return final / index.name
 
 
-def _swap(new: Path, final: Path) -> None:
-    """Replace the folder ``final`` by ``new`` (two renames; the old one is removed after)."""
-    old = final.with_name(f".{final.name}.old.{os.getpid()}")
-    if final.exists():
-        final.rename(old)
+def _notebook_results(results: Path, root: Path, final: Path) -> str:
+    """The notebooks' results_dir: relative to the project root when both the results and the report
+    are inside it (the notebook finds the root from its folder; the committed report then names no
+    machine's path and replays anywhere), else absolute."""
+    results = results.resolve()
+    if results.is_relative_to(root) and final.resolve().is_relative_to(root):
+        return str(results.relative_to(root))
+    return str(results)
+
+
+def _lock_path(final: Path, name: str | None = None) -> Path:
+    """The lock of the report folder ``final`` (or of its sibling ``name``); in a hidden folder, which
+    git ignores as it ignores the build folders."""
+    return final.parent / ".locks" / f"{name or final.name}.lock"
+
+
+@contextmanager
+def _locked(final: Path) -> Iterator[None]:
+    lock_file = _lock_path(final)
+    lock_file.parent.mkdir(exist_ok=True)
+    lock = FileLock(lock_file)
     try:
-        new.rename(final)
-    except OSError:
-        if old.exists():
-            old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("another report of %s is being written: waiting for it", final)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Remove the build folders (``.<name>.XXXX``) that killed reports left beside ``final``. A build
+    folder exists only while its report holds its folder's lock, so one whose lock is free (or ours,
+    held by the caller) is a leftover; one of a report at work is kept, and so is any hidden folder
+    whose name no report's lock file claims."""
+    for folder in sorted(final.parent.glob(".*.*")):
+        name = folder.name[1:].split(".")[0]
+        if not folder.is_dir() or not _lock_path(final, name).is_file():
+            continue
+        if name == final.name:
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        lock = FileLock(_lock_path(final, name))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            lock.release()
+
+
+def _swap(new: Path, final: Path) -> None:
+    """Move the pages of the build folder ``new`` into the folder ``final``, file by file with
+    os.replace (atomic: a reader sees each page old or new, never missing), index.html last, so the
+    new index appears once every page it links to is there; then remove what the new report no
+    longer has. ``final`` stays a real folder (the committed report/quick/ is one in git); the pages
+    are one flat folder. Callers hold the lock: two swaps never interleave."""
+    final.mkdir(exist_ok=True)
+    pages = sorted(new.iterdir(), key=lambda p: p.name == "index.html")
+    for page in pages:
+        os.replace(page, final / page.name)
+    keep = {p.name for p in pages}
+    for stale in final.iterdir():
+        if stale.name in keep:
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
 
 
 def _build(
-    root: Path, out: Path, profile: str, results_dir: str, device: str | None, notebooks: tuple[str, ...]
+    root: Path,
+    out: Path,
+    profile: str,
+    store: ResultStore,
+    results_dir: str,
+    device: str | None,
+    notebooks: tuple[str, ...],
 ) -> Path:
     from tqdm.auto import tqdm
 
     from . import site
 
-    out.chmod(0o755)
     executed = []
     for name in tqdm(notebooks, desc=f"notebooks ({profile})"):
         dst = out / name
@@ -138,7 +225,7 @@ def _build(
         prev = (executed[k - 1].with_suffix(".html").name, titles[k - 1]) if k else None
         nxt = (executed[k + 1].with_suffix(".html").name, titles[k + 1]) if k + 1 < len(executed) else None
         site.to_html(dst, profile, prev, nxt)
-    index = site.write_landing(out, profile, ResultStore(results_dir))
+    index = site.write_landing(out, profile, store)
     problems = site.check_folder(out)
     if problems:
         raise DipError(

@@ -292,13 +292,22 @@ def _sentences(loaded: dict[str, pages.Loaded], verdicts, prof) -> str:
     else:
         out.append("No Table-1 run is stored yet.")
     if verdicts is not None and len(verdicts):
-        counts = verdicts["verdict"].value_counts()
-        out.append(
-            f"Of the seed report's {len(verdicts)} claims, "
-            + ", ".join(f"{n} are {v}" if n > 1 else f"{n} is {v}" for v, n in counts.items())
-            + " at this scale."
-        )
+        counts = [_verdict_count(str(v), int(n)) for v, n in verdicts["verdict"].value_counts().items()]
+        listing = ", ".join(counts[:-1]) + " and " + counts[-1] if len(counts) > 1 else counts[0]
+        out.append(f"Of the seed report's {len(verdicts)} claims, at this scale {listing}.")
     return " ".join(out)
+
+
+def _verdict_count(verdict: str, n: int) -> str:
+    """'1 is supported', '2 are undecided', '1 has no data': the sentence says 'at this scale' once."""
+    from .claims import PARTIAL, UNDECIDED
+
+    one, many = {
+        "no data": ("has no data", "have no data"),
+        UNDECIDED: ("is undecided", "are undecided"),
+        PARTIAL: ("is undecided until all its runs are stored", "are undecided until all their runs are stored"),
+    }.get(verdict, (f"is {verdict}", f"are {verdict}"))
+    return f"{n} {one if n == 1 else many}"
 
 
 def _easy_hard(loaded: dict[str, pages.Loaded], prof) -> tuple[str, str]:
@@ -328,6 +337,13 @@ def _easy_hard(loaded: dict[str, pages.Loaded], prof) -> tuple[str, str]:
     if cheap:
         hard += " " + cheap
     return easy, hard
+
+
+def shown_folder(path: Path) -> str:
+    """A folder as the pages name it: relative to the project root when inside it (``results/quick``,
+    the same on every checkout), else absolute."""
+    root, path = find_root(), path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str, Any]:
@@ -406,7 +422,7 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
         "profile": profile,
         "css": css(),
         "comparable": prof.comparable,
-        "results": f"results/{profile}/",
+        "results": f"{shown_folder(store.root / profile)}/",
         "missing": incomplete,
         "scope": scope,
         "methodology": method,

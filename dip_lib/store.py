@@ -82,6 +82,14 @@ class ResultStore:
     def path(self, run: Run) -> Path:
         return self.folder(run) / f"{run.run_id}.json"
 
+    def resume_dir(self, run: Run) -> Path:
+        """Where a long run's saved fit states live while it computes (ignored by git, beside the
+        records: ``results/.resume/<profile>/<experiment>/``)."""
+        return self.root / ".resume" / run.profile / run.experiment
+
+    def resume_state(self, run: Run) -> Path:
+        return self.resume_dir(run) / f"{run.run_id}.pt"
+
     def exists(self, run: Run) -> bool:
         """A valid record is stored for ``run`` (an invalid one is logged with its path)."""
         try:

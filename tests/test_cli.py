@@ -285,3 +285,24 @@ def test_bench_options_name_what_bench_implements():
 
     assert cli.BENCH_MODES == bench.MODES and cli.BENCH_PRESETS == bench.PRESET_NAMES
     assert cli.NOISE_RNGS == config.NOISE_RNGS
+
+
+def test_results_dir_is_taken_from_the_current_folder_and_never_empty(tmp_path, monkeypatch, capsys):
+    """A relative --results-dir names a folder under the current one (not under the checkout); the
+    default stays results/ in the project root; an empty one is refused in one line."""
+    from dip_lib.cli import build_parser, main
+    from dip_lib.store import ResultStore, find_root
+
+    monkeypatch.chdir(tmp_path)
+    for command in ("reproduce", "report"):
+        args = build_parser().parse_args([command, "--profile", "smoke", "--results-dir", "mine"])
+        assert ResultStore(args.results_dir).root == tmp_path / "mine"
+        args = build_parser().parse_args([command, "--profile", "smoke"])
+        assert ResultStore(args.results_dir).root == find_root() / "results"
+        for empty in ("", " "):
+            with pytest.raises(SystemExit) as exc:
+                main([command, "--profile", "smoke", "--results-dir", empty])
+            err = capsys.readouterr().err
+            assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    with pytest.raises(DipError, match="empty"):
+        ResultStore("")

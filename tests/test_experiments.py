@@ -336,3 +336,12 @@ def test_the_estimate_of_an_experiment_with_nothing_stored_scales_from_the_profi
     store = ResultStore(tmp_path)
     line = ex._estimate_line("quick", None, plan("arch", "quick"), store)
     assert line.startswith("44 runs to compute: about ") and line.endswith("(scaled from 3 stored runs)"), line
+
+
+def test_reproduce_on_a_complete_store_says_that_nothing_needed_computing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ResultStore, "missing", lambda self, runs: [])  # every run stored
+    outcomes = ex.reproduce("smoke", only=["optim", "arch"], results_dir=tmp_path)
+    assert all(not o.computed and not o.failed and not o.remaining for o in outcomes.values())
+    total = len(plan("optim", "smoke")) + len(plan("arch", "smoke"))
+    out = capsys.readouterr().out
+    assert f"nothing to compute: all {total} runs of optim, arch are stored in {tmp_path / 'smoke'}" in out

@@ -268,3 +268,88 @@ def test_figures_carry_a_text_alternative():
     empty = plt.figure()
     assert pages.figure_alt(empty) == "Figure"
     plt.close(empty)
+
+
+def _point(**kw):
+    from dip_lib.cost import Point
+
+    base = dict(recipe="table1-seed", width=16, lr=0.01, iterations=40, gflop=9.0, seconds=1.0, psnr=28.69)
+    return Point(**{**base, "std": 0.0, "n": 1, "hole": 28.1, "full": True, **kw})
+
+
+def test_the_smoke_prose_reads_right(monkeypatch):
+    """Sentences at the smoke scale: 'at this scale' once, plural agreement, and no 'within 0.00 dB ...
+    at 1x less compute' when the best recipe is itself the cheapest within tolerance."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from dip_lib import cost
+    from dip_lib.claims import PARTIAL, UNDECIDED
+    from dip_lib.runs import get_profile
+
+    prof = get_profile("smoke")
+    none = {"table1": SimpleNamespace(records=[])}
+    text = site._sentences(none, pd.DataFrame({"verdict": [UNDECIDED] * 6}), prof)
+    assert text.endswith("Of the seed report's 6 claims, at this scale 6 are undecided.")
+    mixed = pd.DataFrame({"verdict": [UNDECIDED] * 3 + ["supported", "no data", PARTIAL]})
+    text = site._sentences(none, mixed, prof)
+    assert text.count("at this scale") == 1 and "3 are undecided" in text and "1 is supported" in text
+    assert "1 has no data" in text and "1 is undecided until all its runs are stored" in text
+
+    best, cheap = _point(), _point(width=4, gflop=0.6, psnr=28.4)
+    loaded = {"cost": SimpleNamespace(records=[], complete=True), "table1": SimpleNamespace(records=[])}
+    monkeypatch.setattr(cost, "table1_cost", lambda *a: [best])
+    assert pages.cost_headline(loaded, prof) == (
+        "Cheaper: on the Table-1 crop (house), no recipe with less compute comes within 0.5 dB of the best, "
+        "table1-seed at 16 filters after 40 iterations."
+    )
+    monkeypatch.setattr(cost, "table1_cost", lambda *a: [best, cheap])
+    assert "comes within 0.29\u00a0dB of the best recipe at 15x less compute." in pages.cost_headline(loaded, prof)
+
+    baseline = _point(recipe="table1-paper", width=8, gflop=2.0, psnr=17.98)
+    text = pages.cost_interpretation(cost.choose([best]), "the Table-1 crops (house)", baseline)
+    assert "No cheaper point comes within 0.5 dB of it: **no saving**" in text and "1.0x" not in text
+    assert text.endswith("the best point is +10.71\u00a0dB at 4.5x more compute.")
+
+    ddf = pd.DataFrame(
+        {
+            "mask": ["text-seed"] * 4,
+            "skip": [True, True, False, False],
+            "depth": [1, 2, 1, 2],
+            "_best": [16.6, 16.1, 16.0, 16.2],
+            "last 20% gain": [0.9] * 4,
+        }
+    )
+    text = pages.depth_interpretation(ddf, prof)
+    assert "`text-seed` with skips: best at depth 1 (16.60\u00a0dB), the shallowest." in text
+    assert "`text-seed` without skips: best at depth 2 (16.20\u00a0dB), depth 1 gives 16.00\u00a0dB." in text
+    assert "Removing the skips changes PSNR by -0.25\u00a0dB at depths up to 3." in text  # no '... and – deeper'
+
+
+def test_the_landing_page_names_the_results_folder_it_reads(tmp_path):
+    from dip_lib.store import find_root
+
+    assert site.shown_folder(find_root() / "results" / "smoke") == "results/smoke"
+    text = site.write_landing(tmp_path, "smoke", ResultStore(tmp_path / "elsewhere")).read_text()
+    assert f"<code>{(tmp_path / 'elsewhere' / 'smoke').resolve()}/</code>" in text and "results/smoke" not in text
+
+
+def test_notebook_runs_print_no_transport_warning_and_still_fail_loudly(tmp_path, capfd):
+    """The kernel gets CurveZMQ keys where pyzmq has Curve, so ipykernel has no 'running over TCP
+    without encryption' to print on every run; an error in a cell is still an error."""
+    zmq = pytest.importorskip("zmq")
+    if not zmq.has("curve"):
+        pytest.skip("pyzmq without CurveZMQ: the kernel's warning is true here")
+    from dip_lib.errors import DipError
+    from dip_lib.report import execute_notebook
+
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    src = tmp_path / "ok.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("print('fine')")], metadata=kernel), src)
+    execute_notebook(src, tmp_path / "out" / "ok.ipynb", {})
+    assert nbformat.read(tmp_path / "out" / "ok.ipynb", as_version=4).cells[0].outputs[0]["text"] == "fine\n"
+    assert "without encryption" not in capfd.readouterr().err
+    nbformat.write(new_notebook(cells=[new_code_cell("raise ValueError('boom')")], metadata=kernel), src)
+    with pytest.raises(DipError, match="ok.ipynb failed: ValueError: boom"):
+        execute_notebook(src, tmp_path / "out" / "ok.ipynb", {})
