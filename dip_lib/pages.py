@@ -1005,7 +1005,7 @@ def _compute_ratio(other_gflop: float, gflop: float) -> str:
 
 
 def _times(ratio: float) -> str:
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+    return f"{ratio:.1f}x"
 
 
 def fast_preset_note(choice) -> str:
