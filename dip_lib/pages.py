@@ -977,7 +977,7 @@ def cost_interpretation(choice, what: str, baseline=None) -> str:
             f"that is **{_compute_ratio(ref.gflop, pick.gflop)}** than the best point, meeting the goal of at "
             f"least {MIN_SAVING:g}x"
             if choice.met
-            else f"that is {_compute_ratio(ref.gflop, pick.gflop)} than the best point: "
+            else f"that is {_compute_ratio(ref.gflop, pick.gflop, digits=1)} than the best point: "
             f"**short of the goal of {MIN_SAVING:g}x**"
         )
         out += (
@@ -991,21 +991,24 @@ def cost_interpretation(choice, what: str, baseline=None) -> str:
             f" Against `{baseline.recipe}` as this profile runs it elsewhere ({baseline.width} filters, "
             f"{baseline.iterations} iterations: {_dB(baseline.psnr)} for {baseline.gflop:,.0f} GFLOP), the "
             f"{'cheap' if choice.saving > 1 else 'best'} point is {_dB(pick.psnr - baseline.psnr, sign=True)} at "
-            f"{_compute_ratio(baseline.gflop, pick.gflop)}."
+            f"{_compute_ratio(baseline.gflop, pick.gflop, digits=1)}."
         )
     return out
 
 
-def _compute_ratio(other_gflop: float, gflop: float) -> str:
+def _compute_ratio(other_gflop: float, gflop: float, digits: int | None = None) -> str:
     """'12x less compute', '1.5x more compute': ``gflop`` against ``other_gflop``, never '0.2x less'."""
     ratio = other_gflop / gflop
     if ratio < 1:
-        return f"{_times(1 / ratio)} more compute"
-    return f"{_times(ratio)} less compute" if ratio > 1 else "the same compute"
+        return f"{_times(1 / ratio, digits)} more compute"
+    return f"{_times(ratio, digits)} less compute" if ratio > 1 else "the same compute"
 
 
-def _times(ratio: float) -> str:
-    return f"{ratio:.1f}x"
+def _times(ratio: float, digits: int | None = None) -> str:
+    """'15x' from 10 up and '1.5x' below, or with ``digits`` decimals where a page states it so."""
+    if digits is None:
+        digits = 0 if ratio >= 10 else 1
+    return f"{ratio:.{digits}f}x"
 
 
 def fast_preset_note(choice) -> str:
