@@ -49,6 +49,11 @@ class FitConfig:
     device: str = "auto"
     progress: bool = True
     lbfgs_warmup: int = 100  # Adam steps at lr 0.001 before L-BFGS, as the original
+    # the input L-BFGS fits after its warm-up: "clean" z (a deterministic objective, which its curvature
+    # pairs need), or "perturbed" by fresh noise at every evaluation as the original, where each pair
+    # mixes two noise draws, its step scale collapses and the weights stop moving (kate 96 px, 32
+    # filters: 24.59 dB from iteration 120 to 6000; clean: 33.3 dB at 400)
+    lbfgs_input: str = "clean"
     # speed and memory levers (defaults: the plain fp32 eager loop)
     precision: str = "fp32"  # "bf16": network forward under bf16 autocast; loss, Adam and PSNR stay fp32
     channels_last: bool = False  # NHWC activations and weights
@@ -66,6 +71,8 @@ class FitConfig:
             raise ValueError("iterations must be positive")
         if self.optimizer not in ("adam", "lbfgs"):
             raise ValueError("optimizer must be 'adam' or 'lbfgs'")
+        if self.lbfgs_input not in ("clean", "perturbed"):
+            raise ValueError("lbfgs_input must be 'clean' or 'perturbed'")
         if self.log_every <= 0:
             raise ValueError("log_every must be positive")
         if self.precision not in PRECISIONS:

@@ -313,8 +313,11 @@ def spec(run: Run) -> dict[str, Any]:
     preset = get_preset(run.preset)
     net = _fields(replace(preset.net, **dict(run.net)), _NET_FIELDS)
     net.pop("out_channels")  # set from the image, which the problem names
-    cfg = _fields(fit_config(run), _FIT_FIELDS)
+    fit_cfg = fit_config(run)
+    cfg = _fields(fit_cfg, _FIT_FIELDS)
     cfg.pop("progress")
+    if fit_cfg.optimizer == "lbfgs":  # always named: L-BFGS runs of before it existed fitted the perturbed input
+        cfg["lbfgs_input"] = fit_cfg.lbfgs_input
     out.update(
         preset=run.preset,
         input=preset.input_kind,

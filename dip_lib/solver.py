@@ -158,6 +158,7 @@ def _fit_lbfgs(cfg: FitConfig, problem: Problem, step: Step, bar, eager: nn.Modu
     max_iter = the iteration budget and its tolerances disabled. Iterations count function
     evaluations (L-BFGS evaluates several times per step), so its PSNR is logged per evaluation.
     The guard is off for L-BFGS: restoring weights under its line search would corrupt its state.
+    After the warm-up the input is z without noise unless ``cfg.lbfgs_input`` is "perturbed" (see there).
     ``eager``: the model for the clean outputs at checks (None: no ground truth, no clean outputs)."""
 
     def clean(it: int) -> torch.Tensor | None:
@@ -177,6 +178,7 @@ def _fit_lbfgs(cfg: FitConfig, problem: Problem, step: Step, bar, eager: nn.Modu
     remaining = cfg.iterations - warm
     if remaining <= 0:
         return
+    problem.perturb = cfg.lbfgs_input == "perturbed"
     lbfgs = torch.optim.LBFGS(
         problem.params, lr=cfg.lr, max_iter=remaining, max_eval=remaining, tolerance_grad=-1, tolerance_change=-1
     )

@@ -112,6 +112,30 @@ class _GoodCopy:
         _copy_all(dst, src)
 
 
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _diverged(m: dict[str, Any]) -> bool:
+    """A check's numbers say the fit went non-finite: the loss, a NaN PSNR (an infinite one is a
+    perfect match) or the EMA (non-finite once any iterate since the last check was)."""
+    psnrs = [m[k] for k in ("obs", "gt", "clean", "hole") if m[k] is not None]
+    return not math.isfinite(m["loss"]) or any(math.isnan(p) for p in psnrs) or not m["ema_ok"]
+
+
+def _copy_state(state: Any) -> Any:
+    """A copy of a callback's ``state_dict`` that its later in-place updates cannot reach: tensors
+    cloned, dicts copied through, lists copied shallowly (their items taken as plain values: ES-WMV's
+    VAR curve, copied in C at each check), anything else shared."""
+    if isinstance(state, torch.Tensor):
+        return state.clone()
+    if isinstance(state, dict):
+        return {k: _copy_state(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return list(state)
+    return state
+
+
 class Problem:
     """One inpainting problem: its tensors on the device (input z (1, C_in, H, W), observed y and the
     physics A(x) = m * x), its noise stream, and its bookkeeping (EMA, snapshots, checks with
@@ -141,6 +165,7 @@ class Problem:
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.conv_weights = [p for p in self.params if p.dim() == 4]
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.perturb = True  # False: ``noisy_input`` is z itself (L-BFGS on the clean input)
         # the numpy noise lever: a stream of its own (keyed apart from numpy streams seeded by the seed
         # alone, e.g. masks) drawn into one reused NCHW buffer that ``eps`` views without a copy
         self.np_rng: np.random.Generator | None = None
@@ -167,6 +192,9 @@ class Problem:
         self.restores = 0
         self.good = _GoodCopy(self.params)
         self.good_obs: float | None = None
+        # the EMA and the per-iteration callbacks' states at the last good check (``_save_good``)
+        self.good_ema: torch.Tensor | None = None
+        self.good_hooks: list[dict[str, Any]] | None = None
         self.stop: int | None = None
         self.it = 0
         self.t0 = time.perf_counter()
@@ -246,6 +274,8 @@ class Problem:
         """z + s * eps, eps ~ N(0, I) of z's shape (1, C_in, H, W) fresh from this problem's generator
         (torch's, or numpy's with noise_rng="numpy" on the CPU); param noise first, if on."""
         cfg, gen, device = self.cfg, self.gen, self.device
+        if not self.perturb:
+            return self.z
         if cfg.param_noise:
             with torch.no_grad():
                 for p in self.conv_weights:
@@ -335,27 +365,46 @@ class Problem:
         return not restored
 
     def track(self, it: int, out: torch.Tensor, fresh: bool) -> None:
-        """Every iteration: the EMA of the iterates, snapshots, per-iteration callbacks."""
+        """Every iteration: the EMA of the iterates, snapshots, per-iteration callbacks.
+
+        Nothing here reads the device, so a non-finite iterate is fed on like any other and caught
+        at the next check: once fed, it leaves the EMA non-finite for good, so one read of the EMA's
+        finiteness there covers every iterate since the last check (``measure``). What such
+        iterates fed is then undone, not filtered: when the guard restores the weights it also puts
+        the EMA and the per-iteration callbacks (ES-WMV) back to their state at the last good check
+        and drops the snapshots taken since (``_roll_back``). That also keeps out the finite
+        iterates of a blow-up the guard undid, which ES-WMV would otherwise count in its windows
+        and could choose; skipping non-finite outputs on the device instead (``torch.where``) would
+        let those through, and would need every per-iteration callback to skip them too. The cost:
+        one copy of the EMA and of those callbacks' states (ES-WMV: its window) per good check."""
         cfg, o = self.cfg, out.detach()
         self.ema = o.clone() if self.ema is None else self.ema.mul_(cfg.ema_decay).add_(o, alpha=1 - cfg.ema_decay)
         if it in cfg.snapshots:
-            self.snap[it] = _to_numpy(o)
+            snap = _to_numpy(o)  # the snapshot is read anyway: keeping out a non-finite one costs no sync
+            if np.isfinite(snap).all():
+                self.snap[it] = snap
         for cb in self.iter_hooks:
             if cb.on_iteration(it, o if fresh else o.clone()):
                 self.stop = it
 
     def measure(self, out: torch.Tensor, loss: torch.Tensor, clean: torch.Tensor | None) -> dict[str, Any]:
-        return self._metrics(out.detach(), loss, clean)
+        """The check's numbers, and whether the EMA is still finite (``ema_ok``: see ``track``)."""
+        m = self._metrics(out.detach(), loss, clean)
+        m["ema_ok"] = self.ema is None or bool(torch.isfinite(self.ema).all())
+        return m
 
     def guard(self, it: int, m: dict[str, Any], optimizer: torch.optim.Optimizer | None) -> bool:
-        """The destabilisation guard: restore the last good weights when PSNR on the observed pixels
-        fell more than guard_drop_db (or went NaN) since the last check; True when it restored. A
+        """The destabilisation guard: restore the last good weights (and roll back what the iterates
+        since fed: ``_roll_back``) when PSNR on the observed pixels fell more than guard_drop_db since
+        the last check or anything went non-finite (``_diverged``); True when it restored. A
         non-finite fit with nothing to restore is a FitDiverged."""
         cfg, p_obs = self.cfg, m["obs"]
-        bad = math.isnan(p_obs) or not math.isfinite(m["loss"])
+        bad = _diverged(m)
         dropped = bad or (self.good_obs is not None and p_obs < self.good_obs - cfg.guard_drop_db)
         if cfg.guard and optimizer is not None and self.good_obs is not None and dropped:
             self.good.restore(optimizer)
+            if not self._roll_back() and not m["ema_ok"]:
+                raise FitDiverged(f"the fit diverged before iteration {it} and its EMA cannot be restored")
             self.restores += 1
             log.info(
                 "iteration %d: PSNR on observed pixels fell %.1f dB; restored the last good weights",
@@ -368,13 +417,44 @@ class Problem:
         if cfg.guard and optimizer is not None:
             self.good.save(optimizer)
             self.good_obs = p_obs
+            self._save_good()
         return False
 
+    def _save_good(self) -> None:
+        """Keep the EMA (in place, on the device) and the per-iteration callbacks' states of this good check."""
+        if self.good_ema is None:
+            self.good_ema = self.ema.clone()
+        else:
+            self.good_ema.copy_(self.ema)
+        self.good_hooks = [_copy_state(cb.state_dict()) for cb in self._undoable()]
+
+    def _roll_back(self) -> bool:
+        """Undo what the iterates since the last good check fed: the EMA and the callbacks' states
+        go back to that check's, the snapshots since are dropped. False when the EMA had no saved
+        state (a fit resumed since that check: ``state`` does not keep it)."""
+        good_it = max((i for i, r in zip(self.hist.iteration, self.hist.restored) if not r), default=-1)
+        self.snap = {k: v for k, v in self.snap.items() if k <= good_it}
+        if self.good_hooks is not None:
+            for cb, saved in zip(self._undoable(), self.good_hooks):
+                cb.load_state_dict(_copy_state(saved))  # a copy: a later restore may need it again
+        if self.good_ema is None:
+            return False
+        self.ema.copy_(self.good_ema)
+        return True
+
+    def _undoable(self) -> list[Any]:
+        """The per-iteration callbacks whose state can be saved and put back."""
+        return [cb for cb in self.iter_hooks if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict")]
+
     def record(self, it: int, m: dict[str, Any], restored: bool, clean: torch.Tensor | None) -> None:
-        """The check's row in the history, and the best clean output so far."""
+        """The check's row in the history, and the best clean output so far. A restored check's
+        iterate was discarded: its non-finite numbers are recorded as None, never as NaN."""
         if not restored:
             self._consider_best(it, m["clean"], m["hole"], m["clean_np"] if m["clean_np"] is not None else clean)
-        self._record(it, m["loss"], m["gt"], m["obs"], restored, m["clean"], m["hole"])
+            self._record(it, m["loss"], m["gt"], m["obs"], restored, m["clean"], m["hole"])
+            return
+        loss, p_gt, p_obs, p_clean, p_hole = (_finite(m[k]) for k in ("loss", "gt", "obs", "clean", "hole"))
+        self._record(it, loss, p_gt, p_obs, restored, p_clean, p_hole)
 
     def notify(
         self, it: int, m: dict[str, Any], restored: bool, out: torch.Tensor, clean: torch.Tensor | None, fresh: bool
@@ -404,7 +484,10 @@ class Problem:
             )
 
     def _consider_best(self, it: int, p_clean: float | None, p_hole: float | None, output) -> None:
-        if p_clean is not None and output is not None and (self.best_psnr is None or p_clean > self.best_psnr):
+        # a NaN PSNR compares False with any best, but the first check has none to compare with
+        if p_clean is None or math.isnan(p_clean) or output is None:
+            return
+        if self.best_psnr is None or p_clean > self.best_psnr:
             self.best = output.clone() if isinstance(output, torch.Tensor) else output
             self.best_it, self.best_psnr, self.best_hole = it, p_clean, p_hole
 
@@ -442,10 +525,17 @@ class Problem:
         return final
 
     def result(self, final_t: torch.Tensor, wall: float) -> FitResult:
+        """The fit's outputs; FitDiverged if any of them (the final, EMA, best or a callback's
+        ``best_output``, e.g. ES-WMV's) is not finite: a diverged fit is never returned."""
         gt = self.gt
         final = self.final_check(final_t)
         ema = _to_numpy(self.ema) if self.ema is not None else final
         best = _to_numpy(self.best) if isinstance(self.best, torch.Tensor) else self.best
+        outputs = {"EMA": ema, "best output": best}
+        outputs.update((f"{type(cb).__name__} output", getattr(cb, "best_output", None)) for cb in self.callbacks)
+        for name, arr in outputs.items():
+            if arr is not None and not np.isfinite(arr).all():
+                raise FitDiverged(f"the fit diverged: its {name} is not finite after {self.it} iterations")
         return FitResult(
             history=self.hist,
             final=final,

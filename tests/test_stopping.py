@@ -115,3 +115,44 @@ def test_inside_a_real_fit():
     assert out.shape == (1, 16, 16) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
     np.testing.assert_array_equal(out, result.snapshots[rule.best_iteration])
     assert [i for i, _ in rule.variances] == list(range(4, rule.stop_iteration + 1))
+
+
+class _BlowUp:
+    """Multiplies every conv weight by 100 after the forward pass of iteration ``at`` (saturated,
+    nearly constant outputs until the guard restores: the least variance a window can have)."""
+
+    def __init__(self, net: torch.nn.Module, at: int) -> None:
+        self.net, self.at = net, at
+
+    def on_iteration(self, it: int, out: torch.Tensor) -> None:
+        if it == self.at:
+            with torch.no_grad():
+                for p in self.net.parameters():
+                    if p.dim() == 4:
+                        p.mul_(100.0)
+
+
+def test_a_guard_restore_rolls_eswmv_back_to_the_last_good_check():
+    """The iterates between the last good check (30) and the restoring one (40) are discarded: ES-WMV
+    neither chooses one of them nor keeps their VAR values."""
+    torch.manual_seed(0)
+    cfg = SkipConfig(in_channels=4, out_channels=1, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
+    net = SkipNet(cfg)
+    z = torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.1
+    img = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
+    mask = (np.random.default_rng(1).random((1, 16, 16)) > 0.5).astype(np.float32)
+    rule = ESWMV(window=3, patience=100, stop=False)
+    result = fit(
+        net,
+        z,
+        img * mask,
+        mask,
+        FitConfig(iterations=60, lr=0.05, log_every=10, device="cpu", progress=False),
+        ground_truth=img,
+        callbacks=[_BlowUp(net, 33), rule],
+    )
+    h = result.history
+    assert [it for it, r in zip(h.iteration, h.restored) if r] == [40]
+    discarded = set(range(31, 41))
+    assert rule.best_iteration not in discarded
+    assert not discarded & {it for it, _ in rule.variances}
