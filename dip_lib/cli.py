@@ -289,6 +289,16 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _results_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--results-dir",
+        type=_results_dir,
+        default=Path("results"),  # a Path: argparse leaves it as it is, and the store takes it from the project root
+        metavar="DIR",
+        help="the results store (default: results/ in the project root)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .runs import EXPERIMENTS, PROFILE_NAMES
 
@@ -344,13 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", choices=EXPERIMENTS, help="one experiment (repeatable)")
     p.add_argument("--device", help="run on this device instead of the profile's (other numerics, other run ids)")
     p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
-    p.add_argument(
-        "--results-dir",
-        type=_results_dir,
-        default=Path("results"),  # a Path: argparse leaves it as it is, and the store takes it from the project root
-        metavar="DIR",
-        help="the results store (default: results/ in the project root)",
-    )
+    _results_option(p)
     _worker_options(p)
     p.set_defaults(func=_handler("experiments:cmd_reproduce"))
 
@@ -361,13 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compute missing runs first (make reproduce); without it the pages show what is stored",
     )
-    p.add_argument(
-        "--results-dir",
-        type=_results_dir,
-        default=Path("results"),  # a Path: argparse leaves it as it is, and the store takes it from the project root
-        metavar="DIR",
-        help="the results store (default: results/ in the project root)",
-    )
+    _results_option(p)
     p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
     _worker_options(p)
     p.set_defaults(func=_handler("report:cmd_report"))

@@ -128,8 +128,20 @@ class ESWMV:
         )
         return self.stop
 
-    _STATE = ("stop_iteration", "_count", "_buf", "_shift", "_sum", "_sumsq", "_best_var", "_best_it", "_best_out")
-    _STATE += ("_shape", "_deadline", "_variances")
+    _STATE = (
+        "stop_iteration",
+        "_count",
+        "_buf",
+        "_shift",
+        "_sum",
+        "_sumsq",
+        "_best_var",
+        "_best_it",
+        "_best_out",
+        "_shape",
+        "_deadline",
+        "_variances",
+    )
 
     def state_dict(self) -> dict:
         """What the rest of the fit's stopping depends on (tensors and plain values; ``dip_lib.resume``)."""

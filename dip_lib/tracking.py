@@ -123,6 +123,11 @@ def _diverged(m: dict[str, Any]) -> bool:
     return not math.isfinite(m["loss"]) or any(math.isnan(p) for p in psnrs) or not m["ema_ok"]
 
 
+def _saves_state(cb: Any) -> bool:
+    """Whether a callback can save its state and put it back (``state_dict``/``load_state_dict``)."""
+    return hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict")
+
+
 def _copy_state(state: Any) -> Any:
     """A copy of a callback's ``state_dict`` that its later in-place updates cannot reach: tensors
     cloned, dicts copied through, lists copied shallowly (their items taken as plain values: ES-WMV's
@@ -234,6 +239,8 @@ class Problem:
                 "good_params": good.saved_params,
                 "good_state": good.saved_state,
                 "good_obs": self.good_obs,
+                "good_ema": self.good_ema,
+                "good_hooks": self.good_hooks,
                 "elapsed": time.perf_counter() - self.t0,
             },
             "callbacks": [cb.state_dict() for cb in self.callbacks],
@@ -242,7 +249,7 @@ class Problem:
     @property
     def resumable(self) -> bool:
         """Whether ``state`` can capture this problem: every callback can save its own state."""
-        return all(hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict") for cb in self.callbacks)
+        return all(_saves_state(cb) for cb in self.callbacks)
 
     def load_state(self, state: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
         """Put back what ``state`` saved (the inverse of ``state``)."""
@@ -265,6 +272,8 @@ class Problem:
             {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()} for d in s["good_state"]
         ]
         self.good_obs = s["good_obs"]
+        self.good_ema = None if s["good_ema"] is None else s["good_ema"].to(device)
+        self.good_hooks = s["good_hooks"]
         self.it = s["it"]
         self.t0 = time.perf_counter() - s["elapsed"]
         for cb, cb_state in zip(self.callbacks, state["callbacks"]):
@@ -403,8 +412,7 @@ class Problem:
         dropped = bad or (self.good_obs is not None and p_obs < self.good_obs - cfg.guard_drop_db)
         if cfg.guard and optimizer is not None and self.good_obs is not None and dropped:
             self.good.restore(optimizer)
-            if not self._roll_back() and not m["ema_ok"]:
-                raise FitDiverged(f"the fit diverged before iteration {it} and its EMA cannot be restored")
+            self._roll_back()
             self.restores += 1
             log.info(
                 "iteration %d: PSNR on observed pixels fell %.1f dB; restored the last good weights",
@@ -428,23 +436,20 @@ class Problem:
             self.good_ema.copy_(self.ema)
         self.good_hooks = [_copy_state(cb.state_dict()) for cb in self._undoable()]
 
-    def _roll_back(self) -> bool:
+    def _roll_back(self) -> None:
         """Undo what the iterates since the last good check fed: the EMA and the callbacks' states
-        go back to that check's, the snapshots since are dropped. False when the EMA had no saved
-        state (a fit resumed since that check: ``state`` does not keep it)."""
+        go back to that check's, the snapshots since are dropped (the guard restores only after a
+        good check, so its copies exist)."""
         good_it = max((i for i, r in zip(self.hist.iteration, self.hist.restored) if not r), default=-1)
         self.snap = {k: v for k, v in self.snap.items() if k <= good_it}
         if self.good_hooks is not None:
             for cb, saved in zip(self._undoable(), self.good_hooks):
                 cb.load_state_dict(_copy_state(saved))  # a copy: a later restore may need it again
-        if self.good_ema is None:
-            return False
         self.ema.copy_(self.good_ema)
-        return True
 
     def _undoable(self) -> list[Any]:
         """The per-iteration callbacks whose state can be saved and put back."""
-        return [cb for cb in self.iter_hooks if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict")]
+        return [cb for cb in self.iter_hooks if _saves_state(cb)]
 
     def record(self, it: int, m: dict[str, Any], restored: bool, clean: torch.Tensor | None) -> None:
         """The check's row in the history, and the best clean output so far. A restored check's

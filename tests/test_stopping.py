@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_fit import BlowUp  # multiplies the conv weights by 100 at one iteration
 
 from dip_lib.nets import SkipConfig, SkipNet
 from dip_lib.solver import FitConfig, fit
@@ -90,13 +91,18 @@ def test_for_iterations_scaling():
         ESWMV(window=1)
 
 
-def test_inside_a_real_fit():
+def _tiny_problem():
+    """A 2-level 8-filter net, its input and a 16 px random image with half its pixels masked."""
     torch.manual_seed(0)
     cfg = SkipConfig(in_channels=4, out_channels=1, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
-    net = SkipNet(cfg)
     z = torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.1
     img = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
     mask = (np.random.default_rng(1).random((1, 16, 16)) > 0.5).astype(np.float32)
+    return SkipNet(cfg), z, img, mask
+
+
+def test_inside_a_real_fit():
+    net, z, img, mask = _tiny_problem()
     rule = ESWMV(window=5, patience=15)
     n = 120
     result = fit(
@@ -117,30 +123,10 @@ def test_inside_a_real_fit():
     assert [i for i, _ in rule.variances] == list(range(4, rule.stop_iteration + 1))
 
 
-class _BlowUp:
-    """Multiplies every conv weight by 100 after the forward pass of iteration ``at`` (saturated,
-    nearly constant outputs until the guard restores: the least variance a window can have)."""
-
-    def __init__(self, net: torch.nn.Module, at: int) -> None:
-        self.net, self.at = net, at
-
-    def on_iteration(self, it: int, out: torch.Tensor) -> None:
-        if it == self.at:
-            with torch.no_grad():
-                for p in self.net.parameters():
-                    if p.dim() == 4:
-                        p.mul_(100.0)
-
-
 def test_a_guard_restore_rolls_eswmv_back_to_the_last_good_check():
     """The iterates between the last good check (30) and the restoring one (40) are discarded: ES-WMV
     neither chooses one of them nor keeps their VAR values."""
-    torch.manual_seed(0)
-    cfg = SkipConfig(in_channels=4, out_channels=1, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
-    net = SkipNet(cfg)
-    z = torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.1
-    img = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
-    mask = (np.random.default_rng(1).random((1, 16, 16)) > 0.5).astype(np.float32)
+    net, z, img, mask = _tiny_problem()
     rule = ESWMV(window=3, patience=100, stop=False)
     result = fit(
         net,
@@ -149,7 +135,7 @@ def test_a_guard_restore_rolls_eswmv_back_to_the_last_good_check():
         mask,
         FitConfig(iterations=60, lr=0.05, log_every=10, device="cpu", progress=False),
         ground_truth=img,
-        callbacks=[_BlowUp(net, 33), rule],
+        callbacks=[BlowUp(net, 33), rule],
     )
     h = result.history
     assert [it for it, r in zip(h.iteration, h.restored) if r] == [40]
