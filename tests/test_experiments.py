@@ -331,8 +331,10 @@ def test_the_estimate_of_an_experiment_with_nothing_stored_scales_from_the_profi
 
     root = Path(__file__).resolve().parents[1] / "results" / "quick" / "table1"
     (tmp_path / "quick" / "table1").mkdir(parents=True)
-    for f in sorted(root.glob("*.json"))[:3]:
-        shutil.copy(f, tmp_path / "quick" / "table1" / f.name)
+    for f in sorted(root.glob("*.json"))[:3]:  # each record with the images it names (a record is valid with them)
+        for name in [f.name, *json.loads(f.read_text())["images"].values()]:
+            (tmp_path / "quick" / "table1" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / name, tmp_path / "quick" / "table1" / name)
     store = ResultStore(tmp_path)
     line = ex._estimate_line("quick", None, plan("arch", "quick"), store)
     assert line.startswith("44 runs to compute: about ") and line.endswith("(scaled from 3 stored runs)"), line
