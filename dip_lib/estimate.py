@@ -14,14 +14,16 @@ fp32, bf16 (autocast) or checkpointing.
 
 Time: the analytic conv FLOPs (``bench.conv_flops``) of one iteration at the target size divided
 by the rate (FLOP/s) that the very same fit configuration reaches on this machine over 4 timed
-iterations (their median step) at a calibration size (the target size when that is cheap, else a
-smaller image of the same aspect with about ``CALIBRATION_GFLOP`` per iteration), plus the first
-iteration's warm-up. On a machine shared with other jobs the estimate holds for the load of the
-moment it was measured.
+iterations (their median step; on a CPU in process CPU time per thread, see ``measure_rate``) at
+a calibration size (the target size when that is cheap, else a smaller image of the same aspect
+with about ``CALIBRATION_GFLOP`` per iteration), plus the first iteration's warm-up. The estimate
+is a quiet machine's; when other jobs load the CPU at calibration, ``describe`` also names the time
+at that load.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -45,6 +47,7 @@ K_ACTIVATIONS = {"fp32": 1.15, "bf16": 0.76, "checkpointing": 0.85}
 CALIBRATION_GFLOP = 40.0  # work per calibration iteration (about 0.2-0.4 s on one core here)
 CANDIDATE_SIDES = (128, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096)
 LONG_FIT_S = 15 * 60  # a fit longer than this gets a suggested smaller size
+BUSY = 1.25  # a calibration whose wall time exceeds its CPU time by this much names the load
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Estimate:
     seconds: float
     peak_bytes: int
     mode: str
+    busy: float = 1.0  # the calibration's load factor (Rate.busy)
 
 
 def memory_mode(cfg: FitConfig) -> str:
@@ -93,6 +97,7 @@ def _elements_per_pixel(net_cfg: SkipConfig) -> float:
     return total / (side * side)
 
 
+@functools.lru_cache(maxsize=64)  # the size searches call it once per candidate side
 def param_count(net_cfg: SkipConfig) -> int:
     with torch.device("meta"):
         return count_params(SkipNet(net_cfg))
@@ -116,10 +121,37 @@ def _elements_per_pixel_cached(net_cfg: SkipConfig) -> float:
 
 
 def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None (no refusal)."""
+    """What a fit may still allocate: MemAvailable from /proc/meminfo, lowered by a cgroup memory
+    limit and by an address-space limit (``ulimit -v``, less the address space already mapped);
+    None when none of them can be read (no refusal)."""
+    limits = []
+    meminfo = _read_kib("/proc/meminfo", "MemAvailable:")
+    if meminfo is not None:
+        limits.append(meminfo)
+    try:  # cgroup v2: the container's limit less what it already uses
+        cap = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cap != "max":
+            limits.append(int(cap) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        mapped = _read_kib("/proc/self/status", "VmSize:")
+        if soft != resource.RLIM_INFINITY and mapped is not None:
+            # torch maps far more address space than it touches: count a fit's need twice against it
+            limits.append((soft - mapped) // 2)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(0, min(limits)) if limits else None
+
+
+def _read_kib(path: str, key: str) -> int | None:
+    """The value of ``key`` (in kB) in a /proc file, in bytes."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
@@ -130,6 +162,18 @@ def scaled_shape(height: int, width: int, side: int) -> tuple[int, int]:
     """(h, w) with the longer side ``side`` and the same aspect."""
     scale = side / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def smallest_side(net_cfg: SkipConfig, height: int, width: int) -> int:
+    """The smallest longer side of CANDIDATE_SIDES the network takes at this aspect (the current one
+    when none is smaller)."""
+    lo = min_size(net_cfg)
+    for side in CANDIDATE_SIDES:
+        if side >= max(height, width):
+            break
+        if min(scaled_shape(height, width, side)) >= lo:
+            return side
+    return max(height, width)
 
 
 def largest_side_that_fits(net_cfg: SkipConfig, height: int, width: int, mode: str, limit_bytes: int) -> int | None:
@@ -205,11 +249,16 @@ def calibration_shape(
 
 def measure_rate(
     net: torch.nn.Module, net_input: torch.Tensor, cfg: FitConfig, iterations: int = 4
-) -> tuple[float, float]:
-    """(seconds per iteration, seconds the first iteration takes beyond that) of ``fit`` with
-    ``cfg`` at the input's size, from ``iterations`` + 1 iterations: the first one pays the
-    warm-up (lazy inits, oneDNN primitive creation) and is timed apart."""
-    stamps: list[float] = []
+) -> tuple[float, float, float]:
+    """(seconds per iteration, seconds the first iteration takes beyond that, how busy the CPU is)
+    of ``fit`` with ``cfg`` at the input's size, from ``iterations`` + 1 iterations: the first one
+    pays the warm-up (lazy inits, oneDNN primitive creation) and is timed apart.
+
+    On a CPU a step's seconds are its process CPU time over the fit's threads, not its wall time:
+    when other jobs take the cores, the wall time of a step grows with their load but its CPU time
+    does not, so two calls give the same estimate on a quiet and on a busy machine. The third value
+    (median wall / CPU-based step, >= 1) says how much longer the load of the moment makes it."""
+    stamps: list[tuple[float, float, int]] = []
     h, w = net_input.shape[-2:]
     c = net.cfg.out_channels if hasattr(net, "cfg") else 3
     rng = np.random.default_rng(0)
@@ -217,16 +266,21 @@ def measure_rate(
     mask = (rng.random((1, h, w)) > 0.5).astype(np.float32)
 
     def on_iteration(it: int, _out: torch.Tensor) -> None:
-        stamps.append(time.perf_counter())
+        stamps.append((time.perf_counter(), time.process_time(), torch.get_num_threads()))
 
     hook = type("Stamp", (), {"on_iteration": staticmethod(on_iteration)})()
     run = replace(cfg, iterations=iterations + 1, progress=False, log_every=cfg.log_every, snapshots=(), guard=False)
     t0 = time.perf_counter()
     fit(net, net_input, truth * mask, mask, run, callbacks=[hook])
     # on_iteration runs after each forward: stamp i is iteration i's forward end
-    # the median step: one iteration slowed down by a neighbour's burst does not set the rate
-    per = float(np.median(np.diff(stamps)))
-    return per, max(0.0, stamps[0] - t0 - per)
+    wall = np.diff([s[0] for s in stamps])
+    per = float(np.median(wall))
+    if net_input.device.type == "cpu":
+        # the median step: one iteration slowed down by a neighbour's burst does not set the rate
+        cpu = np.diff([s[1] for s in stamps]) / stamps[-1][2]
+        per = min(per, float(np.median(cpu)))
+    busy = max(1.0, float(np.median(wall)) / per) if per > 0 else 1.0
+    return per, max(0.0, stamps[0][0] - t0 - per * busy), busy
 
 
 @dataclass(frozen=True)
@@ -237,6 +291,7 @@ class Rate:
     flops: float
     warmup_s: float
     shape: tuple[int, int]
+    busy: float = 1.0  # wall time over the CPU-time step at calibration: > 1 on a loaded machine
 
 
 def calibrate_time(
@@ -246,8 +301,8 @@ def calibrate_time(
     calibration shape. ``make_input(h, w)`` builds the network input."""
     h, w = calibration_shape(net_cfg, height, width)
     net = SkipNet(net_cfg)
-    per, warm = measure_rate(net, make_input(h, w), cfg, iterations)
-    return Rate(flops=iteration_gflop(net_cfg, h, w) * 1e9 / per, warmup_s=warm, shape=(h, w))
+    per, warm, busy = measure_rate(net, make_input(h, w), cfg, iterations)
+    return Rate(flops=iteration_gflop(net_cfg, h, w) * 1e9 / per, warmup_s=warm, shape=(h, w), busy=busy)
 
 
 def estimate(net_cfg: SkipConfig, height: int, width: int, iterations: int, cfg: FitConfig, rate: Rate) -> Estimate:
@@ -265,6 +320,7 @@ def estimate(net_cfg: SkipConfig, height: int, width: int, iterations: int, cfg:
         seconds=s_it * iterations + warm,
         peak_bytes=peak_memory_bytes(net_cfg, height, width, memory_mode(cfg)),
         mode=memory_mode(cfg),
+        busy=rate.busy,
     )
 
 
@@ -310,6 +366,8 @@ def describe(est: Estimate, device: str, suggestion: tuple[int, float] | None = 
     line = f"about {fmt_seconds(est.seconds)} and {fmt_bytes(est.peak_bytes)} on {where} ({est.iterations} iterations)"
     if suggestion is not None:
         line += f"; --size {suggestion[0]} would take about {fmt_seconds(suggestion[1])}"
+    if est.busy > BUSY:
+        line += f" (other jobs load the CPU now: at this load about {fmt_seconds(est.seconds * est.busy)})"
     return line
 
 

@@ -91,7 +91,7 @@ def test_the_fast_preset_is_the_choice_of_the_committed_cost_sweep():
 
 
 def test_the_cli_offers_the_fast_preset_with_its_own_estimate():
-    from dip_lib.cli import _fast_hint
+    from dip_lib.inpaint import _fast_hint
     from dip_lib.presets import get_preset
 
     cfg = get_preset("text").fit_config(progress=False)
