@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--history", type=Path)
     p.add_argument("--masked", type=Path)
+    p.add_argument(
+        "--resume-dir",
+        type=Path,
+        metavar="DIR",
+        help="save the fit's state here every 5 min; the same command continues an interrupted fit",
+    )
     p.set_defaults(func=_handler("inpaint:cmd_inpaint"))
 
     sub.add_parser("presets", help="list the named recipes with their parameter counts").set_defaults(func=cmd_presets)

@@ -4,7 +4,9 @@ Everything that can be refused is refused before the fit (paths, free space, mem
 fit's thread count is fixed (``--threads``, default: the cores this process may use) and recorded
 with the configuration, seed and library versions in ``--history``. After the fit, an output that
 cannot be written is written to a fallback file, named in one line on stderr; Ctrl-C writes the
-best output so far as ``<output>.partial.<ext>`` and exits 130.
+best output so far as ``<output>.partial.<ext>`` and exits 130. With ``--resume-dir`` the fit's
+whole state is saved there every 5 minutes and the same command continues an interrupted fit
+bit-identically (``dip_lib.resume``); the state is removed once every output is written.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise DipError("--output, --history, --masked and the input image must be different files")
     if not args.image.is_file():
         raise DipError(f"file not found: {args.image}" if not args.image.exists() else f"not a file: {args.image}")
+    if args.resume_dir is not None:
+        if args.resume_dir.exists() and not args.resume_dir.is_dir():
+            raise DipError(f"--resume-dir {args.resume_dir} is not a folder")
+        check_writable(args.resume_dir / "state.pt", "--resume-dir")
 
 
 def _outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -263,6 +269,17 @@ class KeepBest:
         elif np.isfinite(state.loss):
             self.output, self.iteration = state.output.detach().float().cpu().numpy()[0], state.iteration
 
+    def state_dict(self) -> dict:
+        """Tensors and plain values, for a resumable fit (``dip_lib.resume``)."""
+        import torch
+
+        out = None if self.output is None else torch.from_numpy(self.output.copy())
+        return {"output": out, "iteration": self.iteration, "best": self._best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.output = None if state["output"] is None else state["output"].numpy()
+        self.iteration, self._best = state["iteration"], state["best"]
+
 
 def partial_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.partial{output.suffix}")
@@ -286,6 +303,27 @@ def write_or_fallback(path: Path, write) -> Path | None:
         return fallback
     print(f"error: could not write {path} ({reason}), nor a copy in {tempfile.gettempdir()} or ~", file=sys.stderr)
     return path
+
+
+def resume_key(args: argparse.Namespace, cfg, net_cfg, shape: tuple[int, int, int]) -> str:
+    """A hash of everything a fit's numbers depend on: the image and mask files' bytes, the mask
+    options, the size, the network and the whole fit configuration."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(args.image.read_bytes())
+    if args.mask is not None:
+        h.update(args.mask.read_bytes())
+    what = {
+        "mask": [args.bernoulli, args.text, args.per_channel],
+        "shape": list(shape),
+        "crop": args.crop,
+        "stop": args.stop,
+        "net": asdict(net_cfg),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+    }
+    h.update(json.dumps(what, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def history_payload(args, preset, cfg, net_cfg, result, device, shape) -> dict[str, Any]:
@@ -330,7 +368,7 @@ def _versions() -> dict[str, str]:
 def cmd_inpaint(args: argparse.Namespace) -> int:
     check_args(args)  # before torch is imported
 
-    from . import masks
+    from . import masks, resume
     from .device import resolve_device
     from .imageio import atomic_write_bytes, center_crop_multiple, load_image, load_mask, resize_longer_side, save_image
     from .metrics import psnr
@@ -383,16 +421,23 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         from .stopping import ESWMV
 
         callbacks.insert(0, ESWMV.for_iterations(cfg.iterations))
+    saved = None
+    if args.resume_dir is not None:
+        key = resume_key(args, cfg, net.cfg, img.shape)
+        saved = resume.SavedState(args.resume_dir / f"inpaint-{key}.pt", key=key, every_s=resume.EVERY_S)
+        if saved.path.exists():
+            print(f"continuing the fit saved in {saved.path}", flush=True)
     try:
-        result = fit(net, z, observed, mask, cfg, ground_truth=ground_truth, callbacks=callbacks)
+        result = fit(net, z, observed, mask, cfg, ground_truth=ground_truth, callbacks=callbacks, resume=saved)
     except KeyboardInterrupt:
+        again = f"; the same command continues it from {saved.path}" if saved and saved.path.exists() else ""
         if keep.output is None:
-            print("error: interrupted before the first check: nothing to save", file=sys.stderr)
+            print(f"error: interrupted before the first check: no output to save{again}", file=sys.stderr)
             return 130
         target = partial_path(args.output)
         where = write_or_fallback(target, lambda p: save_image(p, keep.output)) or target
         print(
-            f"error: interrupted; wrote the best output so far (iteration {keep.iteration}) to {where}",
+            f"error: interrupted; wrote the best output so far (iteration {keep.iteration}) to {where}{again}",
             file=sys.stderr,
         )
         return 130
@@ -431,5 +476,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
             )
     if any(f is not None for f in failed):
         return 1
+    if saved is not None:
+        saved.remove()
     print(f"wrote {args.output}")
     return 0

@@ -96,6 +96,8 @@ BAD = {
     "output without extension": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}/../x"], "unknown image extension"),
     "unknown device": (["{gray}", "--bernoulli", "0.5", "--device", "foo"], "unknown device 'foo'"),
     "output is a folder": (["{gray}", "--bernoulli", "0.5", "-o", "{folder}"], "is not a regular file"),
+    "resume dir is a file": (["{gray}", "--bernoulli", "0.5", "--resume-dir", "{not_image}"], "is not a folder"),
+    "threads 0": (["{gray}", "--bernoulli", "0.5", "--threads", "0"], "must be positive"),
 }
 
 

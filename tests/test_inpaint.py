@@ -185,3 +185,46 @@ def test_the_rate_counts_cpu_time_so_a_busy_machine_does_not_change_the_estimate
     assert busy == pytest.approx(2.0, rel=0.05)
     e = est.Estimate(32, 32, 100, 1.0, per, 100 * per, 2**20, "fp32", busy=busy)
     assert "other jobs load the CPU now: at this load about" in est.describe(e, "cpu")
+
+
+def test_resume_dir_continues_an_interrupted_fit_bit_identically(small, tmp_path, monkeypatch, capsys):
+    from dip_lib import resume
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(resume, "EVERY_S", 1e-6)  # save after every iteration
+    args = ["inpaint", str(small), "--bernoulli", "0.5", "--preset", "table1-seed", "--iterations", "40"]
+    assert main([*args, "-o", str(tmp_path / "whole.png"), "--history", str(tmp_path / "whole.json")]) == 0
+
+    states = tmp_path / "states"
+    real = inpaint.KeepBest.on_check
+
+    def stop_at_20(self, state):
+        real(self, state)
+        if state.iteration >= 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(inpaint.KeepBest, "on_check", stop_at_20)
+    out, hist = tmp_path / "out.png", tmp_path / "out.json"
+    cut = [*args, "-o", str(out), "--history", str(hist), "--resume-dir", str(states)]
+    assert main(cut) == 130
+    assert "the same command continues it from" in capsys.readouterr().err
+    assert len(list(states.glob("inpaint-*.pt"))) == 1
+    monkeypatch.setattr(inpaint.KeepBest, "on_check", real)
+    assert main(cut) == 0
+    assert "continuing the fit saved in" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "whole.png")))
+    a, b = json.loads(hist.read_text())["history"], json.loads((tmp_path / "whole.json").read_text())["history"]
+    assert a["loss"] == b["loss"] and a["psnr_clean"] == b["psnr_clean"]
+    assert list(states.glob("*.pt")) == []  # removed once the outputs are written
+    # another command (here another seed) never continues from this one's state
+    assert inpaint.resume_key(*_key_args(small, seed=0)) != inpaint.resume_key(*_key_args(small, seed=1))
+
+
+def _key_args(path, seed):
+    import argparse
+
+    from dip_lib.presets import get_preset
+
+    p = get_preset("table1-seed")
+    ns = argparse.Namespace(image=path, mask=None, bernoulli=0.5, text=None, per_channel=False, crop=False, stop="none")
+    return ns, p.fit_config(seed=seed), p.net_config(3), (3, 64, 64)
