@@ -1,4 +1,6 @@
-"""Find the "sudden drops" of PSNR during a fit and keep the output at the bottom of each."""
+"""The "sudden drops" of PSNR during a fit: every fall between two consecutive checks counted from
+the history (``scores.interval_drops``), and the outputs at the bottom of the deepest falls kept by a fit
+callback (``DropRecorder``)."""
 
 from __future__ import annotations
 
@@ -26,10 +28,11 @@ class Drop:
 
 
 class DropRecorder:
-    """Fit callback: a drop starts when PSNR (of the clean output against the ground truth, else
-    of the iterate, else on observed pixels) falls by more than
-    ``threshold_db`` from one check to the next and lasts while it keeps falling; the
-    ``keep`` deepest drops are kept with the output at their bottom."""
+    """Fit callback for the images of the deepest falls: a fall starts when PSNR (of the clean output
+    against the ground truth, else of the iterate, else on observed pixels) drops by more than
+    ``threshold_db`` from one check to the next and lasts while it keeps falling (so it may span
+    several checks); the ``keep`` deepest are kept with the output at their bottom. To count drops
+    use ``scores.interval_drops`` on the history: this keeps only ``keep`` of them."""
 
     def __init__(self, threshold_db: float = 1.0, keep: int = 3) -> None:
         self.threshold_db = threshold_db

@@ -662,7 +662,8 @@ def optim_people(df) -> Table:
             columns={"best PSNR": "oracle PSNR (dB)", "best it": "oracle iteration", "final PSNR": "final PSNR (dB)"}
         ),
         f"kate, text-seed mask; PSNR in dB, {PM.strip()} the sample standard deviation (ddof 1) over the "
-        f"n seeds; drops > 1 dB is the mean count per run.",
+        f"n seeds; drops > 1 dB is the mean number per run of falls of the clean PSNR by more than 1 dB between "
+        "two consecutive checks, and the largest drop the deepest such fall.",
     )
 
 
@@ -698,9 +699,16 @@ def optim_interpretation(df, prof: Profile) -> str:
 
 
 def drops_note(records: Records) -> str:
-    n = sum(len(rec.get("drops") or ()) for _, rec in records)
+    from .scores import interval_drops
+
+    n = sum(len(interval_drops(rec["history"]["iteration"], rec["history"]["psnr_clean"])) for _, rec in records)
+    kept = sum(len(rec.get("drops") or ()) for _, rec in records)
     if n:
-        return f"{n} drops of more than 1 dB were recorded; each row shows the output at the bottom of one."
+        return (
+            f"The clean PSNR fell by more than 1 dB between two consecutive checks {n} times in these runs. Each "
+            f"run keeps the output at the bottom of its three deepest falls (a fall lasts while the PSNR keeps "
+            f"falling, so it can span several checks): {kept} images, one per panel below."
+        )
     return (
         "No run fell by more than 1 dB between two checks at this scale, so there is no drop to show; at the "
         "paper's scale lr 0.1 and L-BFGS are where such drops appear."

@@ -14,7 +14,7 @@ import numpy as np
 
 from .runs import Run, get_profile, load_problem
 from .scores import by as _by
-from .scores import hole_psnr, late_gain, oracle, oracle_iteration, table1_values
+from .scores import hole_psnr, interval_drops, late_gain, oracle, oracle_iteration, table1_values
 from .scores import mean_std as _mean_std
 from .store import ResultStore
 
@@ -337,8 +337,10 @@ def optim_table(records: Records):
         best = _mean_std(oracle(x) for _, x in recs)
         final = _mean_std(x["summary"]["final_psnr"] for _, x in recs)
         ms = float(np.median([x["summary"]["ms_per_iteration"] for _, x in recs]))
-        drops = [d for _, x in recs for d in x["drops"]]
-        biggest = max((d["from_psnr"] - d["to_psnr"] for d in drops), default=0.0)
+        # every fall > 1 dB between consecutive checks of the clean PSNR, from the history (the
+        # record's "drops" keep images of the three deepest falls only)
+        drops = [d for _, x in recs for d in interval_drops(x["history"]["iteration"], x["history"]["psnr_clean"])]
+        biggest = max((d[2] for d in drops), default=0.0)
         hole = _mean_std(hole_psnr(x) for _, x in recs)
         rows.append(
             {

@@ -122,3 +122,12 @@ def fig2_quarter_losses(records: Records) -> dict[str, float]:
         k = next(i for i, it in enumerate(h["iteration"]) if it >= h["iteration"][-1] / 4)
         at[r.target].append(h["loss"][k])
     return {t: float(np.mean(v)) for t, v in at.items()}
+
+
+def interval_drops(
+    iterations: list[int], psnr: list[float | None], threshold_db: float = 1.0
+) -> list[tuple[int, int, float]]:
+    """Every fall of more than ``threshold_db`` between two consecutive checks of a curve, as
+    (iteration before, iteration after, dB fallen); checks without a value (None) are skipped."""
+    points = [(it, v) for it, v in zip(iterations, psnr) if v is not None and np.isfinite(v)]
+    return [(a, b, va - vb) for (a, va), (b, vb) in zip(points, points[1:]) if va - vb > threshold_db]

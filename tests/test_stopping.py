@@ -142,3 +142,14 @@ def test_a_guard_restore_rolls_eswmv_back_to_the_last_good_check():
     discarded = set(range(31, 41))
     assert rule.best_iteration not in discarded
     assert not discarded & {it for it, _ in rule.variances}
+
+
+def test_interval_drops_counts_every_fall_between_consecutive_checks():
+    from dip_lib.scores import interval_drops
+
+    its = list(range(0, 100, 10))
+    psnr = [20, 25, 23, 27, 26.5, 20, 15, None, 30, 28.5]  # falls of 2, 0.5, 6.5, 5, (None skipped), 1.5
+    assert interval_drops(its, psnr) == [(10, 20, 2), (40, 50, 6.5), (50, 60, 5), (80, 90, 1.5)]
+    # more drops than the recorder keeps images of: the count is not capped at 3
+    saw = [30, 20] * 10
+    assert len(interval_drops(list(range(20)), saw)) == 10
