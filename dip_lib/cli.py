@@ -96,7 +96,7 @@ def _results_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runs import EXPERIMENTS, PROFILE_NAMES
+    from .runs import EXPERIMENTS, EXTRA_PLANS, PROFILE_NAMES
 
     parser = _Parser(prog="python -m dip_lib", description="Deep Image Prior inpainting")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="compute the runs of the report without notebooks (resumable)")
     p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
-    p.add_argument("--only", action="append", choices=EXPERIMENTS, help="one experiment (repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=EXPERIMENTS + EXTRA_PLANS,
+        help="one experiment (repeatable); table1-cpu: the paper profile's 256 px Table-1 images on a CPU",
+    )
     p.add_argument("--device", help="run on this device instead of the profile's (other numerics, other run ids)")
     p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
     _results_option(p)

@@ -344,6 +344,8 @@ def _shape(image: str, source: str, crop: int | None, resize: int | None) -> tup
 # dispatch over the network's ~70 modules, the checks): ~20 ms for the quick profile's 8-filter nets
 # on this project's CPU VM, a few ms on a GPU; so that a short budget does not start a run it cannot finish
 PRIOR_FLOPS = {"cpu": 100e9, "cuda": 40e12}
+# bf16 autocast on a CPU: 2.0x fp32 per iteration on this project's CPU (results/bench-vm-cpu-levers.json)
+PRIOR_BF16_CPU_SPEEDUP = 2.0
 PRIOR_OVERHEAD_S = {"cpu": 0.02, "cuda": 0.003}
 
 
@@ -371,8 +373,11 @@ def run_gflop(run: Run) -> float:
 def _prior_seconds(run: Run) -> float:
     if run.method != "dip":
         return 0.0
-    kind = dict(run.numerics).get("device", "cpu")
+    numerics = dict(run.numerics)
+    kind = numerics.get("device", "cpu")
     rate = PRIOR_FLOPS.get(kind, PRIOR_FLOPS["cpu"])
+    if kind == "cpu" and numerics.get("precision") == "bf16":
+        rate *= PRIOR_BF16_CPU_SPEEDUP
     overhead = PRIOR_OVERHEAD_S.get(kind, PRIOR_OVERHEAD_S["cpu"])
     return _iterations(run) * (overhead + run_gflop(run) * 1e9 / rate)
 

@@ -237,7 +237,7 @@ class Explorer:
         )
         self.run_button = w.Button(description="Run", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-        self.status = w.HTML(value="ready")
+        self.status = w.HTML(value=f"ready: {size} px, {self.iterations_box.value} iterations of {preset}")
         self.masked_view = w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="256px"))
         self.output_view = w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="256px"))
         self.curve_view = w.Image(

@@ -46,6 +46,8 @@ def execute_notebook(
     tmp = dst.with_name(
         f".{dst.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.ipynb"
     )  # unique: reports may run at once
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the kernel inherits it: no progress widget in a page (a first data fetch)
     try:
         papermill.execute_notebook(
             str(src),
@@ -57,12 +59,43 @@ def execute_notebook(
             execution_timeout=timeout,
             config=_kernel_config(),
         )
+        stable(tmp, src.name)
         tmp.replace(dst)
     except papermill.PapermillExecutionError as exc:
         tmp.unlink(missing_ok=True)
         raise DipError(f"{src.name} failed: {exc.ename}: {exc.evalue}".splitlines()[0]) from None
     finally:
         tmp.unlink(missing_ok=True)
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
+
+
+# what an execution adds that changes from run to run: timestamps, durations, this machine's paths
+_VOLATILE_PAPERMILL = ("start_time", "end_time", "duration", "input_path", "output_path")
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def stable(path: Path, source_name: str) -> None:
+    """Drop from an executed notebook what differs between two executions of the same notebook on
+    the same results (timestamps, durations, paths, widget state and views), so that re-rendering an
+    unchanged report leaves the committed files unchanged."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    pm = nb.metadata.get("papermill", {})
+    for key in _VOLATILE_PAPERMILL:
+        pm.pop(key, None)
+    pm["input_path"] = f"notebooks/{source_name}"
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if _WIDGET not in o.get("data", {})]
+    nbformat.write(nb, path)
 
 
 def _kernel_config():

@@ -112,6 +112,8 @@ def test_readout_is_cleared_and_eta_shown(tmp_path):
 def test_defaults_fit_a_laptop():
     ex = Explorer.for_profile("quick", device="cpu")
     assert ex.size.value <= 96 and ex.iterations <= 500
+    # the notebook's text names no size: the status line does, from the defaults themselves
+    assert ex.status.value == f"ready: {ex.size.value} px, {ex.iterations} iterations of text"
     assert ex.text.value == "Deep | Image | Prior"  # short lines at a small size
     ex.size.value = 256
     assert ex.text.value == "Deep Image Prior"
