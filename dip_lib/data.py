@@ -162,6 +162,29 @@ def paper_table1() -> list[dict]:
     return _read_reference("paper_table1.csv", ("papyan_psnr", "dip_psnr"), {label: n for n, label in TABLE1_ORDER})
 
 
+def group71_kate_sweeps() -> list[dict]:
+    """Rows of ``data/group71_kate_sweeps.csv``: the seed report's kate sweeps (filters at depth 5;
+    depth with and without skips at 128 filters), PSNR in dB read off its figures (approximate).
+
+    Keys: sweep ("filters" or "depth"), filters, depth (int), skip (bool), psnr, source."""
+    path = data_dir() / "group71_kate_sweeps.csv"
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    want = ("sweep", "filters", "depth", "skip", "psnr", "source")
+    if not rows or tuple(rows[0]) != want:
+        raise DipError(f"{path} must have the columns {', '.join(want)}")
+    return [
+        {
+            **r,
+            "filters": int(r["filters"]),
+            "depth": int(r["depth"]),
+            "skip": r["skip"] == "yes",
+            "psnr": float(r["psnr"]),
+        }
+        for r in rows
+    ]
+
+
 def group71_table1() -> list[dict]:
     """Rows of ``data/group71_table1.csv`` (group-71 reproduction, best PSNR over iterations, dB).
 

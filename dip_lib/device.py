@@ -10,14 +10,19 @@ import time
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from .config import FitConfig
-
 from .errors import DipError
+
+
+class BackendSettings(Protocol):
+    """The fields of a fit configuration (``config.FitConfig``) that ``backend_flags`` reads."""
+
+    threads: int | None
+    cudnn_benchmark: bool
+    tf32: bool | None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -126,7 +131,7 @@ def set_tf32_flags(flags: tuple[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def backend_flags(cfg: FitConfig, device: torch.device) -> Iterator[None]:
+def backend_flags(cfg: BackendSettings, device: torch.device) -> Iterator[None]:
     """Set CPU threads, cudnn.benchmark and TF32 as ``cfg`` asks for a fit, then restore them."""
     threads = torch.get_num_threads()
     if cfg.threads is not None:

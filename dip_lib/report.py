@@ -151,6 +151,10 @@ def render(
         try:
             index = _build(root, out, profile, store, _notebook_results(store.root, root, final), device, notebooks)
             _swap(out, final)
+            if profile == "quick" and final == root / "report" / "quick" and store.root == root / "results":
+                from . import site
+
+                site.update_readme(root / "README.md", site.findings_markdown(profile, store))
         finally:
             shutil.rmtree(out, ignore_errors=True)
     return final / index.name

@@ -285,7 +285,8 @@ def _sentences(loaded: dict[str, pages.Loaded], verdicts, prof, native) -> str:
         out.append(
             f"At the paper's own scale (native size, 11000 iterations, 128 filters), on this CPU for {ns.images} "
             f"of Table 1's {ns.of_table} images, table1-paper's final output averages {ns.mean_final:.2f} dB "
-            f"against the paper's {ns.mean_paper:.2f} dB on the same images ({ns.mean_diff:+.2f} dB)."
+            f"against the paper's {ns.mean_paper:.2f} dB on the same images ({ns.mean_diff:+.2f} dB); the "
+            f"{ns.images} fits took {ns.hours:.1f} h on one {ns.device} core each ({ns.numerics})."
         )
     best = None
     for preset in ("table1-paper", "table1-seed"):
@@ -477,3 +478,33 @@ def write_landing(folder: Path, profile: str, store: ResultStore | None = None) 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, text.encode())
     return out
+
+
+# the README's findings: generated from the stored results like the landing page (``make report``)
+README_START = "<!-- findings: written by `make report PROFILE=quick` from the stored results; do not edit -->"
+README_END = "<!-- /findings -->"
+
+
+def findings_markdown(profile: str, store: ResultStore) -> str:
+    """What the report found, for the README: the landing page's result sentences."""
+    prof = get_profile(profile)
+    loaded = {e: pages.load(e, profile, store) for e in EXPERIMENTS}
+    verdicts = _score_claims(loaded, prof.comparable)
+    text = _sentences(loaded, verdicts, prof, table1_cpu.load(store))
+    scale = f'"This scale" below is the {prof.name} profile\'s: {prof.description.split(":")[0]}' + (
+        "." if prof.comparable else ", not comparable to the paper."
+    )
+    return f"{scale}\n\n{text}\n\nThe rendered report: `report/{profile}/index.html`."
+
+
+def update_readme(readme: Path, findings: str) -> bool:
+    """Replace the findings block of ``readme`` (between its markers); False when it has none."""
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{findings}\n{README_END}{tail}"
+    if new != text:
+        atomic_write_bytes(readme, new.encode("utf-8"))
+    return True

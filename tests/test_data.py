@@ -146,6 +146,12 @@ def test_reference_tables():
     assert [r["name"] for r in g71] == [n for n, _ in data.TABLE1_ORDER]
     assert {r["name"]: r["max_psnr"] for r in g71}["peppers"] == 41.64
     assert all("yyunon/reproducibility-project-group-71@195f3f1e" in r["source"] for r in g71)
+    # the seed report's kate sweeps as REFERENCE_VALUES.md transcribes them
+    sweeps = data.group71_kate_sweeps()
+    depth = {(r["depth"], r["skip"]): r["psnr"] for r in sweeps if r["sweep"] == "depth"}
+    assert len(sweeps) == 15 and depth[(1, True)] == 16.88 and depth[(8, False)] == 33.14
+    assert [r["psnr"] for r in sweeps if r["sweep"] == "filters"] == [21.61, 31.74, 35.78, 37.35, 39.13]
+    assert all("group 71" in r["source"] and "approximate" in r["source"] for r in sweeps)
 
 
 # ---------------------------------------------------------------- fetching

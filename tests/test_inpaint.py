@@ -228,3 +228,26 @@ def _key_args(path, seed):
     p = get_preset("table1-seed")
     ns = argparse.Namespace(image=path, mask=None, bernoulli=0.5, text=None, per_channel=False, crop=False, stop="none")
     return ns, p.fit_config(seed=seed), p.net_config(3), (3, 64, 64)
+
+
+def test_an_address_space_limit_is_a_one_line_refusal(photo, tmp_path):
+    """ulimit -v below what a 512 px text fit needs: refused before the fit, naming a size that fits."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+    out = tmp_path / "o.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dip_lib", "inpaint", str(photo), "--text", "Hi", "--iterations", "2", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "fit needs about" in proc.stderr and "--size " in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
