@@ -90,6 +90,8 @@ def stable(path: Path, source_name: str) -> None:
     pm["input_path"] = f"notebooks/{source_name}"
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", ()):
+            cell.id = "injected-parameters"  # papermill draws a new random id for it at every run
         cell.metadata.pop("execution", None)
         for key in ("start_time", "end_time", "duration"):
             cell.metadata.get("papermill", {}).pop(key, None)
