@@ -314,18 +314,3 @@ def score(
             for c, v in zip(CLAIMS, results)
         ]
     )
-
-
-def score_loaded(loaded: dict, comparable: bool):
-    """``score`` from ``pages.load`` results per experiment (records and coverage)."""
-    from .pages import coverage_line
-
-    partial = {e: coverage_line(x) for e, x in loaded.items() if not x.complete}
-    return score(
-        loaded["table1"].records,
-        loaded["arch"].records,
-        loaded["optim"].records,
-        comparable,
-        figures=loaded["figures"].records if "figures" in loaded else (),
-        partial=partial,
-    )

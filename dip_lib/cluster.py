@@ -4,7 +4,7 @@ Every run is independent, so ``reproduce`` can spread them over a Dask cluster: 
 (one single-threaded worker process per idle core, or one per GPU) by default, or an existing
 cluster given by its scheduler's address (SLURM or PBS through dask-jobqueue, one worker per GPU
 through dask-cuda). A task is one group of runs (one run, or a GPU batch): the worker computes it
-with ``experiments.execute``/``execute_batch`` and sends back the records and images; the client
+with ``compute.execute``/``execute_batch`` and sends back the records and images; the client
 alone writes the store, as the serial path does (atomic, under the runs' locks), so workers need no
 shared filesystem, and a serial ``reproduce`` on the same store shares the work with this one.
 
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import experiments as ex
+from .compute import Outcome, batch_size, batches, execute, execute_batch, fetch_data, prior_seconds
+from .compute import describe as describe_run
 from .errors import DipError
 from .runs import Run
 from .store import ResultStore
@@ -204,7 +205,7 @@ def compute_group(runs: list[Run], resume_dir: Path | None = None) -> list[tuple
     long run saves its state in ``resume_dir`` (when the worker can write it) and resumes from it."""
     _pin_device(runs)
     try:
-        return list(ex.execute_batch(runs) if len(runs) > 1 else [ex.execute(runs[0], resume_dir)])
+        return list(execute_batch(runs) if len(runs) > 1 else [execute(runs[0], resume_dir)])
     except DipError as exc:
         if len(runs) > 1:  # one diverging problem should not sink the others
             return [out for r in runs for out in compute_group([r])]
@@ -231,8 +232,8 @@ def _uninterrupted() -> Iterator[None]:
 
 
 def _sizer(runs: list[Run], batch: int | str):
-    """Problems per task (one unless an explicit batch is asked for; see experiments._batch_size)."""
-    return ex._batch_size(batch, cuda=any(dict(r.numerics).get("device") == "cuda" for r in runs) or None)
+    """Problems per task (one unless an explicit batch is asked for; see compute.batch_size)."""
+    return batch_size(batch, cuda=any(dict(r.numerics).get("device") == "cuda" for r in runs) or None)
 
 
 class _Locks:
@@ -286,7 +287,7 @@ def run_all_dask(
     budget_seconds: float | None = None,
     batch: int | str = "auto",
     progress: bool = True,
-) -> ex.Outcome:
+) -> Outcome:
     """``experiments.run_all`` on a Dask cluster: the same runs, locks, budget rule and outcome.
 
     Groups are submitted as workers free up (one task per worker thread), each under its runs'
@@ -299,20 +300,20 @@ def run_all_dask(
 
     if budget_seconds is not None and not budget_seconds >= 0:
         raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
-    outcome = ex.Outcome()
+    outcome = Outcome()
     todo = store.missing(runs)
     if not todo:
         return outcome
     store.check_writable(todo)
-    ex._fetch_data(todo)
+    fetch_data(todo)
     store.clean_leftovers(todo)
-    pending = deque(ex._group(todo, _sizer(todo, batch)))
+    pending = deque(batches(todo, _sizer(todo, batch)))
     deferred: deque[list[Run]] = deque()
     flying: dict[Future, tuple[list[Run], _Locks, float]] = {}
     started = time.perf_counter()
     rate = 0.0  # the slowest measured seconds per prior second so far (the budget rule)
     spent_cost = spent_wall = 0.0  # for the ETA
-    left_cost = sum(ex._prior_seconds(r) for r in todo)
+    left_cost = sum(prior_seconds(r) for r in todo)
     slots = _Slots(client)
     stop = False
     done = as_completed()
@@ -327,7 +328,7 @@ def run_all_dask(
     def submit(group: list[Run], wait: bool) -> bool:
         """Submit a group under its locks; False when another process holds one of them."""
         nonlocal stop
-        cost = sum(ex._prior_seconds(r) for r in group)
+        cost = sum(prior_seconds(r) for r in group)
         spent = time.perf_counter() - started
         if budget_seconds is not None and (spent > budget_seconds or spent + rate * cost > budget_seconds):
             stop = True
@@ -361,7 +362,7 @@ def run_all_dask(
                 for run, res in zip(group, results):
                     if isinstance(res, str):
                         outcome.failed.append((run, res))
-                        log.error("run %s failed: %s", ex._describe(run), res)
+                        log.error("run %s failed: %s", describe_run(run), res)
                     else:
                         store.save(run, *res)
                         store.resume_state(run).unlink(missing_ok=True)
@@ -422,10 +423,10 @@ def run_all_dask(
     return outcome
 
 
-def split(outcome: ex.Outcome, experiments: list[str]) -> dict[str, ex.Outcome]:
+def split(outcome: Outcome, experiments: list[str]) -> dict[str, Outcome]:
     """One outcome per experiment, from an outcome over the runs of several."""
     return {
-        exp: ex.Outcome(
+        exp: Outcome(
             computed=[r for r in outcome.computed if r.experiment == exp],
             failed=[(r, why) for r, why in outcome.failed if r.experiment == exp],
             remaining=[r for r in outcome.remaining if r.experiment == exp],
@@ -442,7 +443,7 @@ def reproduce(
     device_type: str,
     budget_seconds: float | None,
     progress: bool,
-) -> dict[str, ex.Outcome]:
+) -> dict[str, Outcome]:
     """``experiments.reproduce`` on Dask: the runs of every chosen experiment in one pass (no barrier
     between experiments), on ``workers`` local workers or the cluster at ``scheduler``."""
     with open_client(workers, scheduler, device_type, dashboard=progress) as client:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .experiments import run_gflop
+from .compute import run_gflop
 from .runs import Profile, Run
 from .scores import mean_std
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import experiments as ex
 from .claims import REGIME_SHARE
+from .compute import duration, estimate_seconds
 from .cost import MIN_SAVING
 from .presets import get_preset
 from .runs import Profile, Run, get_profile, load_problem, plan
@@ -215,28 +216,6 @@ def load(
     cov = ex.coverage(runs, records=records)
     estimate = estimate_seconds(cov["missing"], records) if cov["missing"] else 0.0
     return Loaded(experiment, profile, runs, records, cov, estimate)
-
-
-def estimate_seconds(missing: list[Run], stored: Records) -> float | None:
-    """Rough compute time of the missing runs (one worker): ``experiments.seconds_model`` fitted to
-    the stored runs (from the FLOP prior when nothing is stored), plus 5 s per CPU peer."""
-    try:
-        seconds = ex.seconds_model(stored)
-        peers = sum(1 for r in missing if r.method != "dip")
-        return sum(seconds(r) for r in missing) + 5.0 * peers
-    except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:  # never stop a page for an estimate
-        log.debug("no time estimate: %s", exc)
-        return None
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "an unknown time"
-    if seconds < 90:
-        return f"about {max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"about {round(seconds / 60)} min"
-    return f"about {seconds / 3600:.1f} h"
 
 
 def coverage_line(loaded: Loaded) -> str:
@@ -1110,4 +1089,19 @@ def cost_headline(loaded: dict[str, Loaded], prof: Profile) -> str:
     return (
         f"Cheaper: on {crops}, {p.recipe} at {p.width} filters stopped after {p.iterations} iterations comes "
         f"within {_dB(ref.psnr - p.psnr)} of the best recipe at {_compute_ratio(ref.gflop, p.gflop)}{partial}."
+    )
+
+
+def score_claims(loaded: dict[str, Loaded], comparable: bool):
+    """``claims.score`` from ``load`` results per experiment (records and coverage)."""
+    from .claims import score
+
+    partial = {e: coverage_line(x) for e, x in loaded.items() if not x.complete}
+    return score(
+        loaded["table1"].records,
+        loaded["arch"].records,
+        loaded["optim"].records,
+        comparable,
+        figures=loaded["figures"].records if "figures" in loaded else (),
+        partial=partial,
     )

@@ -214,10 +214,9 @@ def _verdict_class(verdict: str) -> str:
 
 
 def _score_claims(loaded: dict[str, pages.Loaded], comparable: bool):
-    from . import claims
 
     try:
-        return claims.score_loaded(loaded, comparable)
+        return pages.score_claims(loaded, comparable)
     except (DipError, ValueError, KeyError, TypeError, ZeroDivisionError, IndexError) as exc:
         log.warning("claims could not be scored from the stored runs: %s", exc)
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dip_lib import cost
-from dip_lib.experiments import run_gflop
+from dip_lib.compute import run_gflop
 from dip_lib.presets import get_preset
 from dip_lib.runs import Run, pairs
 

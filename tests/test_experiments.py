@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dip_lib import compute, presets
 from dip_lib import experiments as ex
-from dip_lib import presets
 from dip_lib.errors import DipError
 from dip_lib.runs import ALL_TABLE1, Run, get_profile, load_problem, pairs, plan
 from dip_lib.store import SCHEMA, InvalidRecord, ResultStore
@@ -314,15 +314,15 @@ def test_the_time_model_scales_the_flop_prior_by_the_stored_runs():
     median measured/prior ratio of the stored runs; a run slowed by a neighbour does not set it."""
     runs = plan("cost", "quick")[:4]
     stored = [
-        (r, {"summary": {"wall_time": k * ex._prior_seconds(r), "iterations_run": r.iterations}})
+        (r, {"summary": {"wall_time": k * compute.prior_seconds(r), "iterations_run": r.iterations}})
         for r, k in zip(runs[:3], (2.0, 2.0, 9.0))
     ]
-    seconds = ex.seconds_model(stored)
-    assert seconds(runs[3]) == pytest.approx(2.0 * ex._prior_seconds(runs[3]))
-    assert ex.seconds_model([])(runs[3]) == ex._prior_seconds(runs[3])
+    seconds = compute.seconds_model(stored)
+    assert seconds(runs[3]) == pytest.approx(2.0 * compute.prior_seconds(runs[3]))
+    assert compute.seconds_model([])(runs[3]) == compute.prior_seconds(runs[3])
     wide, narrow = (next(r for r in plan("cost", "quick") if r.filters == f) for f in (128, 8))
-    per_it = [ex._prior_seconds(r) / r.iterations for r in (narrow, wide)]
-    assert per_it[0] >= ex.PRIOR_OVERHEAD_S["cpu"] and per_it[1] > 5 * per_it[0]  # the fixed cost, then FLOPs
+    per_it = [compute.prior_seconds(r) / r.iterations for r in (narrow, wide)]
+    assert per_it[0] >= compute.PRIOR_OVERHEAD_S["cpu"] and per_it[1] > 5 * per_it[0]  # the fixed cost, then FLOPs
 
 
 def test_the_estimate_of_an_experiment_with_nothing_stored_scales_from_the_profiles_other_runs(tmp_path):

@@ -290,10 +290,10 @@ def test_the_smoke_prose_reads_right(monkeypatch):
 
     prof = get_profile("smoke")
     none = {"table1": SimpleNamespace(records=[])}
-    text = site._sentences(none, pd.DataFrame({"verdict": [UNDECIDED] * 6}), prof)
+    text = site._sentences(none, pd.DataFrame({"verdict": [UNDECIDED] * 6}), prof, [])
     assert text.endswith("Of the seed report's 6 claims, at this scale 6 are undecided.")
     mixed = pd.DataFrame({"verdict": [UNDECIDED] * 3 + ["supported", "no data", PARTIAL]})
-    text = site._sentences(none, mixed, prof)
+    text = site._sentences(none, mixed, prof, [])
     assert text.count("at this scale") == 1 and "3 are undecided" in text and "1 is supported" in text
     assert "1 has no data" in text and "1 is undecided until all its runs are stored" in text
 
