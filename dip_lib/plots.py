@@ -12,9 +12,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .runs import Run, get_profile, load_problem
+from .runs import Run, load_problem
 from .scores import by as _by
-from .scores import hole_psnr, interval_drops, late_gain, oracle, oracle_iteration, table1_values
+from .scores import hole_psnr, interval_drops, late_gain, oracle, oracle_iteration
 from .scores import mean_std as _mean_std
 from .store import ResultStore
 
@@ -27,17 +27,6 @@ def _pd():
     return pd
 
 
-def banner(profile: str) -> str:
-    """One paragraph saying what the profile is and whether it is comparable to the paper."""
-    prof = get_profile(profile)
-    note = (
-        "Full scale: comparable to the paper."
-        if prof.comparable
-        else ("REDUCED SCALE: these numbers are not comparable to the paper's; they show trends only.")
-    )
-    return f"Profile '{prof.name}': {prof.description}. {note}"
-
-
 def fmt(mean: float, std: float, n: int) -> str:
     if n == 0 or not np.isfinite(mean):
         return "-"
@@ -45,59 +34,6 @@ def fmt(mean: float, std: float, n: int) -> str:
 
 
 # ---------------------------------------------------------------- Table 1
-
-
-def table1_table(records: Records, preset: str, comparable: bool):
-    """The Table-1 comparison: ours (oracle, final, EMA, ES-WMV; mean ± std over seeds), the peers
-    on the same masks, and the paper's values with the differences (labelled when not comparable)."""
-    from .data import TABLE1_ORDER, paper_table1
-
-    pd = _pd()
-    paper = {row["image"]: row for row in paper_table1()}
-    names = dict(TABLE1_ORDER)
-    values = table1_values(records, preset)
-    rows = []
-    for image, v in values.items():
-        ref = paper.get(names.get(image, ""), {})
-        dip_paper = float(ref["dip_psnr"]) if ref else float("nan")
-        rows.append(
-            {
-                "image": names.get(image, image),
-                "masked input": v["masked"][0],
-                "DIP oracle": fmt(*v["oracle"]),
-                "DIP final": fmt(*v["final"]),
-                "DIP EMA": fmt(*v["ema"]),
-                "DIP ES-WMV": fmt(*v["eswmv"]),
-                "oracle it": round(v["best_it"][0]) if v["best_it"][2] else None,
-                "restores": v["restores"][0],
-                "biharmonic": v["biharmonic"][0],
-                "CSC (sporco)": v["csc"][0],
-                "paper DIP": dip_paper,
-                "paper Papyan": float(ref["papyan_psnr"]) if ref else float("nan"),
-                "oracle - paper DIP": v["oracle"][0] - dip_paper,
-                "_oracle": v["oracle"][0],
-                "_final": v["final"][0],
-                "_ema": v["ema"][0],
-                "_eswmv": v["eswmv"][0],
-            }
-        )
-    df = pd.DataFrame(rows)
-    mean = {"image": "mean", "masked input": df["masked input"].mean()}
-    for col in ("DIP oracle", "DIP final", "DIP EMA", "DIP ES-WMV"):
-        mean[col] = f"{df['_' + col.split()[1].lower().replace('-', '')].mean():.2f}"
-    for col in ("biharmonic", "CSC (sporco)", "paper DIP", "paper Papyan", "oracle - paper DIP", "restores"):
-        mean[col] = df[col].mean()
-    df = pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
-    df = df.drop(columns=[c for c in df.columns if c.startswith("_")])
-    if not comparable:  # reduced scale: the paper's values stay for orientation, labelled as such
-        df = df.rename(
-            columns={
-                "paper DIP": "paper DIP (full scale)",
-                "paper Papyan": "paper Papyan (full scale)",
-                "oracle - paper DIP": "oracle - paper DIP (not comparable)",
-            }
-        )
-    return df.round(2)
 
 
 def peers_timing(records: Records):
@@ -411,12 +347,6 @@ def reference_table():
     df = pd.DataFrame(rows)
     mean = {"image": "mean", **{c: df[c].mean() for c in df.columns if c != "image"}}
     return pd.concat([df, pd.DataFrame([mean])], ignore_index=True).round(2)
-
-
-def reference_sources() -> str:
-    from .data import group71_table1, paper_table1
-
-    return f"Sources: {paper_table1()[0]['source']}; group-71: {group71_table1()[0]['source']}."
 
 
 # ---------------------------------------------------------------- the paper's figures
