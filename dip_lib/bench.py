@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import platform
 import resource
@@ -56,7 +55,7 @@ from .device import idle_cpu_threads, resolve_device, tf32_flags
 from .errors import DipError
 from .masks import bernoulli_mask
 from .metrics import masked_psnr, psnr
-from .nets import SkipConfig, min_size
+from .nets import conv_flops, min_size
 from .presets import Preset, get_preset
 from .solver import FitConfig, FitResult, fast_config, fit
 
@@ -68,55 +67,6 @@ MODES = ("original", "reference", "fast", "batched")
 
 # ---------------------------------------------------------------------------------------------
 # analytic FLOPs
-
-
-def conv_flops(cfg: SkipConfig, height: int, width: int) -> dict[str, float]:
-    """FLOPs (2 x multiply-adds) of every convolution of one pass at (height, width).
-
-    forward: sum over convs of 2 k^2 C_in C_out H_out W_out. backward: the weight gradient costs
-    the same again, the input gradient too, except for the convs reading the fixed input z (no
-    gradient needed there). BatchNorm, activations, padding and upsampling are not counted.
-    """
-    fwd = bwd = 0.0
-
-    def add(
-        c_in: int,
-        c_out: int,
-        k: int,
-        h: int,
-        w: int,
-        input_grad: bool = True,
-        weight_grad: bool = True,
-        groups: int = 1,
-    ) -> None:
-        nonlocal fwd, bwd
-        f = 2.0 * k * k * (c_in // groups) * c_out * h * w
-        fwd += f
-        bwd += f * (int(input_grad) + int(weight_grad))
-
-    h, w, c_in = height, width, cfg.in_channels
-    for i in range(cfg.depth):
-        n_down, n_up, n_skip = cfg.channels_down[i], cfg.channels_up[i], cfg.channels_skip[i]
-        first = i == 0
-        h2, w2 = math.ceil(h / 2), math.ceil(w / 2)
-        if n_skip:
-            add(c_in, n_skip, cfg.kernel_skip, h, w, input_grad=not first)
-        if cfg.downsample_mode == "stride":
-            add(c_in, n_down, cfg.kernel_down, h2, w2, input_grad=not first)
-        else:
-            add(c_in, n_down, cfg.kernel_down, h, w, input_grad=not first)
-            if cfg.downsample_mode == "lanczos2":
-                add(n_down, n_down, 8, h2, w2, weight_grad=False, groups=n_down)
-        add(n_down, n_down, cfg.kernel_down, h2, w2)
-        k = n_down if i == cfg.depth - 1 else cfg.channels_up[i + 1]
-        if cfg.upsample_mode == "deconv":
-            add(k, k, 4, h2, w2)  # a stride-2 4x4 transposed conv: 16 MACs per input pixel and channel pair
-        add(n_skip + k, n_up, cfg.kernel_up, h, w)
-        if cfg.need_1x1_up:
-            add(n_up, n_up, 1, h, w)
-        h, w, c_in = h2, w2, n_down
-    add(cfg.channels_up[0], cfg.out_channels, 1, height, width)
-    return {"forward": fwd, "backward": bwd, "total": fwd + bwd}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ output) was calibrated against the peak RSS (VmHWM) of fresh processes at three 
 project's CPU VM (``calibrate_memory``; the constants below say when and where). ``mode`` is
 fp32, bf16 (autocast) or checkpointing.
 
-Time: the analytic conv FLOPs (``bench.conv_flops``) of one iteration at the target size divided
+Time: the analytic conv FLOPs (``nets.conv_flops``) of one iteration at the target size divided
 by the rate (FLOP/s) that the very same fit configuration reaches on this machine over 4 timed
 iterations (their median step; on a CPU in process CPU time per thread, see ``measure_rate``) at
 a calibration size (the target size when that is cheap, else a smaller image of the same aspect
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .errors import DipError
-from .nets import SkipConfig, SkipNet, count_params, min_size
+from .nets import SkipConfig, SkipNet, conv_flops, count_params, min_size
 from .solver import FitConfig, fit
 
 log = logging.getLogger(__name__)
@@ -225,8 +225,6 @@ def check_memory(net_cfg: SkipConfig, height: int, width: int, cfg: FitConfig, a
 
 
 def iteration_gflop(net_cfg: SkipConfig, height: int, width: int) -> float:
-    from .bench import conv_flops
-
     return conv_flops(net_cfg, height, width)["total"] / 1e9
 
 

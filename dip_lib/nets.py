@@ -13,6 +13,7 @@ center-cropped to the smaller one before concatenation, as the original ``Concat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,3 +248,52 @@ def min_size(cfg: SkipConfig) -> int:
     deepest = max(2, pad(cfg.kernel_down) + 1)
     deepest_level_input = max(2 * deepest - 1, pad(cfg.kernel_up) + 1, pad(cfg.kernel_skip) + 1)
     return 2 ** (cfg.depth - 1) * (deepest_level_input - 1) + 1
+
+
+def conv_flops(cfg: SkipConfig, height: int, width: int) -> dict[str, float]:
+    """FLOPs (2 x multiply-adds) of every convolution of one pass at (height, width).
+
+    forward: sum over convs of 2 k^2 C_in C_out H_out W_out. backward: the weight gradient costs
+    the same again, the input gradient too, except for the convs reading the fixed input z (no
+    gradient needed there). BatchNorm, activations, padding and upsampling are not counted.
+    """
+    fwd = bwd = 0.0
+
+    def add(
+        c_in: int,
+        c_out: int,
+        k: int,
+        h: int,
+        w: int,
+        input_grad: bool = True,
+        weight_grad: bool = True,
+        groups: int = 1,
+    ) -> None:
+        nonlocal fwd, bwd
+        f = 2.0 * k * k * (c_in // groups) * c_out * h * w
+        fwd += f
+        bwd += f * (int(input_grad) + int(weight_grad))
+
+    h, w, c_in = height, width, cfg.in_channels
+    for i in range(cfg.depth):
+        n_down, n_up, n_skip = cfg.channels_down[i], cfg.channels_up[i], cfg.channels_skip[i]
+        first = i == 0
+        h2, w2 = math.ceil(h / 2), math.ceil(w / 2)
+        if n_skip:
+            add(c_in, n_skip, cfg.kernel_skip, h, w, input_grad=not first)
+        if cfg.downsample_mode == "stride":
+            add(c_in, n_down, cfg.kernel_down, h2, w2, input_grad=not first)
+        else:
+            add(c_in, n_down, cfg.kernel_down, h, w, input_grad=not first)
+            if cfg.downsample_mode == "lanczos2":
+                add(n_down, n_down, 8, h2, w2, weight_grad=False, groups=n_down)
+        add(n_down, n_down, cfg.kernel_down, h2, w2)
+        k = n_down if i == cfg.depth - 1 else cfg.channels_up[i + 1]
+        if cfg.upsample_mode == "deconv":
+            add(k, k, 4, h2, w2)  # a stride-2 4x4 transposed conv: 16 MACs per input pixel and channel pair
+        add(n_skip + k, n_up, cfg.kernel_up, h, w)
+        if cfg.need_1x1_up:
+            add(n_up, n_up, 1, h, w)
+        h, w, c_in = h2, w2, n_down
+    add(cfg.channels_up[0], cfg.out_channels, 1, height, width)
+    return {"forward": fwd, "backward": bwd, "total": fwd + bwd}

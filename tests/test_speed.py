@@ -14,11 +14,11 @@ import torch
 from skimage import data, transform
 
 from dip_lib.batched import StackedNets, fit_many
-from dip_lib.bench import Variant, conv_flops, cpu_lever_variants, machine_ceiling, memory_in_subprocess
+from dip_lib.bench import Variant, cpu_lever_variants, machine_ceiling, memory_in_subprocess
 from dip_lib.cli import main
 from dip_lib.device import cpu_has_native_bf16
 from dip_lib.masks import bernoulli_mask
-from dip_lib.nets import Lanczos2Down, SkipConfig, SkipNet
+from dip_lib.nets import Lanczos2Down, SkipConfig, SkipNet, conv_flops
 from dip_lib.presets import get_preset
 from dip_lib.solver import FitConfig, fast_config, fit
 from dip_lib.tracking import _GoodCopy
