@@ -128,7 +128,7 @@ def test_a_write_that_fails_after_the_fit_goes_to_a_fallback_named_in_one_line(s
 
 
 def test_ctrl_c_writes_the_best_output_so_far_as_partial_and_exits_130(small, tmp_path, monkeypatch, capsys):
-    def interrupted_fit(net, z, observed, mask, cfg, ground_truth=None, callbacks=()):
+    def interrupted_fit(net, z, observed, mask, cfg, ground_truth=None, callbacks=(), resume=None):
         best = torch.full((1, 3, 64, 64), 0.25)
         for it, psnr, value in ((10, 20.0, 0.25), (20, 18.0, 0.75)):  # the best check is the first
             state = CheckState(
