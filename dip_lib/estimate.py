@@ -271,14 +271,13 @@ def measure_rate(
     t0 = time.perf_counter()
     fit(net, net_input, truth * mask, mask, run, callbacks=[hook])
     # on_iteration runs after each forward: stamp i is iteration i's forward end
-    wall = np.diff([s[0] for s in stamps])
-    per = float(np.median(wall))
+    wall = float(np.median(np.diff([s[0] for s in stamps])))
+    per = wall
     if net_input.device.type == "cpu":
         # the median step: one iteration slowed down by a neighbour's burst does not set the rate
-        cpu = np.diff([s[1] for s in stamps]) / stamps[-1][2]
-        per = min(per, float(np.median(cpu)))
-    busy = max(1.0, float(np.median(wall)) / per) if per > 0 else 1.0
-    return per, max(0.0, stamps[0][0] - t0 - per * busy), busy
+        per = min(wall, float(np.median(np.diff([s[1] for s in stamps]))) / stamps[-1][2])
+    busy = max(1.0, wall / per) if per > 0 else 1.0
+    return per, max(0.0, stamps[0][0] - t0 - wall), busy
 
 
 @dataclass(frozen=True)

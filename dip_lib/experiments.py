@@ -22,6 +22,7 @@ from .compute import (
     batch_size,
     batches,
     describe,
+    duration,
     estimate_seconds,
     execute,
     execute_batch,
@@ -267,8 +268,6 @@ def _estimate_line(profile: str, device: str | None, missing: list[Run], store: 
     """'N runs to compute: about T of compute (...)': the FLOP prior scaled by every stored run of the
     profile, not only the chosen experiments' (``seconds_model``: the scale is the machine's and its
     load's), or the prior alone when nothing is stored yet."""
-    from .compute import duration
-
     everything = [r for exp in EXPERIMENTS for r in plan(exp, profile, device=device)]
     stored = load_records(everything, store, partial=True)
     seconds = estimate_seconds(missing, stored)

@@ -97,17 +97,18 @@ def output_bytes(args: argparse.Namespace, shape: tuple[int, int, int], iteratio
 
 def check_free_space(sizes: dict[Path, int]) -> None:
     """Refuse (one line) when a file system lacks the room for the outputs it will hold."""
-    need: dict[int, tuple[Path, int]] = {}
+    from .estimate import fmt_bytes
+
+    need: dict[int, list] = {}  # file system -> [a folder on it, bytes]
     for path, size in sizes.items():
         folder = _existing_folder(Path(path))
-        dev = folder.stat().st_dev
-        need[dev] = (need[dev][0] if dev in need else folder, (need[dev][1] if dev in need else 0) + size)
+        need.setdefault(folder.stat().st_dev, [folder, 0])[1] += size
     for folder, size in need.values():
         free = shutil.disk_usage(folder).free
         if free < size:
             raise DipError(
-                f"the outputs need about {_fmt(size)} in {folder} but {_fmt(free)} is free; free some space or "
-                "write them elsewhere"
+                f"the outputs need about {fmt_bytes(size)} in {folder} but {fmt_bytes(free)} is free; "
+                "free some space or write them elsewhere"
             )
 
 
@@ -116,12 +117,6 @@ def _existing_folder(path: Path) -> Path:
         if folder.exists():
             return folder
     return Path.cwd()
-
-
-def _fmt(b: float) -> str:
-    from .estimate import fmt_bytes
-
-    return fmt_bytes(b)
 
 
 def target_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 
 from .errors import DipError
 from .experiments import reproduce
+from .runs import get_profile
 from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,14 @@ def render(
         _remove_leftovers(final)
         out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         try:
-            index = _build(root, out, profile, store, _notebook_results(store.root, root, final), device, notebooks)
+            index, found = _build(
+                root, out, profile, store, _notebook_results(store.root, root, final), device, notebooks
+            )
             _swap(out, final)
             if profile == "quick" and final == root / "report" / "quick" and store.root == root / "results":
                 from . import site
 
-                site.update_readme(root / "README.md", site.findings_markdown(profile, store))
+                site.update_readme(root / "README.md", found)
         finally:
             shutil.rmtree(out, ignore_errors=True)
     return final / index.name
@@ -245,7 +248,7 @@ def _build(
     results_dir: str,
     device: str | None,
     notebooks: tuple[str, ...],
-) -> Path:
+) -> tuple[Path, str]:
     from tqdm.auto import tqdm
 
     from . import site
@@ -264,13 +267,14 @@ def _build(
         prev = (executed[k - 1].with_suffix(".html").name, titles[k - 1]) if k else None
         nxt = (executed[k + 1].with_suffix(".html").name, titles[k + 1]) if k + 1 < len(executed) else None
         site.to_html(dst, profile, prev, nxt)
-    index = site.write_landing(out, profile, store)
+    context = site.landing_context(profile, store, out)
+    index = site.write_landing(out, profile, store, context)
     problems = site.check_folder(out)
     if problems:
         raise DipError(
             "report pages fail the reader checks: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items())
         )
-    return index
+    return index, site.findings(get_profile(profile), context["results_text"])
 
 
 def cmd_report(args) -> int:

@@ -495,17 +495,9 @@ def _plan_table1_cpu(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
     those images, so a GPU and a CPU result of one image share the problem."""
     if prof.name != "paper":
         raise DipError(f"the table1-cpu plan is the paper profile's, not the {prof.name} profile's")
-    dip = [
-        replace(r, numerics=CPU_BF16_NUMERICS)
-        for r in _plan_table1(prof, seeds, tuple(prof.table1_images))
-        if r.image in TABLE1_CPU_IMAGES and r.method == "dip" and r.preset == "table1-paper"
-    ]
-    peers = [
-        r
-        for r in _plan_table1(prof, (), tuple(prof.table1_images))
-        if r.image in TABLE1_CPU_IMAGES and r.method != "dip"
-    ]
-    return dip + peers
+    mine = [r for r in _plan_table1(prof, seeds, tuple(prof.table1_images)) if r.image in TABLE1_CPU_IMAGES]
+    dip = [replace(r, numerics=CPU_BF16_NUMERICS) for r in mine if r.method == "dip" and r.preset == "table1-paper"]
+    return dip + [r for r in mine if r.method != "dip"]
 
 
 def _plan_table1(prof: Profile, seeds: tuple[int, ...], images: tuple[str, ...]) -> list[Run]:

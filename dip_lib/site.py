@@ -16,7 +16,7 @@ import numpy as np
 from . import pages, table1_cpu
 from .errors import DipError
 from .imageio import atomic_write_bytes
-from .runs import EXPERIMENTS, get_profile
+from .runs import EXPERIMENTS, Profile, get_profile
 from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)
@@ -466,13 +466,17 @@ def _inline_markdown(text: str):
     return markupsafe.Markup(out[3:-4] if out.startswith("<p>") and out.endswith("</p>") else out)
 
 
-def write_landing(folder: Path, profile: str, store: ResultStore | None = None) -> Path:
-    """report/<profile>/index.html from the stored results (whatever part of them is stored)."""
+def write_landing(
+    folder: Path, profile: str, store: ResultStore | None = None, context: dict[str, Any] | None = None
+) -> Path:
+    """report/<profile>/index.html from the stored results (whatever part of them is stored);
+    ``context``: ``landing_context``'s, when the caller has it already."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
     env.filters["md"] = _inline_markdown
-    text = env.get_template("landing.html.j2").render(**landing_context(profile, store or ResultStore(), folder))
+    context = context or landing_context(profile, store or ResultStore(), folder)
+    text = env.get_template("landing.html.j2").render(**context)
     out = folder / "index.html"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, text.encode())
@@ -489,11 +493,15 @@ def findings_markdown(profile: str, store: ResultStore) -> str:
     prof = get_profile(profile)
     loaded = {e: pages.load(e, profile, store) for e in EXPERIMENTS}
     verdicts = _score_claims(loaded, prof.comparable)
-    text = _sentences(loaded, verdicts, prof, table1_cpu.load(store))
+    return findings(prof, _sentences(loaded, verdicts, prof, table1_cpu.load(store)))
+
+
+def findings(prof: Profile, text: str) -> str:
+    """The README's findings block from the landing page's result sentences ``text``."""
     scale = f'"This scale" below is the {prof.name} profile\'s: {prof.description.split(":")[0]}' + (
         "." if prof.comparable else ", not comparable to the paper."
     )
-    return f"{scale}\n\n{text}\n\nThe rendered report: `report/{profile}/index.html`."
+    return f"{scale}\n\n{text}\n\nThe rendered report: `report/{prof.name}/index.html`."
 
 
 def update_readme(readme: Path, findings: str) -> bool:

@@ -73,7 +73,6 @@ def rows(records: Records) -> list[dict[str, Any]]:
                 "biharmonic": peers.get((run.image, "biharmonic")),
                 "csc": peers.get((run.image, "csc")),
                 "hours": rec["wall_time"] / 3600,
-                "restores": s.get("restores"),
                 "_device": rec["environment"]["device_name"],
                 "_numerics": dict(run.numerics),
             }

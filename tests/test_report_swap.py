@@ -32,7 +32,7 @@ def builds(monkeypatch) -> list[dict]:
         time.sleep(0.2)  # long enough for another report started at the same time to overlap
         (out / "index.html").write_text(f"index of build {n}")
         call["end"] = time.monotonic()
-        return out / "index.html"
+        return out / "index.html", "findings"  # (index, README findings), as _build returns
 
     monkeypatch.setattr(report, "_build", build)
     return calls
