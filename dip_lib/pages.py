@@ -37,6 +37,7 @@ EXPERIMENT_TITLES = {
     "optim": "Optimiser sweep",
     "figures": "The paper's figures",
     "cost": "Cost against quality",
+    "claims": "The claims' own runs",
 }
 GLOSSARY = (
     (
@@ -303,6 +304,18 @@ def scale_note(experiment: str, prof: Profile) -> str:
             f"(Table 1's own masks; its {prof.table1_width or 128}-filter runs are the sweep's remaining width); "
             f"iterations: {its}; seeds {seeds_s}; fp32, one CPU thread per run. Every check of a run is read as a "
             f"smaller iteration budget of the same recipe.{reduced}"
+        )
+    if experiment == "claims" and prof.claims:
+        c = prof.claims
+        kate = f"{prof.kate_size}x{prof.kate_size}" if prof.kate_size else "512x512"
+        side = f"{c.depth_size}x{c.depth_size}" if c.depth_size else "native size"
+        images = ", ".join(f"{i} ({m} mask{f', center {k} px' if k else ''})" for i, m, k in c.images)
+        its = ", ".join(f"`{k}` {v}" for k, v in prof.table1_iterations.items())
+        return (
+            f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** Both Table-1 recipes on kate's "
+            f"text mask at {kate}, {prof.table1_width or 128} filters, iterations: {its}; a depth sweep "
+            f"{', '.join(map(str, c.depths))} with and without skips, {c.width} filters, {c.iterations} "
+            f"iterations, on {images} at {side}; seeds {', '.join(map(str, c.seeds))}.{reduced}"
         )
     return (
         f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** "

@@ -294,6 +294,29 @@ def test_run_ids_of_the_stored_profiles_do_not_move():
     assert plan("figures", "quick")[0].run_id == "426609ec5599c115"
     assert plan("table1", "paper")[0].run_id == "d1f8d180b58653c8"
     assert plan("cost", "quick")[0].run_id == "6f356451b93578e4"
+    assert plan("claims", "quick")[0].run_id == "4fd631e77e36a73f"
+
+
+def test_the_claims_runs_are_new_runs_and_the_library_keeps_its_aspect(monkeypatch):
+    """The claims experiment adds runs without touching a stored one: its ids are nobody else's, no
+    earlier plan sets both crop and resize (so cropping before resizing changes no stored problem), and
+    the wide library image becomes a square window of itself with its holes, not a squashed copy."""
+    from dip_lib.runs import EXPERIMENTS, PROFILES
+
+    others = [r for e in EXPERIMENTS if e != "claims" for p in PROFILES for r in plan(e, p)]
+    assert not [r for r in others if r.crop and r.resize]
+    claims = plan("claims", "quick")
+    prof = get_profile("quick").claims
+    assert not {r.run_id for r in claims} & {r.run_id for r in others}
+    assert len(claims) == len(prof.seeds) * (2 + 2 * len(prof.images) * len(prof.depths))
+    assert {r.preset for r in claims if r.label.endswith("text mask")} == {"table1-paper", "table1-seed"}
+    recipes = {r.preset: r for r in claims if r.image == "kate" and r.resize == get_profile("quick").kate_size}
+    table1 = {r.preset: r for r in plan("table1", "quick") if r.method == "dip"}
+    for preset, run in recipes.items():  # the same recipe and network as Table 1's runs, on another task
+        assert (run.net, run.iterations) == (table1[preset].net, table1[preset].iterations)
+    lib = next(r for r in plan("claims", "smoke") if r.image == "library")
+    image, mask = load_problem(lib)
+    assert image.shape == (3, 64, 64) and 0.1 < 1 - mask.mean() < 0.4
 
 
 def test_cost_runs_share_table1_problems_at_other_widths():
