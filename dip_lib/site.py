@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import pages, table1_cpu
+from .claims import CLAIMS
 from .errors import DipError
 from .imageio import atomic_write_bytes
 from .runs import EXPERIMENTS, Profile, get_profile
@@ -63,46 +64,6 @@ EXPLORER = (
     "04_explore",
     "Live explorer (JupyterLab)",
     "pick an image, a mask and a recipe and watch the fit; run `make lab` and open notebooks/04_explore.ipynb",
-)
-# The six claims: the paper's side and the seed report's statement of each (as the seed report lists
-# them); the verdict and key number are computed. evidence: the pages holding the numbers.
-CLAIMS = (
-    (
-        "1. Early stopping matters",
-        "natural images are fitted faster than noise, so the fit must stop before it reproduces the corruption",
-        "early stopping matters: PSNR peaks and then falls",
-        ("03_optimizer_lr_sweep", "01_table1_bernoulli", "07_paper_figures"),
-    ),
-    (
-        "2. DIP beats Papyan et al.",
-        "Table 1: DIP {paper_dip} dB against {paper_papyan} dB for Papyan et al. (mean over 11 images)",
-        "DIP beats Papyan et al.; their recipe's oracle mean is {g71} dB",
-        ("01_table1_bernoulli",),
-    ),
-    (
-        "3. Structure should fit the task",
-        "the network's structure is the prior, so it should suit the image and task",
-        "the architecture should fit the task",
-        ("02_architecture_sweep",),
-    ),
-    (
-        "4. The network is the prior",
-        "a randomly initialised network restores images with no training data",
-        "the network itself is the prior",
-        ("02_architecture_sweep", "01_table1_bernoulli", "07_paper_figures"),
-    ),
-    (
-        "5. Deeper is better",
-        "(the seed report's question, on the paper's kate example)",
-        "deeper networks inpaint better",
-        ("02_architecture_sweep",),
-    ),
-    (
-        "6. Skip connections hurt shallow nets",
-        "(the seed report's question, on the paper's kate example)",
-        "skip connections hurt shallow networks",
-        ("02_architecture_sweep",),
-    ),
 )
 
 
@@ -213,10 +174,9 @@ def _verdict_class(verdict: str) -> str:
     return re.sub(r"[^a-z]+", "-", verdict.lower()).strip("-")
 
 
-def _score_claims(loaded: dict[str, pages.Loaded], comparable: bool):
-
+def _score_claims(loaded: dict[str, pages.Loaded], native):
     try:
-        return pages.score_claims(loaded, comparable)
+        return pages.score_claims(loaded, native)
     except (DipError, ValueError, KeyError, TypeError, ZeroDivisionError, IndexError) as exc:
         log.warning("claims could not be scored from the stored runs: %s", exc)
         return None
@@ -370,30 +330,24 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
 
     prof = get_profile(profile)
     loaded = {e: pages.load(e, profile, store) for e in EXPERIMENTS}
-    verdicts = _score_claims(loaded, prof.comparable)
-    from .data import group71_table1, paper_table1
-
-    fill = {
-        "paper_dip": f"{np.mean([float(r['dip_psnr']) for r in paper_table1()]):.2f}",
-        "paper_papyan": f"{np.mean([float(r['papyan_psnr']) for r in paper_table1()]):.2f}",
-        "g71": f"{np.mean([float(r['max_psnr']) for r in group71_table1()]):.2f}",
-    }
+    native = table1_cpu.load(store)
+    verdicts = _score_claims(loaded, native)
     titles = {stem: page_title(stem, folder) for stem, _ in PAGES}
     incomplete = [pages.coverage_line(L) for L in loaded.values() if not L.complete]
     claims_rows = []
-    for k, (claim, paper, seed, evidence) in enumerate(CLAIMS):
+    for k, claim in enumerate(CLAIMS):
         row = verdicts.iloc[k] if verdicts is not None and k < len(verdicts) else None
         verdict = str(row["verdict"]) if row is not None else "no data"
         claims_rows.append(
             {
-                "claim": claim,
-                "paper": paper.format(**fill),
-                "seed": seed.format(**fill),
+                "claim": claim.title,
+                "paper": str(row["paper"]) if row is not None else pages.DASH,
+                "seed": str(row["seed"]) if row is not None else pages.DASH,
                 "verdict": verdict,
                 "verdict_class": _verdict_class(verdict),
                 "key": (str(row["key"]) or pages.DASH) if row is not None else pages.DASH,
                 "partial": "",
-                "links": [(f"{stem}.html", titles.get(stem, stem)) for stem in evidence]
+                "links": [(f"{stem}.html", titles.get(stem, stem)) for stem in claim.pages if stem != "05_claims"]
                 + [("05_claims.html", "scored claim")],
             }
         )
@@ -414,7 +368,6 @@ def landing_context(profile: str, store: ResultStore, folder: Path) -> dict[str,
         "Peers: biharmonic inpainting (scikit-image) and convolutional sparse coding (sporco) on the same masks.</p>"
         + "".join(mistune.html(pages.scale_note(e, prof)) for e in EXPERIMENTS)
     )
-    native = table1_cpu.load(store)
     head, rows, caption = _key_table(loaded["table1"].records, native)
     easy, hard = _easy_hard(loaded, prof)
     status = {
@@ -492,8 +445,8 @@ def findings_markdown(profile: str, store: ResultStore) -> str:
     """What the report found, for the README: the landing page's result sentences."""
     prof = get_profile(profile)
     loaded = {e: pages.load(e, profile, store) for e in EXPERIMENTS}
-    verdicts = _score_claims(loaded, prof.comparable)
-    return findings(prof, _sentences(loaded, verdicts, prof, table1_cpu.load(store)))
+    native = table1_cpu.load(store)
+    return findings(prof, _sentences(loaded, _score_claims(loaded, native), prof, native))
 
 
 def findings(prof: Profile, text: str) -> str:

@@ -1,0 +1,132 @@
+"""The claims' scoring: effect sizes with intervals, verdicts that can go either way, the two evidence
+standards, the early-stopping mechanisms, and the runs named for an undecided or partial claim."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from dip_lib import claims
+from dip_lib.runs import plan
+
+
+def record(curve, loss=None, masked=20.0, hole=None, every=100):
+    """A DIP record whose clean PSNR follows ``curve`` (one value per check) and its loss ``loss``."""
+    curve = list(map(float, curve))
+    its = [every * (k + 1) for k in range(len(curve))]
+    loss = list(loss) if loss is not None else list(np.geomspace(1e-2, 1e-3, len(curve)))
+    best = int(np.argmax(curve))
+    return {
+        "summary": {
+            "oracle_psnr": max(curve),
+            "oracle_iteration": its[best],
+            "final_psnr": curve[-1],
+            "masked_psnr": masked,
+            "final_hole_psnr": curve[-1] - 3 if hole is None else hole,
+        },
+        "history": {"iteration": its, "psnr_clean": curve, "loss": loss},
+        "eswmv": {"psnr_clean": curve[-1]},
+    }
+
+
+def test_the_interval_is_students_t_over_the_pairs_and_decides_only_off_the_threshold():
+    e = claims.effect([1.0, 2.0, 3.0])
+    assert e.mean == 2.0 and e.n == 3
+    assert e.lo == pytest.approx(2 - 2.919986 / np.sqrt(3)) and e.hi == pytest.approx(2 + 2.919986 / np.sqrt(3))
+    assert e.side(0.0) == 1 and e.side(5.0) == -1 and e.side(2.0) == 0
+    assert claims.effect([4.0]).side(0.0) == 0  # one pair has no interval: it decides nothing
+    assert claims.effect([None, float("nan")]).n == 0
+
+
+def test_a_lost_best_iterate_is_told_apart_by_how_it_was_lost():
+    flat = record([20, 25, 26, 26, 25.9])
+    decline = record([20, 28, 27, 26, 25])  # loss keeps falling: the fit creeps towards x0
+    jump = record([20, 28, 28, 15, 16], loss=[1e-2, 1e-3, 1e-3, 5e-2, 4e-2])  # a 50x loss jump after the best
+    assert claims.mechanism(flat) == "kept"
+    assert claims.mechanism(decline) == "gradual decline"
+    assert claims.mechanism(jump) == "destabilisation"
+
+
+def _table1_runs():
+    runs = plan("table1", "quick")  # at the recipes' full iteration counts
+    return [r for r in runs if r.method == "dip"], [r for r in runs if r.method != "dip"]
+
+
+def test_dip_against_the_csc_peer_can_be_supported_or_refuted():
+    dip, peers = _table1_runs()
+    csc = [(r, {"summary": {"final_psnr": 30.0, "final_hole_psnr": 27.0}}) for r in peers if r.method == "csc"]
+    rng = np.random.default_rng(0)
+
+    def scored(level):
+        recs = [(r, record([20, level + rng.normal(0, 0.1), level + rng.normal(0, 0.1)])) for r in dip]
+        return claims.dip_vs_papyan({"table1": recs + csc})
+
+    assert scored(32.0).verdict == claims.SUPPORTED
+    assert scored(28.0).verdict == claims.NOT_SUPPORTED
+    assert "fixed dictionary" in claims.CLAIMS[1].question
+
+
+def test_early_stopping_is_mixed_when_one_recipe_loses_its_best_and_another_does_not():
+    dip, _ = _table1_runs()
+    rng = np.random.default_rng(1)
+    recs = []
+    for r in dip:
+        if r.preset == "table1-paper":
+            recs.append((r, record([20, 30, 30 - abs(rng.normal(0, 0.05))])))
+        else:
+            recs.append((r, record([20, 30, 27 + rng.normal(0, 0.2)])))  # 3 dB lost, loss still falling
+    s = claims.early_stopping({"table1": recs})
+    assert s.verdict == claims.MIXED and s.standard == claims.ABSOLUTE
+    assert "gradual decline" in s.evidence and s.key.startswith("table1-seed on Bernoulli holes")
+    kept = [(r, record([20, 30, 30 - abs(rng.normal(0, 0.05))])) for r in dip]
+    assert claims.early_stopping({"table1": kept}).verdict == claims.NOT_SUPPORTED
+
+
+def _depth_records(shallow_gain, unstable=False):
+    """Claims-experiment depth runs whose no-skip nets beat skip nets by ``shallow_gain`` dB at the end;
+    ``unstable``: at half the budget the skip nets were still ahead."""
+    rng = np.random.default_rng(2)
+    out = []
+    for r in plan("claims", "quick"):
+        if not r.label.startswith("depth"):
+            continue
+        end = 25 + 0.3 * r.depth + (0 if r.skip else shallow_gain) + rng.normal(0, 0.05)
+        half = end - (2.0 if (unstable and not r.skip) else 0.0)
+        out.append((r, record([20, half, half, end])))
+    return out
+
+
+def test_skips_hurt_shallow_nets_is_decided_either_way_and_only_when_the_budget_agrees():
+    yes = claims.skips_hurt_shallow({"claims": _depth_records(1.0)})
+    assert yes.verdict == claims.SUPPORTED and yes.standard.startswith("comparative")
+    assert "end above their masked input" in yes.evidence
+    no = claims.skips_hurt_shallow({"claims": _depth_records(-1.0)})
+    assert no.verdict == claims.NOT_SUPPORTED
+    moving = claims.skips_hurt_shallow({"claims": _depth_records(1.0, unstable=True)})
+    assert moving.verdict == claims.UNDECIDED and moving.deciding  # the runs that would decide it are named
+    deeper = claims.deeper_is_better({"claims": _depth_records(0.0)})
+    assert deeper.verdict == claims.SUPPORTED and deeper.effect.mean == pytest.approx(0.3, abs=0.05)
+
+
+def test_a_claim_waiting_for_runs_is_partial_and_names_them():
+    missing = plan("claims", "quick")[:3]
+    df = claims.score({}, partial={"claims": ("3 of 90 missing", missing)})
+    row = df.set_index("claim").loc["6. Skip connections hurt shallow nets"]
+    assert row["verdict"] == claims.PARTIAL and list(row["deciding"]) == missing
+    assert df.set_index("claim").loc["2. DIP beats Papyan et al."]["verdict"] == claims.NO_DATA
+
+
+def test_the_seed_reports_table1_mean_is_its_resized_images():
+    """Its 35.00 dB mean: +3.96 dB over the paper on the four 256 px images it resized to 512, +0.13 on the others."""
+    f = claims.seed_facts()
+    assert f["g71"] == pytest.approx(35.00, abs=0.01)
+    assert f["g71_resized"] == pytest.approx(3.96, abs=0.01) and f["g71_other"] == pytest.approx(0.13, abs=0.01)
+
+
+def test_more_seeds_keeps_each_configuration_once():
+    first = plan("claims", "quick")[:4]
+    runs = first + [replace(r, seed=1) for r in first]
+    more = claims._more_seeds(runs, k=2)
+    assert {r.seed for r in more} == {2, 3} and len(more) == 2 * len({replace(r, seed=0).run_id for r in runs})
