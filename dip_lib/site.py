@@ -270,9 +270,20 @@ def _sentences(loaded: dict[str, pages.Loaded], verdicts, prof, native) -> str:
     else:
         out.append("No Table-1 run is stored yet.")
     if verdicts is not None and len(verdicts):
-        counts = [_verdict_count(str(v), int(n)) for v, n in verdicts["verdict"].value_counts().items()]
+        counts = [
+            _verdict_count(str(v), int(n)) + " (" + ", ".join(c.split(". ", 1)[0] for c in group["claim"]) + ")"
+            for v, group in verdicts.groupby("verdict", sort=False)
+            for n in [len(group)]
+        ]
         listing = ", ".join(counts[:-1]) + " and " + counts[-1] if len(counts) > 1 else counts[0]
         out.append(f"Of the seed report's {len(verdicts)} claims, at this scale {listing}.")
+    walls = [pages._num(x["summary"].get("wall_time")) for L in loaded.values() for _, x in L.records]
+    walls = [w for w in walls if w is not None]
+    if walls:
+        out.append(
+            f"The {len(walls)} stored runs of this profile took {sum(walls) / 3600:.1f} h of compute in all "
+            "(the sum of their wall times, one CPU thread each)."
+        )
     return " ".join(out)
 
 

@@ -290,11 +290,12 @@ def test_the_smoke_prose_reads_right(monkeypatch):
 
     prof = get_profile("smoke")
     none = {"table1": SimpleNamespace(records=[])}
-    text = site._sentences(none, pd.DataFrame({"verdict": [UNDECIDED] * 6}), prof, [])
-    assert text.endswith("Of the seed report's 6 claims, at this scale 6 are undecided.")
-    mixed = pd.DataFrame({"verdict": [UNDECIDED] * 3 + ["supported", "no data", PARTIAL]})
+    titles = [f"{k}. claim {k}" for k in range(1, 7)]
+    text = site._sentences(none, pd.DataFrame({"verdict": [UNDECIDED] * 6, "claim": titles}), prof, [])
+    assert text.endswith("Of the seed report's 6 claims, at this scale 6 are undecided (1, 2, 3, 4, 5, 6).")
+    mixed = pd.DataFrame({"verdict": [UNDECIDED] * 3 + ["supported", "no data", PARTIAL], "claim": titles})
     text = site._sentences(none, mixed, prof, [])
-    assert text.count("at this scale") == 1 and "3 are undecided" in text and "1 is supported" in text
+    assert text.count("at this scale") == 1 and "3 are undecided (1, 2, 3)" in text and "1 is supported (4)" in text
     assert "1 has no data" in text and "1 is undecided until all its runs are stored" in text
 
     best, cheap = _point(), _point(width=4, gflop=0.6, psnr=28.4)
