@@ -193,6 +193,14 @@ def _more_seeds(runs: Iterable[Run], k: int = 2) -> list[Run]:
     return out
 
 
+def _seed_means(per_image_seed: dict[tuple[str, int], float]) -> dict[int, float]:
+    """Mean over images of (image, seed) -> value, per seed."""
+    per_seed = defaultdict(list)
+    for (_, seed), v in per_image_seed.items():
+        per_seed[seed].append(v)
+    return {k: float(np.mean(v)) for k, v in per_seed.items()}
+
+
 def _stable(per_seed_by_share: dict[float, dict[int, float]], sign: int) -> bool:
     """The comparative standard: every seed's effect has ``sign`` at every budget share."""
     return all(
@@ -432,12 +440,7 @@ def deeper_is_better(loaded: dict[str, Records]) -> Score:
         return Score(NO_DATA, None, "dB/level", "", "no depth sweep of the claims experiment")
     e = effect(slopes.values())
     verdict = {1: SUPPORTED, -1: NOT_SUPPORTED, 0: UNDECIDED}[e.side(SLOPE_DB)]
-    by_share = {}
-    for s in BUDGETS:
-        per_seed = defaultdict(list)
-        for (_, seed), v in _slopes(recs, s).items():
-            per_seed[seed].append(v)
-        by_share[s] = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    by_share = {share: _seed_means(_slopes(recs, share)) for share in BUDGETS}
     verdict, standard = _comparative(verdict, _stable(by_share, int(np.sign(e.mean))))
     per_image = "; ".join(
         f"{img}: {effect(v for (i, _), v in slopes.items() if i == img).text('dB/level')}"
@@ -469,12 +472,7 @@ def skips_hurt_shallow(loaded: dict[str, Records]) -> Score:
         return Score(NO_DATA, None, "dB", "", "no shallow depths with and without skips")
     e = effect(shallow.values())
     verdict = {1: SUPPORTED, -1: NOT_SUPPORTED, 0: UNDECIDED}[e.side(SKIP_DB)]
-    by_share = {}
-    for s in BUDGETS:
-        per_seed = defaultdict(list)
-        for (_, seed), v in _skip_gain(recs, SHALLOW, s).items():
-            per_seed[seed].append(v)
-        by_share[s] = {k: float(np.mean(v)) for k, v in per_seed.items()}
+    by_share = {share: _seed_means(_skip_gain(recs, SHALLOW, share)) for share in BUDGETS}
     verdict, standard = _comparative(verdict, _stable(by_share, int(np.sign(e.mean))))
     deep = effect(_skip_gain(recs, DEEP, 1.0).values())
     evidence = (

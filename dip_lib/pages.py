@@ -776,32 +776,15 @@ def seed_beside_ours(loaded: dict[str, Loaded], native: Records) -> Table:
             f"native size, no resize: {ours}",
         )
     )
-    widths = defaultdict(list)
-    for r, x in loaded["arch"].records:
-        if r.label.endswith("filters"):
-            widths[r.filters].append(oracle(x))
-    if widths:
-        best = max(widths, key=lambda w: np.mean(widths[w]))
-        rows.append(
-            (
-                "best width on kate (filters per layer)",
-                f"{facts['g71_best_width']}",
-                f"{best} ({np.mean(widths[best]):.2f} dB best PSNR, mean over {len(widths[best])} seeds)",
-            )
-        )
-    lrs = defaultdict(list)
-    for r, x in loaded["optim"].records:
-        if r.optimizer == "adam" and r.guard is None:
-            lrs[r.lr].append(oracle(x))
-    if lrs:
-        best = max(lrs, key=lambda v: np.mean(lrs[v]))
-        rows.append(
-            (
-                "best Adam learning rate on kate",
-                f"{SEED_BEST_LR:g}",
-                f"{best:g} ({np.mean(lrs[best]):.2f} dB best PSNR, mean over {len(lrs[best])} seeds)",
-            )
-        )
+    best = _best_setting(
+        [(r, x) for r, x in loaded["arch"].records if r.label.endswith("filters")], lambda r: r.filters
+    )
+    if best:
+        rows.append(("best width on kate (filters per layer)", f"{facts['g71_best_width']}", _setting_text(*best)))
+    adam = [(r, x) for r, x in loaded["optim"].records if r.optimizer == "adam" and r.guard is None]
+    best = _best_setting(adam, lambda r: r.lr)
+    if best:
+        rows.append(("best Adam learning rate on kate", f"{SEED_BEST_LR:g}", _setting_text(*best)))
     trial = [(r, x) for r, x in loaded["optim"].records if r.lr == 0.1 and r.guard is not None]
     if trial:
         finals = ", ".join(
@@ -819,6 +802,21 @@ def seed_beside_ours(loaded: dict[str, Loaded], native: Records) -> Table:
 
     df = pd.DataFrame(rows, columns=["experiment", "seed report", "this report"])
     return Table(df, "The seed report's findings (its text and figures) beside ours.", wrap_last=True)
+
+
+def _best_setting(records: Records, key) -> tuple[Any, float, int] | None:
+    """The setting ``key(run)`` with the highest mean oracle over its seeds: (setting, mean, seeds)."""
+    from .scores import by
+
+    groups = {k: [oracle(x) for _, x in recs] for k, recs in by(records, key).items()}
+    if not groups:
+        return None
+    best = max(groups, key=lambda k: np.mean(groups[k]))
+    return best, float(np.mean(groups[best])), len(groups[best])
+
+
+def _setting_text(setting: Any, mean: float, n: int) -> str:
+    return f"{setting:g} ({mean:.2f} dB best PSNR, mean over {n} seeds)"
 
 
 # the seed report's best learning rate (TU Delft group 71, experiment 3: "adam and LR=0.001 with 6001 epochs")
