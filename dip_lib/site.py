@@ -245,7 +245,7 @@ def _sentences(loaded: dict[str, pages.Loaded], verdicts, prof, native) -> str:
             f"At the paper's own scale (native size, 11000 iterations, 128 filters), on this CPU for {ns.images} "
             f"of Table 1's {ns.of_table} images, table1-paper's final output averages {ns.mean_final:.2f} dB "
             f"against the paper's {ns.mean_paper:.2f} dB on the same images ({ns.mean_diff:+.2f} dB); the "
-            f"{ns.images} fits took {ns.hours:.1f} h on one {ns.device} core each ({ns.numerics})."
+            f"{ns.images} fits took {ns.hours:.1f} h in all, each on one {ns.device} core ({ns.numerics})."
         )
     best = None
     for preset in ("table1-paper", "table1-seed"):
