@@ -338,6 +338,8 @@ def structure_fits_task(loaded: dict[str, Records]) -> Score:
     sides, parts, effects, stable_by_task = [], [], [], []
     for name, recs in tasks.items():
         pairs, _ = _recipe_gap(recs, 1.0)
+        if not pairs:  # one recipe stored so far: nothing to pair
+            return Score(NO_DATA, None, "dB", "", f"no image has both Table-1 recipes stored on {name}")
         e = effect(pairs.values())
         effects.append(e)
         sides.append(e.side(TASK_DB))
@@ -587,6 +589,17 @@ def seed_facts() -> dict[str, float]:
             "filters"
         ],
     }
+
+
+def tally(verdicts) -> dict[str, int]:
+    """How many claims got each verdict (``score``'s rows): supported, not_supported, mixed and
+    undecided, which counts the partial and the unscored ones too; waiting: the partial ones."""
+    named = {SUPPORTED: "supported", NOT_SUPPORTED: "not_supported", MIXED: "mixed"}
+    out = dict.fromkeys([*named.values(), "undecided", "waiting"], 0)
+    for v in verdicts["verdict"] if len(verdicts) else ():
+        out[named.get(v, "undecided")] += 1
+        out["waiting"] += v == PARTIAL
+    return out
 
 
 def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] | None = None):

@@ -162,8 +162,19 @@ def _ignore_ctrl_c():
         def setup(self, worker) -> None:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+            logging.getLogger("distributed.worker").addFilter(_scheduler_gone)
 
     return IgnoreCtrlC()
+
+
+def _scheduler_gone(record: logging.LogRecord) -> bool:
+    """False for a worker's heartbeat that found the scheduler's connection closed: at Ctrl-C, under
+    load, the scheduler can close before its workers, and the client reports the interruption itself
+    (one traceback, not one more per worker)."""
+    from distributed.comm.core import CommClosedError
+
+    exc = record.exc_info[1] if record.exc_info else None
+    return not ("heartbeat" in record.getMessage() and isinstance(exc, CommClosedError))
 
 
 def describe(client: Client) -> str:

@@ -132,10 +132,11 @@ class Table:
     """A DataFrame shown to readers: no index, integers as integers, no NaN, cells that do not wrap
     inside a number. ``repr`` is the plain text (stable for nbval), ``_repr_html_`` the page."""
 
-    def __init__(self, df, caption: str = "", wrap_last: bool = False) -> None:
+    def __init__(self, df, caption: str = "", wrap_last: bool = False, css: str = "") -> None:
         self.df = _tidy(df)
         self.caption = caption
         self.wrap_last = wrap_last  # the last column holds prose: let it wrap
+        self.css = css  # one more class for the page's style sheet
 
     def __repr__(self) -> str:
         return (self.caption + "\n" if self.caption else "") + self.df.to_string(index=False)
@@ -143,7 +144,7 @@ class Table:
     def _repr_html_(self) -> str:
         import html
 
-        classes = "dip-table dip-wrap-last" if self.wrap_last else "dip-table"
+        classes = " ".join(["dip-table"] + ["dip-wrap-last"] * self.wrap_last + [self.css] * bool(self.css))
         body = self.df.to_html(index=False, classes=classes, border=0, na_rep=DASH)
         cap = f'<p class="dip-caption">{html.escape(self.caption)}</p>' if self.caption else ""
         return cap + body
@@ -380,9 +381,11 @@ def table1_rows(records: Records, preset: str) -> list[dict[str, Any]]:
     return rows
 
 
-def table1_people(records: Records, preset: str, comparable: bool) -> Table:
-    """Table 1 for readers: per image our four DIP numbers, the peers, the paper's (and, for the seed's
-    recipe, group 71's) values; a mean row over the images that have each value."""
+def table1_people(records: Records, preset: str, comparable: bool, view: str = "dip") -> Table:
+    """Table 1 for readers, a mean row last over the images that have each value. ``view`` "dip":
+    per image our DIP numbers (four iterates, the hole, when the best came, the guard); "compared":
+    our oracle and final output beside the peers and the paper's (and, for the seed's recipe, group
+    71's) values. Two tables, so that each fits a page's width."""
     import pandas as pd
 
     names = _names()
@@ -436,8 +439,14 @@ def table1_people(records: Records, preset: str, comparable: bool) -> Table:
         DASH if not np.isfinite(v) else (f"{int(v)}" if float(v).is_integer() else f"{v:.1f}")
         for v in df["guard restores"]
     ]
+    if view == "compared":
+        keep = ["image", "DIP oracle", "DIP final"] + list(df.columns[df.columns.get_loc("biharmonic") :])
+        return Table(
+            df[keep], f"PSNR in dB, recipe {preset}, beside the peers on the same masks and the published values."
+        )
+    keep = list(df.columns[: df.columns.get_loc("biharmonic")])
     return Table(
-        df,
+        df[keep],
         f"PSNR in dB, recipe {preset}; {PM.strip()} is the sample standard deviation (ddof 1) over the "
         f"n seeds of each image (n in its own column).",
     )
@@ -502,6 +511,35 @@ def table1_interpretation(records: Records, preset: str, prof: Profile) -> str:
                 f"little about the full-scale result."
             )
     return " ".join(out)
+
+
+def table1_headline(records: Records) -> dict[str, Any]:
+    """Table 1 at a profile's scale in a few numbers: the recipe with the higher mean oracle PSNR,
+    that mean and its image count, the two peers' means over the same images' rows, and how far
+    ES-WMV ends below the oracle on average (None where nothing is stored)."""
+    best = None
+    for preset in ("table1-paper", "table1-seed"):
+        vals = _per_image(records, preset)
+        if vals and (best is None or np.mean(list(vals.values())) > best[1]):
+            best = (preset, float(np.mean(list(vals.values()))), len(vals))
+    if best is None:
+        return {"recipe": None, "oracle": None, "images": 0, "csc": None, "biharmonic": None, "eswmv_gap": None}
+    rows = table1_rows(records, best[0])
+    es, ora = _per_image(records, best[0], "eswmv"), _per_image(records, best[0])
+    return {
+        "recipe": best[0],
+        "oracle": best[1],
+        "images": best[2],
+        "csc": _mean(v["csc"][0] for v in rows if v["csc"][2]),
+        "biharmonic": _mean(v["biharmonic"][0] for v in rows if v["biharmonic"][2]),
+        "eswmv_gap": _mean(ora[i] - es[i] for i in es if i in ora),
+    }
+
+
+def num(value: float | None, spec: str = ".2f") -> str:
+    """A number for a glued sentence: formatted by ``spec``, a dash when there is none."""
+    v = _num(value)
+    return DASH if v is None else format(v, spec)
 
 
 def recipes_interpretation(records: Records) -> str:
@@ -722,7 +760,14 @@ def claims_sides(verdicts) -> Table:
     df = verdicts[["claim", "paper", "seed", "verdict", "key"]].rename(
         columns={"seed": "seed report (TU Delft group 71)", "verdict": "ours", "key": "our effect [90% CI] (n)"}
     )
-    return Table(df, "The paper, the seed report and this report, claim by claim.", wrap_last=True)
+    return Table(df, "The paper, the seed report and this report, claim by claim.", wrap_last=True, css="dip-claims")
+
+
+def compute_total(loaded: dict[str, Loaded]) -> tuple[int, float]:
+    """The stored runs of a profile and their compute in hours (the sum of their wall times)."""
+    walls = [_num(x["summary"].get("wall_time")) for L in loaded.values() for _, x in L.records]
+    walls = [w for w in walls if w is not None]
+    return len(walls), sum(walls) / 3600
 
 
 def claim_section(row, stored: Records) -> str:
@@ -864,7 +909,8 @@ def curves_interpretation(records: Records) -> str:
     if not peaks:
         return "No DIP run is stored yet, so there is no curve to read."
     return (
-        f"Of {len(peaks)} runs, {at_end} reach their best PSNR in the last check, and the median run peaks at "
+        f"Of {len(peaks)} runs, {at_end} {'reaches its' if at_end == 1 else 'reach their'} best PSNR in the "
+        "last check, and the median run peaks at "
         f"{100 * float(np.median(peaks)):.0f}% of its budget. Runs still rising at the end were stopped by the "
         f"budget, not by over-fitting: with more iterations (as at full scale) they may gain, and the "
         f"early-stopping question only bites for the runs that peak earlier."

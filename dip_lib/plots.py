@@ -6,11 +6,13 @@ Every function takes ``records``: a list of (Run, record dict) as returned by
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from cycler import cycler
 
 from .runs import Run, load_problem
 from .scores import by as _by
@@ -19,6 +21,41 @@ from .scores import mean_std as _mean_std
 from .store import ResultStore
 
 Records = list[tuple[Run, dict[str, Any]]]
+
+# Okabe & Ito's colour-blind-safe palette (Color Universal Design, 2002), black last; text sizes that
+# stay at 10 px or more on a page 1366 px wide (figures are at most about 10 inches at 100 dpi)
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+STYLE = {
+    "axes.prop_cycle": cycler(color=OKABE_ITO),
+    "figure.dpi": 100,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+}
+PAGE_INCHES = 10.3  # the width a figure has on the page before the browser shrinks it
+
+
+def styled(build):
+    """Build the figure under the report's style (``STYLE``)."""
+
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return build(*args, **kwargs)
+
+    return wrapper
+
+
+def _legend_below(fig, ax, ncol: int) -> None:
+    """One legend for the figure, below its panels, off the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(handles)), frameon=False)
+        rows = int(np.ceil(len(handles) / ncol))
+        fig.tight_layout(rect=(0, min(0.3, 0.35 * rows / fig.get_size_inches()[1]), 1, 1))  # about 0.35 in a row
 
 
 def _pd():
@@ -53,37 +90,43 @@ def peers_timing(records: Records):
     return pd.DataFrame(rows).round(2)
 
 
-def psnr_curves(records: Records, group, title: str, ncols: int = 4, label=None):
-    """One panel per group value, one line per run: PSNR (ground truth) vs iteration."""
+@styled
+def psnr_curves(records: Records, group, title: str, ncols: int = 3, label=None):
+    """One panel per group value, one line per run: PSNR (ground truth) vs iteration; one legend below."""
     groups = _by(records, group)
     n = len(groups)
     ncols = min(ncols, n) or 1
     nrows = int(np.ceil(n / ncols)) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(PAGE_INCHES / 3 * ncols, 2.7 * nrows + 0.5), squeeze=False, sharey=True
+    )
     for ax, (key, rows) in zip(axes.flat, groups.items()):
         for run, rec in rows:
             h = rec["history"]
             ax.plot(
                 h["iteration"],
                 [np.nan if p is None else p for p in h["psnr_clean"]],
-                lw=0.8,
+                lw=1,
                 label=label(run) if label else None,
             )
         ax.set_title(str(key))
         ax.set_xlabel("iteration")
         ax.set_ylabel("PSNR (dB)")
-        if label:
-            ax.legend(fontsize=7)
     for ax in axes.flat[n:]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
+    if label:
+        _legend_below(fig, axes.flat[0], ncol=4)
     return fig
 
 
+@styled
 def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float = 2.2):
-    """rows: (row title, [(panel title, (C, H, W) image), ...])."""
+    """rows: (row title, [(panel title, (C, H, W) image), ...]); panels of ``size`` inches, smaller
+    when a row would be wider than the page."""
     ncols = max(len(r[1]) for r in rows)
+    size = min(size, PAGE_INCHES / ncols)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False)
     for i, (title, panels) in enumerate(rows):
         for j in range(ncols):
@@ -93,7 +136,7 @@ def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float
                 name, img = panels[j]
                 img = np.clip(img, 0, 1)
                 ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{title}\n{name}" if j == 0 else name, fontsize=8)
+                ax.set_title(f"{title}\n{name}" if j == 0 else name, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -127,6 +170,7 @@ def table1_grid(
     return image_grid(rows, size=size) if rows else None
 
 
+@styled
 def zoom_compare(
     gt: np.ndarray,
     panels: list[tuple[str, np.ndarray]],
@@ -145,7 +189,8 @@ def zoom_compare(
         box = ((h - side) // 2, (w - side) // 2, side)
     top, left, side = box
     items = [("ground truth", gt), *panels]
-    fig, axes = plt.subplots(3, len(items), figsize=(size * len(items), size * 3), squeeze=False)
+    size = min(size, 0.9 * PAGE_INCHES / len(items))  # the colour bar takes the last tenth
+    fig, axes = plt.subplots(3, len(items), figsize=(size * len(items) / 0.9, size * 3), squeeze=False)
     im = None
     for j, (name, img) in enumerate(items):
         img = np.clip(img, 0, 1)
@@ -156,10 +201,10 @@ def zoom_compare(
         axes[1, j].imshow(
             show(img[:, top : top + side, left : left + side]), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
         )
-        axes[1, j].set_title("zoom (red box)", fontsize=9)
+        axes[1, j].set_title("zoom (red box)", fontsize=10)
         err = np.abs(img - gt).mean(axis=0)
         im = axes[2, j].imshow(err, cmap="magma", vmin=0, vmax=vmax_error)
-        axes[2, j].set_title(f"|error|, mean {err.mean():.3f}", fontsize=9)
+        axes[2, j].set_title(f"|error|, mean {err.mean():.3f}", fontsize=10)
         for i in range(3):
             axes[i, j].axis("off")
     fig.subplots_adjust(left=0.02, right=0.9, top=0.93, bottom=0.02, wspace=0.08, hspace=0.2)
@@ -202,20 +247,23 @@ def arch_tables(records: Records):
     return fdf, ddf
 
 
+@styled
 def arch_plots(records: Records):
     fdf, ddf = arch_tables(records)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(PAGE_INCHES, 3.8))
     for mask, sub in fdf.groupby("mask"):
         a.plot(sub["filters"], sub["_best"], "o-", label=f"mask {mask}")
     a.set_xscale("log", base=2)
     a.set_xlabel("filters per layer (depth 5)")
     a.set_ylabel("best PSNR (dB)")
-    a.legend()
+    a.set_title("width")
+    a.legend(loc="lower right")
     for (mask, skip), sub in ddf.groupby(["mask", "skip"]):
         b.plot(sub["depth"], sub["_best"], "o-" if skip else "s--", label=f"{mask}, {'skip' if skip else 'no skip'}")
     b.set_xlabel("depth (levels)")
     b.set_ylabel("best PSNR (dB)")
-    b.legend(fontsize=8)
+    b.set_title("depth, with and without skips")
+    b.legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -232,8 +280,8 @@ def arch_outputs(records: Records, store: ResultStore, mask: str):
     for kind in ("filters", "depth"):
         group = [(r, x) for r, x in sel if r.label.startswith("depth") == (kind == "depth")]
         group.sort(key=lambda rx: (not rx[0].skip, rx[0].depth, rx[0].filters or 0))
-        for start in range(0, len(group), 8):
-            chunk = group[start : start + 8]
+        for start in range(0, len(group), 4):  # four to a row: outputs large enough to see their artefacts
+            chunk = group[start : start + 4]
             rows.append(
                 (kind, [(f"{r.label}\nseed {r.seed}: {oracle(x):.1f} dB", store.image(r, "best")) for r, x in chunk])
             )
@@ -296,20 +344,30 @@ def optim_table(records: Records):
     return pd.DataFrame(rows).round(2)
 
 
+@styled
 def optim_curves(records: Records):
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for run, rec in records:
-        h = rec["history"]
-        ax.plot(
-            h["iteration"],
-            [np.nan if p is None else p for p in h["psnr_clean"]],
-            lw=0.8,
-            label=f"{run.label} (seed {run.seed})",
-        )
-    ax.set_xlabel("iteration (L-BFGS: function evaluation)")
-    ax.set_ylabel("PSNR (dB)")
-    ax.legend(fontsize=8)
+    """Small multiples: one panel per optimiser setting, one line per seed (a shared PSNR axis)."""
+    groups = _by(records, lambda r: r.label)
+    ncols = min(3, len(groups)) or 1
+    nrows = int(np.ceil(len(groups) / ncols)) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_INCHES, 2.8 * nrows + 0.5), squeeze=False, sharey=True)
+    for ax, (label, rows) in zip(axes.flat, groups.items()):
+        for run, rec in sorted(rows, key=lambda rx: rx[0].seed):
+            h = rec["history"]
+            ax.plot(
+                h["iteration"],
+                [np.nan if p is None else p for p in h["psnr_clean"]],
+                lw=0.9,
+                color=OKABE_ITO[run.seed % len(OKABE_ITO)],
+                label=f"seed {run.seed}",
+            )
+        ax.set_title(label)
+        ax.set_xlabel("iteration (L-BFGS: evaluation)" if "lbfgs" in label else "iteration")
+        ax.set_ylabel("PSNR (dB)")
+    for ax in axes.flat[len(groups) :]:
+        ax.axis("off")
     fig.tight_layout()
+    _legend_below(fig, axes.flat[0], ncol=4)
     return fig
 
 
@@ -352,29 +410,27 @@ def reference_table():
 # ---------------------------------------------------------------- the paper's figures
 
 
+@styled
 def fig2_curves(records: Records):
     """The paper's Fig. 2: the fitting loss (MSE, log scale) against iteration for a natural image,
-    it with noise added, its pixels shuffled, and U(0, 1) noise; one line per target and seed."""
+    it with noise added, its pixels shuffled, and U(0, 1) noise; one panel per seed, one line per target."""
     runs = [(r, x) for r, x in records if r.method == "dip" and r.mask == "none"]
     if not runs:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = dict(zip(("image", "noisy", "shuffled", "noise"), ("C0", "C1", "C2", "C3")))
-    for run, rec in runs:
-        h = rec["history"]
-        ax.plot(
-            h["iteration"],
-            h["loss"],
-            lw=1,
-            color=colors.get(run.target),
-            alpha=0.9 if run.seed == 0 else 0.5,
-            label=f"{run.target} (seed {run.seed})",
-        )
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("MSE to the target (log)")
-    ax.legend(fontsize=7, ncol=2)
+    seeds = sorted({r.seed for r, _ in runs})
+    fig, axes = plt.subplots(1, len(seeds), figsize=(PAGE_INCHES, 3.9), squeeze=False, sharey=True)
+    colors = dict(zip(("image", "noisy", "shuffled", "noise"), OKABE_ITO))
+    for ax, seed in zip(axes[0], seeds):
+        for run, rec in runs:
+            if run.seed == seed:
+                h = rec["history"]
+                ax.plot(h["iteration"], h["loss"], lw=1.2, color=colors.get(run.target), label=run.target)
+        ax.set_yscale("log")
+        ax.set_title(f"seed {seed}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("MSE to the target (log)")
     fig.tight_layout()
+    _legend_below(fig, axes[0][0], ncol=4)
     return fig
 
 
@@ -405,6 +461,7 @@ def kate_figure(records: Records, store: ResultStore):
     return image_grid([("kate", panels)], size=3.2)
 
 
+@styled
 def cost_quality(panels: list[tuple[str, list, list, Any]]):
     """Clean-output PSNR against training compute (GFLOP per fit, log scale), one panel per problem
     set: ``(title, points, front, choice)`` with ``cost.Point`` lists and a ``cost.Choice`` or None.

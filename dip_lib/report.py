@@ -1,10 +1,10 @@
-"""Execute the report notebooks headless with papermill and render them to HTML with an index.
+"""Execute the report notebooks headless with papermill and build the report's site from them.
 
 ``python -m dip_lib report --profile P [--execute]``: with --execute, compute the missing runs
-first (``reproduce``); then run each notebook from stored results into ``report/<P>/`` and
-render HTML for readers (``dip_lib.site``: code hidden, real titles, navigation) and the landing
-page. Without --execute nothing is computed: every page renders from the runs that are stored and
-says which are missing.
+first (``reproduce``); then run each notebook from stored results into ``report/<P>/`` and build
+the site for readers from them (``dip_lib.book``: Sphinx with myst-nb, code hidden, the landing
+page ``notebooks/index.md``). Without --execute nothing is computed: every page renders from the
+runs that are stored and says which are missing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from filelock import FileLock, Timeout
 
 from .errors import DipError
 from .experiments import reproduce
-from .runs import get_profile
 from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)
@@ -111,15 +110,6 @@ def _kernel_config():
     return Config({"KernelManager": {"transport_encryption": "auto"}} if zmq.has("curve") else {})
 
 
-def to_html(
-    notebook: Path, profile: str = "quick", prev: tuple[str, str] | None = None, next_: tuple[str, str] | None = None
-) -> Path:
-    """The reader's HTML of an executed notebook (see ``site.to_html``)."""
-    from .site import to_html as page
-
-    return page(notebook, profile, prev, next_)
-
-
 def render(
     profile: str,
     execute: bool = False,
@@ -157,9 +147,9 @@ def render(
             )
             _swap(out, final)
             if profile == "quick" and final == root / "report" / "quick" and store.root == root / "results":
-                from . import site
+                from . import book
 
-                site.update_readme(root / "README.md", found)
+                book.update_readme(root / "README.md", found)
         finally:
             shutil.rmtree(out, ignore_errors=True)
     return final / index.name
@@ -225,11 +215,17 @@ def _swap(new: Path, final: Path) -> None:
     os.replace (atomic: a reader sees each page old or new, never missing), index.html last, so the
     new index appears once every page it links to is there; then remove what the new report no
     longer has. ``final`` stays a real folder (the committed report/quick/ is one in git); the pages
-    are one flat folder. Callers hold the lock: two swaps never interleave."""
+    are one flat folder beside the site's asset folders, each of which is swapped whole. Callers hold
+    the lock: two swaps never interleave."""
     final.mkdir(exist_ok=True)
     pages = sorted(new.iterdir(), key=lambda p: p.name == "index.html")
     for page in pages:
-        os.replace(page, final / page.name)
+        target = final / page.name
+        if page.is_dir() and target.is_dir() and not target.is_symlink():
+            # a folder (the site's _static/, _images/) cannot replace a folder that has files: move
+            # the old one into the build folder, which is removed after the swap
+            os.replace(target, new / f".old{page.name}")
+        os.replace(page, target)
     keep = {p.name for p in pages}
     for stale in final.iterdir():
         if stale.name in keep:
@@ -251,30 +247,27 @@ def _build(
 ) -> tuple[Path, str]:
     from tqdm.auto import tqdm
 
-    from . import site
+    from . import book
 
     executed = []
     for name in tqdm(notebooks, desc=f"notebooks ({profile})"):
-        dst = out / name
+        dst = out / ".executed" / name  # moved beside its page once the site is built
         execute_notebook(
             root / "notebooks" / name,
             dst,
             {"profile": profile, "results_dir": results_dir, "compute": False, "device": device},
         )
         executed.append(dst)
-    titles = [site.page_title(p.stem, out) for p in executed]
-    for k, dst in enumerate(executed):
-        prev = (executed[k - 1].with_suffix(".html").name, titles[k - 1]) if k else None
-        nxt = (executed[k + 1].with_suffix(".html").name, titles[k + 1]) if k + 1 < len(executed) else None
-        site.to_html(dst, profile, prev, nxt)
-    context = site.landing_context(profile, store, out)
-    index = site.write_landing(out, profile, store, context)
-    problems = site.check_folder(out)
+    index = book.build(executed, out, profile, root / "notebooks")
+    for nb in executed:
+        nb.replace(out / nb.name)  # the executed notebooks beside their pages: nbval replays them
+    shutil.rmtree(out / ".executed")
+    problems = book.check_folder(out)
     if problems:
         raise DipError(
             "report pages fail the reader checks: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items())
         )
-    return index, site.findings(get_profile(profile), context["results_text"])
+    return index, book.findings(root / "notebooks" / "index.md", out, profile)
 
 
 def cmd_report(args) -> int:

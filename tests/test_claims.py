@@ -130,3 +130,11 @@ def test_more_seeds_keeps_each_configuration_once():
     runs = first + [replace(r, seed=1) for r in first]
     more = claims._more_seeds(runs, k=2)
     assert {r.seed for r in more} == {2, 3} and len(more) == 2 * len({replace(r, seed=0).run_id for r in runs})
+
+
+def test_a_task_with_one_recipe_stored_is_no_data_not_a_crash():
+    dip, _ = _table1_runs()
+    table1 = [(r, record([20, 30, 31])) for r in dip]
+    kate = [r for r in plan("claims", "quick") if r.label.endswith("text mask") and r.preset == "table1-paper"]
+    s = claims.structure_fits_task({"table1": table1, "claims": [(r, record([20, 30, 31])) for r in kate]})
+    assert s.verdict == claims.NO_DATA and "both Table-1 recipes" in s.evidence

@@ -253,3 +253,20 @@ def test_the_serial_path_imports_no_dask(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_heartbeat_to_a_closed_scheduler_is_not_a_second_traceback():
+    """At Ctrl-C under load the scheduler may close before its workers: their heartbeat failure is
+    dropped (the client reports the interruption), any other worker error is kept."""
+    import logging
+
+    from distributed.comm.core import CommClosedError
+
+    from dip_lib.cluster import _scheduler_gone
+
+    def record(msg, exc):
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, (), (type(exc), exc, None))
+
+    assert not _scheduler_gone(record("Failed to communicate with scheduler during heartbeat.", CommClosedError("x")))
+    assert _scheduler_gone(record("Failed to communicate with scheduler during heartbeat.", OSError("disk")))
+    assert _scheduler_gone(record("Compute Failed", CommClosedError("x")))

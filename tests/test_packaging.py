@@ -1,4 +1,4 @@
-"""The package metadata builds without setuptools' warnings and ships the page templates."""
+"""The package metadata builds without setuptools' warnings and ships the site's style sheet."""
 
 from __future__ import annotations
 
@@ -19,5 +19,4 @@ def test_the_package_builds_without_warnings_and_with_its_templates(tmp_path, re
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "Warning" in line]
     assert warnings == []
-    assert (tmp_path / "lib" / "dip_lib" / "templates" / "landing.html.j2").is_file()
-    assert (tmp_path / "lib" / "dip_lib" / "templates" / "dip_page" / "index.html.j2").is_file()
+    assert (tmp_path / "lib" / "dip_lib" / "templates" / "book" / "dip.css").is_file()

@@ -1,5 +1,6 @@
-"""The report speaks to readers: every HTML page has a real title, no visible plumbing, a way back to
-the index; the landing page carries the claims table; pages render from partial results."""
+"""The report speaks to readers: every HTML page of the Sphinx site has a real title, no visible
+plumbing, a way back to the index and loads nothing from elsewhere; the landing page carries the
+claims table with its numbers glued from the notebooks; pages render from partial results."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from dip_lib import pages, site
+from dip_lib import book, pages
 from dip_lib import runs as ex
 from dip_lib.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("nbconvert")
+pytest.importorskip("myst_nb")
 
 
 def _executed_notebook(path: Path) -> Path:
@@ -38,36 +39,83 @@ def _executed_notebook(path: Path) -> Path:
     return path
 
 
-def test_page_has_title_navigation_and_no_plumbing(tmp_path):
-    page = site.to_html(_executed_notebook(tmp_path / "01_x.ipynb"), "smoke", next_=("02_y.html", "Next page"))
-    text = page.read_text()
-    assert site.check_page(text) == []
-    assert "<title>Table 1: a test page | DIP inpainting report (smoke)</title>" in text
-    assert 'href="02_y.html"' in text and "31.30" in text
+def _glue_cell(key: str, value: str):
+    """A code cell as ``myst_nb.glue(key, value, display=False)`` leaves it in an executed notebook."""
+    prefix = "application/papermill.record/"
+    out = new_output(
+        "display_data",
+        data={prefix + "text/plain": repr(value)},
+        metadata={"scrapbook": {"name": key, "mime_prefix": prefix}},
+    )
+    return new_code_cell(f"glue({key!r}, {value!r}, display=False)", outputs=[out])
+
+
+def _book(tmp_path: Path) -> Path:
+    """A book folder: a landing page that pastes a glued number and a table from 01_x, and a bibliography."""
+    folder = tmp_path / "book"
+    folder.mkdir()
+    (folder / "index.md").write_text(
+        "# A test report\n\n<!-- summary -->\n- Table 1: {glue:text}`01_x.ipynb::mean:s` dB {cite:p}`dip`.\n"
+        "<!-- /summary -->\n\n```{glue} claims\n:doc: 01_x.ipynb\n```\n\n"
+        "```{toctree}\n01_x\n```\n\n```{bibliography}\n```\n"
+    )
+    (folder / "references.bib").write_text("@misc{dip, author={Ulyanov, D.}, title={Deep Image Prior}, year={2018}}\n")
+    return folder
+
+
+def test_site_pages_have_titles_navigation_no_plumbing_and_open_offline(tmp_path):
+    nb = _executed_notebook(tmp_path / "01_x.ipynb")
+    page = nbformat.read(nb, as_version=4)
+    page.cells += [_glue_cell("mean", "33.81")]
+    claims = new_code_cell(
+        "glue('claims', t, display=False)",
+        outputs=[
+            new_output(
+                "display_data",
+                data={
+                    "application/papermill.record/text/html": '<table class="dip-claims"><tr><td>1.</td></tr></table>',
+                    "application/papermill.record/text/plain": "t",
+                },
+                metadata={"scrapbook": {"name": "claims", "mime_prefix": "application/papermill.record/"}},
+            )
+        ],
+    )
+    page.cells.append(claims)
+    nbformat.write(page, nb)
+    out = tmp_path / "site"
+    index = book.build([nb], out, "smoke", _book(tmp_path))
+    text = (out / "01_x.html").read_text()
+    assert book.check_folder(out) == {}
+    assert "<title>Table 1: a test page" in text and "31.30" in text
     assert "UserWarning" not in text  # stderr is not for readers
-    # the executed .ipynb keeps the code
-    assert "NBVAL_CHECK_OUTPUT" in (tmp_path / "01_x.ipynb").read_text()
+    landing = index.read_text()
+    assert "33.81" in landing and "dip-claims" in landing and "Ulyanov" in landing  # glued, pasted, cited
+    assert not (out / "_sources").exists() and not list(out.glob("_static/**/*.map"))
+    # the README's findings: the landing summary with the glued value pasted
+    assert book.findings(tmp_path / "book" / "index.md", tmp_path, "smoke").startswith("- Table 1: 33.81 dB")
+
+
+def test_paste_fills_glue_roles_and_refuses_an_unknown_key(tmp_path):
+    from dip_lib.errors import DipError
+
+    nbformat.write(new_notebook(cells=[_glue_cell("n", "4"), _glue_cell("name", "table1-paper")]), tmp_path / "a.ipynb")
+    text = "{glue:text}`a.ipynb::n:s` of {glue:text}`a.ipynb::name:s`, {glue:text}`a::n:.1f`"
+    assert book.paste(text, tmp_path) == "4 of table1-paper, 4.0"
+    with pytest.raises(DipError, match="glued no 'other'"):
+        book.paste("{glue:text}`a.ipynb::other:s`", tmp_path)
 
 
 def test_check_page_catches_what_readers_should_not_see():
     bad = (
-        "<html><head><title>Notebook</title></head><body><pre># NBVAL_CHECK_OUTPUT\ncompute = False</pre></body></html>"
+        '<html><head><title>Notebook</title><script src="https://cdn.example/require.js"></script></head>'
+        "<body><pre># NBVAL_CHECK_OUTPUT\ncompute = False</pre></body></html>"
     )
-    problems = site.check_page(bad)
+    problems = book.check_page(bad)
     assert any("title" in p for p in problems) and any("NBVAL" in p for p in problems)
     assert any("compute" in p for p in problems) and any("index" in p for p in problems)
-    assert any("claims" in p for p in site.check_page(bad, landing=True))
-
-
-def test_landing_page_from_no_results_says_what_is_missing(tmp_path):
-    index = site.write_landing(tmp_path, "smoke", ResultStore(tmp_path / "empty"))
-    text = index.read_text()
-    assert site.check_page(text, landing=True) == []
-    assert text.count("<tr>") >= 6 + 1  # the six claims (and the header)
-    assert "Partial results" in text and "0 of" in text
-    for stem, _ in site.PAGES:
-        assert f'href="{stem}.html"' in text
-    assert "make lab" in text and "Reproducibility summary" in text
+    assert any("another site" in p for p in problems)
+    assert any("claims" in p for p in book.check_page(bad, landing=True))
+    assert book.check_page('<title>A real page</title><a href="index.html">home</a>') == []
 
 
 def _fake_records(image: str, preset: str, seed: int, oracle_psnr: float):
@@ -97,7 +145,8 @@ def test_tables_for_people():
     assert "NaN" not in html and "nan" not in repr(table)
     assert "30.50\u00a0\u00b1\u00a00.71" in html  # spread (sample std of 30 and 31) on one line
     assert ">10<" in html and "10.0" not in html  # integers as integers
-    assert "group 71" in html and "paper DIP (full scale)" in html
+    compared = pages.table1_people(records, "table1-seed", comparable=False, view="compared")._repr_html_()
+    assert "group 71" in compared and "paper DIP (full scale)" in compared and "group 71" not in html
     assert "<th></th>" not in html  # no index column
     text = pages.table1_interpretation(records, "table1-seed", ex.get_profile("quick"))
     assert "30.50 dB" in text.replace("\u00a0", " ")
@@ -132,18 +181,14 @@ def test_a_notebook_renders_from_missing_runs(tmp_path):
         cwd=tmp_path,
         timeout=300,
     )
-    html = site.to_html(out, "smoke").read_text()
-    assert site.check_page(html) == []
-    assert "0 of 6 runs stored" in html
+    assert "0 of 6 runs stored" in out.read_text()
 
 
-def test_committed_report_pages_pass_when_generated_by_site():
-    """The committed report's pages pass the reader checks (once rendered by dip_lib.site)."""
+def test_committed_report_pages_pass_the_reader_checks():
+    """The committed report's site passes the reader checks and opens offline."""
     for folder in sorted((ROOT / "report").glob("*")):
-        index = folder / "index.html"
-        if not index.exists() or 'content="dip_lib.site"' not in index.read_text():
-            continue  # rendered before dip_lib.site existed: the lead regenerates it
-        assert site.check_folder(folder) == {}, folder
+        if (folder / "index.html").exists():
+            assert book.check_folder(folder) == {}, folder
 
 
 def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
@@ -172,15 +217,14 @@ def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
     assert loaded.coverage["stored"] == 1 and loaded.coverage["seeds"] == [0]
     line = pages.coverage_line(loaded)
     assert f"1 of {len(plan('table1', 'paper'))} runs stored" in line and "seed 0 only" in line
-    text = site.write_landing(tmp_path / "page", "paper", store).read_text()
-    assert site.check_page(text, landing=True) == [] and "Partial results" in text
 
 
 REPORT = """
 import sys
 from pathlib import Path
 from dip_lib.report import render
-render("smoke", out_dir=Path(sys.argv[1]), results_dir=sys.argv[2], notebooks=("05_claims.ipynb",))
+pages = ("01_table1_bernoulli.ipynb", "05_claims.ipynb")
+render("smoke", out_dir=Path(sys.argv[1]), results_dir=sys.argv[2], notebooks=pages)
 """
 
 
@@ -207,19 +251,24 @@ def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
     ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def files():
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    before = files()
     assert "05_claims.html" in before and "index.html" in before
     with pytest.raises(DipError, match="no such notebook"):  # refused before any work
         render("smoke", out_dir=out, results_dir=str(tmp_path / "r"), notebooks=("05_claims.ipynb", "no_such.ipynb"))
+    assert book.check_folder(out) == {} and "05_claims.ipynb" in before  # the executed notebook beside its page
     with pytest.raises(DipError, match="failed"):  # a notebook fails while building: the old report stays
         render(
             "smoke",
             out_dir=out,
             results_dir=str(tmp_path / "r"),
-            notebooks=("05_claims.ipynb", "07_paper_figures.ipynb"),
+            notebooks=("01_table1_bernoulli.ipynb", "05_claims.ipynb", "07_paper_figures.ipynb"),
             device="no-such-device",
         )
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no build folder left behind
 
 
@@ -279,26 +328,16 @@ def _point(**kw):
 
 
 def test_the_smoke_prose_reads_right(monkeypatch):
-    """Sentences at the smoke scale: 'at this scale' once, plural agreement, and no 'within 0.00 dB ...
-    at 1x less compute' when the best recipe is itself the cheapest within tolerance."""
+    """Sentences at the smoke scale: no 'within 0.00 dB ... at 1x less compute' when the best recipe is
+    itself the cheapest within tolerance; the depth sentences name their settings."""
     from types import SimpleNamespace
 
     import pandas as pd
 
     from dip_lib import cost
-    from dip_lib.claims import PARTIAL, UNDECIDED
     from dip_lib.runs import get_profile
 
     prof = get_profile("smoke")
-    none = {"table1": SimpleNamespace(records=[])}
-    titles = [f"{k}. claim {k}" for k in range(1, 7)]
-    text = site._sentences(none, pd.DataFrame({"verdict": [UNDECIDED] * 6, "claim": titles}), prof, [])
-    assert text.endswith("Of the seed report's 6 claims, at this scale 6 are undecided (1, 2, 3, 4, 5, 6).")
-    mixed = pd.DataFrame({"verdict": [UNDECIDED] * 3 + ["supported", "no data", PARTIAL], "claim": titles})
-    text = site._sentences(none, mixed, prof, [])
-    assert text.count("at this scale") == 1 and "3 are undecided (1, 2, 3)" in text and "1 is supported (4)" in text
-    assert "1 has no data" in text and "1 is undecided until all its runs are stored" in text
-
     best, cheap = _point(), _point(width=4, gflop=0.6, psnr=28.4)
     loaded = {"cost": SimpleNamespace(records=[], complete=True), "table1": SimpleNamespace(records=[])}
     monkeypatch.setattr(cost, "table1_cost", lambda *a: [best])
@@ -327,14 +366,6 @@ def test_the_smoke_prose_reads_right(monkeypatch):
     assert "`text-seed` with skips: best at depth 1 (16.60\u00a0dB), the shallowest." in text
     assert "`text-seed` without skips: best at depth 2 (16.20\u00a0dB), depth 1 gives 16.00\u00a0dB." in text
     assert "Removing the skips changes PSNR by -0.25\u00a0dB at depths up to 3." in text  # no '... and – deeper'
-
-
-def test_the_landing_page_names_the_results_folder_it_reads(tmp_path):
-    from dip_lib.store import find_root
-
-    assert site.shown_folder(find_root() / "results" / "smoke") == "results/smoke"
-    text = site.write_landing(tmp_path, "smoke", ResultStore(tmp_path / "elsewhere")).read_text()
-    assert f"<code>{(tmp_path / 'elsewhere' / 'smoke').resolve()}/</code>" in text and "results/smoke" not in text
 
 
 def test_notebook_runs_print_no_transport_warning_and_still_fail_loudly(tmp_path, capfd):
