@@ -1,6 +1,6 @@
 """The rendered report: a Sphinx site built with myst-nb (the Jupyter Book stack) from the executed
-notebooks and the book's own pages in ``notebooks/`` (``index.md``, the landing page, and
-``references.bib``), plus ``check_page``, the rules every page must pass, and ``paste``, which fills
+notebooks and the book's own pages in ``notebooks/`` (``index.md``, the landing page, the glossary
+and ``references.bib``), plus ``check_page``, the rules every page must pass, and ``paste``, which fills
 the glue references of a Markdown text from executed notebooks (the README's findings).
 
 The site opens offline: the theme's files are copied beside the pages and nothing is loaded from
@@ -75,7 +75,8 @@ def build(executed: list[Path], out: Path, profile: str, book: Path) -> Path:
     try:
         for nb in executed:
             shutil.copy(nb, src / nb.name)
-        shutil.copy(book / "references.bib", src / "references.bib")
+        for page in [*book.glob("*.md"), *book.glob("*.bib")]:  # the book's own pages and bibliography
+            shutil.copy(page, src / page.name)
         # a report of some notebooks (a test's) lists only those in its table of contents
         have = {nb.stem for nb in executed}
         lines = (book / "index.md").read_text(encoding="utf-8").splitlines(keepends=True)

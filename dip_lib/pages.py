@@ -21,7 +21,7 @@ from .compute import duration, estimate_seconds
 from .cost import MIN_SAVING
 from .presets import get_preset
 from .runs import Profile, Run, get_profile, load_problem, plan
-from .scores import FLAT_DB, LATE_SHARE, fig2_quarter_losses, oracle, oracle_iteration, table1_values
+from .scores import FLAT_DB, LATE_SHARE, oracle, oracle_iteration, table1_values
 from .store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -38,72 +38,6 @@ EXPERIMENT_TITLES = {
     "cost": "Cost against quality",
     "claims": "The claims' own runs",
 }
-GLOSSARY = (
-    (
-        "check",
-        (
-            "every few iterations (the profile's check interval) the fit records its loss and the PSNR of the "
-            "clean output f(z), the output for the unperturbed input, which is what a user stopping there gets"
-        ),
-    ),
-    (
-        "oracle",
-        (
-            "the best clean-output PSNR over a run's checks, the final output being the last check (so the "
-            "oracle is never below the final); picking it needs the ground truth, so a user cannot; the seed "
-            "report and, apparently, the paper report it"
-        ),
-    ),
-    ("final", "the clean output after the last iteration"),
-    (
-        "hole PSNR",
-        (
-            "PSNR over the missing pixels only; a text mask hides a few percent of kate, so whole-image "
-            "PSNR barely moves with the quality of the inpainting, while the hole PSNR does"
-        ),
-    ),
-    (
-        "last 20% gain",
-        (
-            "how much the best clean-output PSNR rose in the last fifth of a run's iterations; below "
-            "0.2 dB the run has flattened (reached its regime), otherwise it was still improving when its "
-            "budget ended and the claims it feeds are 'undecided at this scale'"
-        ),
-    ),
-    ("EMA", "an exponential moving average of the iterates (weight 0.99), a smoother final output"),
-    (
-        "ES-WMV",
-        (
-            "early stopping by windowed moving variance (Wang et al., arXiv 2112.06074): stops when the "
-            "outputs stop changing, without the ground truth"
-        ),
-    ),
-    (
-        "guard restore",
-        (
-            "when PSNR on the observed pixels falls by more than 5 dB between checks, the last good "
-            "weights and optimiser state are restored (the original code's backtracking)"
-        ),
-    ),
-    (
-        "table1-paper",
-        (
-            "the paper's Table-1 recipe (restoration notebook): 4 skip channels, bilinear upsampling, "
-            "Adam lr 0.001, the guard on"
-        ),
-    ),
-    (
-        "table1-seed",
-        (
-            "the seed report's (TU Delft group 71) recipe: the kate text network, 128 skip channels, "
-            "Adam lr 0.01, no guard"
-        ),
-    ),
-    ("text", "the kate text-inpainting recipe of the original code, used by the sweeps"),
-    ("bernoulli mask", "each pixel missing independently with probability 0.5, one fixed mask per image"),
-    ("text-seed mask", "the seed report's three lines of text drawn over kate"),
-    ("file mask", "the original kate mask shipped with the DIP code"),
-)
 
 
 def _num(value: Any) -> float | None:
@@ -114,7 +48,7 @@ def _num(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _mean(values: Iterable[Any]) -> float | None:
+def mean_of(values: Iterable[Any]) -> float | None:
     vals = [v for v in (_num(x) for x in values) if v is not None]
     return float(np.mean(vals)) if vals else None
 
@@ -323,14 +257,24 @@ def scale_note(experiment: str, prof: Profile) -> str:
     )
 
 
-def glossary() -> str:
-    return "\n".join(f"- **{term}**: {text}." for term, text in GLOSSARY)
+def glossary_facts() -> dict[str, Any]:
+    """The library's thresholds the glossary names: the flattening rule's share and gain, the EMA's
+    weight and the guard's drop."""
+    from .config import FitConfig
+
+    cfg = FitConfig()
+    return {
+        "late_share": f"{LATE_SHARE:.0%}",
+        "flat_db": f"{FLAT_DB:g}",
+        "ema_decay": f"{cfg.ema_decay:g}",
+        "guard_db": f"{cfg.guard_drop_db:g}",
+    }
 
 
 # ---------------------------------------------------------------- Table 1
 
 
-def _names() -> dict[str, str]:
+def display_names() -> dict[str, str]:
     from .data import TABLE1_ORDER
 
     return dict(TABLE1_ORDER)
@@ -340,7 +284,7 @@ def published() -> dict[str, dict[str, float | None]]:
     """Per file name: the paper's DIP and Papyan values and group 71's max PSNR (data/*.csv)."""
     from .data import group71_table1, paper_table1
 
-    names = _names()
+    names = display_names()
     paper = {row["image"]: row for row in paper_table1()}
     g71 = {row["image"]: row for row in group71_table1()}
     out: dict[str, dict[str, float | None]] = {}
@@ -355,13 +299,11 @@ def published() -> dict[str, dict[str, float | None]]:
     return out
 
 
-def sources() -> str:
+def published_sources() -> dict[str, str]:
+    """Where the published values come from, as ``data/*.csv`` records them: paper_source, group71_source."""
     from .data import group71_table1, paper_table1
 
-    return (
-        f"Published values from `data/paper_table1.csv` ({paper_table1()[0]['source']}) and "
-        f"`data/group71_table1.csv` ({group71_table1()[0]['source']})."
-    )
+    return {"paper_source": paper_table1()[0]["source"], "group71_source": group71_table1()[0]["source"]}
 
 
 def table1_rows(records: Records, preset: str) -> list[dict[str, Any]]:
@@ -372,7 +314,7 @@ def table1_rows(records: Records, preset: str) -> list[dict[str, Any]]:
     for r, _ in records:
         if r.method == "dip" and r.preset == preset:
             seeds[r.image].add(r.seed)
-    order = list(_names()) + [i for i in values if i not in _names()]
+    order = list(display_names()) + [i for i in values if i not in display_names()]
     rows = []
     for image in order:
         if image not in values:
@@ -388,7 +330,7 @@ def table1_people(records: Records, preset: str, comparable: bool, view: str = "
     71's) values. Two tables, so that each fits a page's width."""
     import pandas as pd
 
-    names = _names()
+    names = display_names()
     rows = table1_rows(records, preset)
     full = "" if comparable else " (full scale)"
     out = []
@@ -423,11 +365,11 @@ def table1_people(records: Records, preset: str, comparable: bool, view: str = "
         ("eswmv", "DIP ES-WMV"),
         ("oracle_hole", "oracle, hole only"),
     ):
-        m = _mean(v[key][0] for v in have)
+        m = mean_of(v[key][0] for v in have)
         mean[col] = DASH if m is None else f"{m:.2f}"
     for col in df.columns:
         if col not in mean:
-            m = _mean(df.loc[[i for i, v in enumerate(rows) if v["oracle"][2]], col]) if have else None
+            m = mean_of(df.loc[[i for i, v in enumerate(rows) if v["oracle"][2]], col]) if have else None
             mean[col] = float("nan") if m is None else m
     mean["oracle iteration"] = (
         round(mean["oracle iteration"]) if np.isfinite(mean["oracle iteration"]) else float("nan")
@@ -452,65 +394,15 @@ def table1_people(records: Records, preset: str, comparable: bool, view: str = "
     )
 
 
-def _wins(a: dict[str, float], b: dict[str, float]) -> tuple[int, int, float | None]:
+def wins(a: dict[str, float], b: dict[str, float]) -> tuple[int, int, float | None]:
     common = [i for i in a if i in b]
     d = [a[i] - b[i] for i in common]
     return sum(x > 0 for x in d), len(common), (float(np.mean(d)) if d else None)
 
 
-def _per_image(records: Records, preset: str, key: str = "oracle") -> dict[str, float]:
+def per_image(records: Records, preset: str, key: str = "oracle") -> dict[str, float]:
     rows = table1_rows(records, preset)
     return {v["image"]: v[key][0] for v in rows if v[key][2]}
-
-
-def table1_interpretation(records: Records, preset: str, prof: Profile) -> str:
-    """Two to four sentences on one recipe's table, generated from the numbers."""
-    rows = table1_rows(records, preset)
-    ours = _per_image(records, preset)
-    if not ours:
-        return f"No `{preset}` run is stored yet, so there is nothing to read from this table."
-    pub = published()
-    csc = {v["image"]: v["csc"][0] for v in rows if v["csc"][2]}
-    bih = {v["image"]: v["biharmonic"][0] for v in rows if v["biharmonic"][2]}
-    out = [
-        (
-            f"Over the {len(ours)} images with stored `{preset}` runs, the DIP oracle averages "
-            f"{_dB(_mean(ours.values()))}."
-        )
-    ]
-    w, n, d = _wins(ours, csc)
-    wb, nb, db = _wins(ours, bih)
-    if n or nb:
-        peer = []
-        if n:
-            peer.append(f"our CSC peer on {w} of {n} images (mean difference {_dB(d, True)})")
-        if nb:
-            peer.append(f"biharmonic interpolation on {wb} of {nb} ({_dB(db, True)})")
-        out.append("It beats " + " and ".join(peer) + ".")
-    es = {v["image"]: v["eswmv"][0] for v in rows if v["eswmv"][2]}
-    fin = {v["image"]: v["final"][0] for v in rows if v["final"][2]}
-    gap_es = _mean(ours[i] - es[i] for i in es if i in ours)
-    gap_fin = _mean(ours[i] - fin[i] for i in fin if i in ours)
-    if gap_es is not None or gap_fin is not None:
-        out.append(
-            f"Without the ground truth a user gets less: the final output is {_dB(gap_fin)} and ES-WMV "
-            f"{_dB(gap_es)} below the oracle on average."
-        )
-    paper = {i: pub[i]["paper DIP"] for i in ours if pub.get(i, {}).get("paper DIP") is not None}
-    if paper:
-        diff = _mean(ours[i] - paper[i] for i in paper)
-        if prof.comparable:
-            out.append(f"Against the paper's DIP values on the same images the difference is {_dB(diff, True)}.")
-        else:
-            crop = f"{prof.table1_crop} px crops" if prof.table1_crop else "native size"
-            out.append(
-                f"Ours differs from the paper's DIP values by {_dB(diff, True)} on the same images, "
-                f"but at this scale ({crop}, {prof.table1_width or 128} filters, "
-                f"{prof.table1_iterations.get(preset)} iterations) a small crop gives the network little "
-                f"repeated structure to fit and a short budget may end before the peak, so the gap says "
-                f"little about the full-scale result."
-            )
-    return " ".join(out)
 
 
 def table1_headline(records: Records) -> dict[str, Any]:
@@ -519,59 +411,53 @@ def table1_headline(records: Records) -> dict[str, Any]:
     ES-WMV ends below the oracle on average (None where nothing is stored)."""
     best = None
     for preset in ("table1-paper", "table1-seed"):
-        vals = _per_image(records, preset)
+        vals = per_image(records, preset)
         if vals and (best is None or np.mean(list(vals.values())) > best[1]):
             best = (preset, float(np.mean(list(vals.values()))), len(vals))
     if best is None:
         return {"recipe": None, "oracle": None, "images": 0, "csc": None, "biharmonic": None, "eswmv_gap": None}
     rows = table1_rows(records, best[0])
-    es, ora = _per_image(records, best[0], "eswmv"), _per_image(records, best[0])
+    es, ora = per_image(records, best[0], "eswmv"), per_image(records, best[0])
     return {
         "recipe": best[0],
         "oracle": best[1],
         "images": best[2],
-        "csc": _mean(v["csc"][0] for v in rows if v["csc"][2]),
-        "biharmonic": _mean(v["biharmonic"][0] for v in rows if v["biharmonic"][2]),
-        "eswmv_gap": _mean(ora[i] - es[i] for i in es if i in ora),
+        "csc": mean_of(v["csc"][0] for v in rows if v["csc"][2]),
+        "biharmonic": mean_of(v["biharmonic"][0] for v in rows if v["biharmonic"][2]),
+        "eswmv_gap": mean_of(ora[i] - es[i] for i in es if i in ora),
     }
+
+
+def peak_facts(records: Records) -> dict[str, Any]:
+    """Where the DIP runs peak within their budget: the runs, how many peak at their last check, and
+    the median peak as a percentage of the budget."""
+    at_end, peaks = 0, []
+    for r, x in records:
+        it, total = oracle_iteration(x), x["summary"].get("iterations_run")
+        if r.method != "dip" or it is None or not total:
+            continue
+        peaks.append(it / total)
+        at_end += it >= total - max(1, r.log_every)
+    return {
+        "runs": len(peaks),
+        "at_end": at_end,
+        "median_peak": num(100 * float(np.median(peaks)) if peaks else None, ".0f"),
+    }
+
+
+def glue_facts(facts: dict[str, Any], prefix: str = "") -> None:
+    """Glue each value of ``facts`` (``myst_nb.glue``, not displayed) under ``prefix + key``, for the
+    notebook's Markdown to cite with {glue:text}`key`."""
+    from myst_nb import glue
+
+    for key, value in facts.items():
+        glue(prefix + key, value, display=False)
 
 
 def num(value: float | None, spec: str = ".2f") -> str:
     """A number for a glued sentence: formatted by ``spec``, a dash when there is none."""
     v = _num(value)
     return DASH if v is None else format(v, spec)
-
-
-def recipes_interpretation(records: Records) -> str:
-    """Which recipe wins on how many images, by how much."""
-    a, b = _per_image(records, "table1-paper"), _per_image(records, "table1-seed")
-    w, n, d = _wins(b, a)
-    if not n:
-        return "The two recipes cannot be compared yet: no image has stored runs of both."
-    lead = "table1-seed" if (d or 0) > 0 else "table1-paper"
-    return (
-        f"On the {n} images with both recipes stored, `table1-seed` (the seed's choice: 128 skip channels, "
-        f"lr 0.01) beats `table1-paper` on {w} and loses on {n - w}, by {_dB(d, True)} on average "
-        f"(oracle), so `{lead}` leads at this scale. The seed recipe learns ten times faster, which favours "
-        f"it under a short iteration budget; at the paper's 11000 iterations the slower recipe has time to catch up."
-    )
-
-
-def timing_interpretation(df) -> str:
-    try:
-        rows = {r["method"]: r for r in df.to_dict("records")}
-    except AttributeError:
-        return ""
-    dip = [r for k, r in rows.items() if k.startswith("DIP")]
-    peers = [r for k, r in rows.items() if not k.startswith("DIP") and r["runs"]]
-    if not dip or not peers:
-        return ""
-    slow = max(dip, key=lambda r: r["median seconds"])
-    fast = min(peers, key=lambda r: r["median seconds"])
-    return (
-        f"A DIP run ({slow['method']}) takes a median {slow['median seconds']:.0f} s against "
-        f"{fast['median seconds']:.2f} s for {fast['method']}: DIP buys its quality with a full network fit per image."
-    )
 
 
 # ---------------------------------------------------------------- architecture and optimiser
@@ -604,80 +490,6 @@ def arch_people(df, kind: str) -> Table:
     )
 
 
-def filters_interpretation(fdf, prof: Profile) -> str:
-    if fdf is None or fdf.empty:
-        return "No filters-sweep run is stored yet."
-    out = []
-    for mask, sub in fdf.groupby("mask"):
-        sub = sub.sort_values("filters")
-        best = sub.loc[sub["_best"].idxmax()]
-        lo, hi = sub.iloc[0], sub.iloc[-1]
-        out.append(
-            f"With the `{mask}` mask the oracle PSNR goes from {_dB(lo['_best'])} at {lo['filters']} filters to "
-            f"{_dB(hi['_best'])} at {hi['filters']}, best at {best['filters']} ({_dB(best['_best'])})."
-        )
-    out.append(_regime_sentence(fdf, "widths", prof.filter_iterations))
-    return " ".join(out)
-
-
-def _regime_sentence(df, settings: str, iterations: int) -> str:
-    """How many of a sweep's architectures had flattened, at how many iterations against the text
-    recipe's own: where they had not, their ranking can still change (claims: undecided at this scale)."""
-    own = get_preset("text").iterations
-    gains = df["last 20% gain"].dropna()
-    flat = int((gains < FLAT_DB).sum())
-    budget = (
-        f"{iterations} iterations, the text recipe's own count"
-        if iterations >= own
-        else f"{iterations} iterations, fewer than the text recipe's {own}"
-    )
-    verdict = (
-        "every one had flattened, so longer runs would change the ranking above little."
-        if flat == len(gains)
-        else f"{len(gains) - flat} were still improving when the budget ended, so their ranking may still "
-        f"change; the claims rest on the claims experiment's own runs, which are checked at 50, 75 and 100% "
-        f"of their budget."
-    )
-    return (
-        f"At {budget}, {flat} of {len(gains)} {settings} had flattened (mean gain over the last "
-        f"{LATE_SHARE:.0%} of iterations below {FLAT_DB} dB); {verdict}"
-    )
-
-
-def depth_interpretation(ddf, prof: Profile) -> str:
-    if ddf is None or ddf.empty:
-        return "No depth-sweep run is stored yet."
-    out = []
-    for mask, sub in ddf.groupby("mask"):
-        for skip, part in sub.groupby("skip"):
-            part = part.sort_values("depth")
-            best, first = part.loc[part["_best"].idxmax()], part.iloc[0]
-            shallow = (
-                ", the shallowest"
-                if best["depth"] == first["depth"]
-                else f", depth {first['depth']} gives {_dB(first['_best'])}"
-            )
-            out.append(
-                f"`{mask}` {'with' if skip else 'without'} skips: best at depth {best['depth']} "
-                f"({_dB(best['_best'])}){shallow}."
-            )
-        both = sub.pivot_table(index="depth", columns="skip", values="_best")
-        if True in both and False in both:
-            diff = (both[False] - both[True]).dropna()
-            spans = [
-                f"{_dB(float(part.mean()), True)} {where}"
-                for part, where in ((diff[diff.index <= 3], "at depths up to 3"), (diff[diff.index > 3], "deeper"))
-                if len(part)
-            ]
-            if spans:
-                out.append(f"Removing the skips changes PSNR by {' and '.join(spans)}.")
-    out.append(
-        f"Every run has {prof.depth_width} filters; deeper networks fit more slowly, so a short budget favours "
-        f"shallow ones. {_regime_sentence(ddf, 'depth and skip settings', prof.depth_iterations)}"
-    )
-    return " ".join(out)
-
-
 def optim_people(df) -> Table:
     if df is None or df.empty:
         import pandas as pd
@@ -693,54 +505,6 @@ def optim_people(df) -> Table:
         f"kate, text-seed mask; PSNR in dB, {PM.strip()} the sample standard deviation (ddof 1) over the "
         f"n seeds; drops > 1 dB is the mean number per run of falls of the clean PSNR by more than 1 dB between "
         "two consecutive checks, and the largest drop the deepest such fall.",
-    )
-
-
-def optim_interpretation(df, prof: Profile) -> str:
-    if df is None or df.empty:
-        return "No optimiser run is stored yet."
-    best = [(_num(str(v).split(" ")[0].split(NBSP)[0]), r) for v, r in zip(df["best PSNR"], df["optimizer"])]
-    best = [(v, r) for v, r in best if v is not None]
-    if not best:
-        return ""
-    top = max(best)
-    low = min(best)
-    gap = df.loc[df["best - final (dB)"].idxmax()]
-    out = [
-        f"`{top[1]}` reaches the highest oracle PSNR ({_dB(top[0])}), `{low[1]}` the lowest ({_dB(low[0])}).",
-        (
-            f"`{gap['optimizer']}` gives back the most after its peak ({_dB(_num(gap['best - final (dB)']))} "
-            "from oracle "
-            f"to final), which is the early-stopping question in one number."
-        ),
-    ]
-    drops = _num(df["largest drop (dB)"].max())
-    out.append(
-        f"The largest drop between two checks is {_dB(drops)}."
-        if drops
-        else "No run fell by more than 1 dB between two checks."
-    )
-    out.append(
-        f"With {prof.optim_iterations} iterations at {prof.kate_size} px, the slow lr 0.001 may simply not have "
-        f"converged, so its rank can change at full scale."
-    )
-    return " ".join(out)
-
-
-def drops_note(records: Records) -> str:
-    from .scores import interval_drops
-
-    n = sum(len(interval_drops(rec["history"]["iteration"], rec["history"]["psnr_clean"])) for _, rec in records)
-    kept = sum(len(rec.get("drops") or ()) for _, rec in records)
-    if n:
-        return (
-            f"The clean PSNR fell by more than 1 dB between two consecutive checks {n} times in these runs. Each "
-            f"run keeps the output at the bottom of its three deepest falls (a fall lasts while the PSNR keeps "
-            f"falling, so it can span several checks): {kept} images, one per panel below."
-        )
-    return (
-        "No run fell by more than 1 dB between two checks at this scale, so there is no drop to show; at the "
-        "paper's scale lr 0.1 and L-BFGS are where such drops appear."
     )
 
 
@@ -791,13 +555,6 @@ def claim_section(row, stored: Records) -> str:
             f"{duration(estimate_seconds(list(row.deciding), stored))} of compute on this machine."
         )
     return "\n\n".join(out)
-
-
-def claims_interpretation(verdicts) -> str:
-    if not len(verdicts):
-        return "No claim could be scored."
-    counts = verdicts["verdict"].value_counts()
-    return f"Of the {len(verdicts)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."
 
 
 def seed_beside_ours(loaded: dict[str, Loaded], native: Records) -> Table:
@@ -895,28 +652,6 @@ def figure_alt(fig) -> str:
     return ("Figure: " + " | ".join(parts)) if parts else "Figure"
 
 
-def curves_interpretation(records: Records) -> str:
-    """Where the runs peak relative to their budget, from the stored summaries."""
-    at_end, peaks = 0, []
-    for r, x in records:
-        if r.method != "dip":
-            continue
-        it, total = _num(oracle_iteration(x)), _num(x["summary"].get("iterations_run"))
-        if it is None or not total:
-            continue
-        peaks.append(it / total)
-        at_end += it >= total - max(1, r.log_every)
-    if not peaks:
-        return "No DIP run is stored yet, so there is no curve to read."
-    return (
-        f"Of {len(peaks)} runs, {at_end} {'reaches its' if at_end == 1 else 'reach their'} best PSNR in the "
-        "last check, and the median run peaks at "
-        f"{100 * float(np.median(peaks)):.0f}% of its budget. Runs still rising at the end were stopped by the "
-        f"budget, not by over-fitting: with more iterations (as at full scale) they may gain, and the "
-        f"early-stopping question only bites for the runs that peak earlier."
-    )
-
-
 def _first(records: Records, **match: Any) -> tuple[Run, dict] | None:
     for r, x in sorted(records, key=lambda rx: rx[0].seed):
         if all(getattr(r, k) == v for k, v in match.items()):
@@ -927,7 +662,7 @@ def _first(records: Records, **match: Any) -> tuple[Run, dict] | None:
 def table1_zoom(records: Records, store: ResultStore):
     """(figure, caption): one Table-1 image (the first with both recipes stored) restored four ways,
     zoomed, with error maps; None when nothing fits."""
-    for image in _names():
+    for image in display_names():
         a, b = (
             _first(records, image=image, method="dip", preset="table1-paper"),
             _first(records, image=image, method="dip", preset="table1-seed"),
@@ -948,7 +683,7 @@ def table1_zoom(records: Records, store: ResultStore):
             panels.append((f"{method}: {peer[1]['summary']['final_psnr']:.2f} dB", store.image(peer[0], "final")))
     fig = zoom_compare(gt, panels)
     return fig, (
-        f"{_names().get(image, image)}: the whole image, a zoom on the red box, and the absolute error "
+        f"{display_names().get(image, image)}: the whole image, a zoom on the red box, and the absolute error "
         f"(brighter is worse) for each method; the DIP panels show seed {a[0].seed}."
     )
 
@@ -988,63 +723,7 @@ def optim_zoom(records: Records, store: ResultStore):
     return zoom_compare(gt, panels), "The best and the worst optimiser's final outputs, zoomed, with error maps."
 
 
-def gain_interpretation(records: Records, preset: str) -> str:
-    """Where DIP gains most and least over the masked input (the images of a grid figure)."""
-    rows = table1_rows(records, preset)
-    gains = {
-        _names().get(v["image"], v["image"]): v["oracle"][0] - v["masked"][0]
-        for v in rows
-        if v["oracle"][2] and v["masked"][2]
-    }
-    if not gains:
-        return f"No `{preset}` run is stored yet, so there is no image to show."
-    hi, lo = max(gains, key=gains.get), min(gains, key=gains.get)
-    return (
-        f"DIP lifts every image shown well above its masked input: most on {hi} ({_dB(gains[hi], True)}), least on "
-        f"{lo} ({_dB(gains[lo], True)}). Look at fine, repeated texture (stripes, hair, ridges), where the "
-        f"errors concentrate at this reduced size."
-    )
-
-
 # ---------------------------------------------------------------- the paper's figures
-
-
-def fig2_interpretation(records: Records) -> str:
-    """How much faster the network fits a natural image than noise: the loss each target reaches at a
-    quarter of the budget, mean over seeds, and the ratio to the natural image's."""
-    at = fig2_quarter_losses(records)
-    if "image" not in at:
-        return "No Fig. 2 run of the natural image is stored yet."
-    base = at["image"]
-    parts = [f"`{t}` {v:.2e}" + ("" if t == "image" else f" ({v / base:.0f}x)") for t, v in at.items()]
-    slow = [t for t, v in at.items() if t != "image" and v > base]
-    return f"After a quarter of the iterations the loss is: {', '.join(parts)} (ratio to the natural image's). " + (
-        f"The network fits the natural image faster than {', '.join(slow)}: its structure resists noise, "
-        f"which is the paper's argument that the architecture itself is a prior."
-        if slow
-        else "Here the natural image is not fitted faster than the others, against the paper's Fig. 2."
-    )
-
-
-def kate_interpretation(records: Records) -> str:
-    dip = [x for r, x in records if r.method == "dip" and r.mask == "file"]
-    peer = [x for r, x in records if r.method == "biharmonic" and r.mask == "file"]
-    if not dip:
-        return "No DIP run of kate with the original mask is stored yet."
-    o = float(np.mean([x["summary"]["oracle_psnr"] for x in dip]))
-    hole = float(np.mean([x["summary"]["oracle_hole_psnr"] for x in dip]))
-    text = (
-        f"DIP at its oracle check reaches {_dB(o)} on the whole image and {_dB(hole)} on the masked-out text "
-        f"(mean of {len(dip)} seed{'s' if len(dip) > 1 else ''})."
-    )
-    if peer:
-        p, ph = peer[0]["summary"]["final_psnr"], peer[0]["summary"]["final_hole_psnr"]
-        text += (
-            f" Biharmonic interpolation of the same mask gives {_dB(p)} ({_dB(ph)} on the hole): DIP is "
-            f"{_dB(hole - ph, True)} on the pixels that were missing. Whole-image PSNR moves little because "
-            f"the text covers a small part of the image; the hole PSNR is the one that judges the inpainting."
-        )
-    return text
 
 
 # ---------------------------------------------------------------- cost against quality

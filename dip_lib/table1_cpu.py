@@ -138,3 +138,22 @@ def table(records: Records):
 def _mean(values) -> float | None:
     vals = [float(v) for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(vals)) if vals else None
+
+
+def facts(records: Records) -> dict[str, Any]:
+    """``summary`` formatted for the notebook's Markdown (a dash where nothing is stored)."""
+    from .pages import DASH, num
+
+    s = summary(records)
+    return {
+        "images": s.images,
+        "final": num(s.mean_final),
+        "paper": num(s.mean_paper),
+        "diff": num(s.mean_diff, "+.2f"),
+        "closest": num(s.closest[1] if s.closest else None, "+.2f"),
+        "closest_image": s.closest[0] if s.closest else DASH,
+        "farthest": num(s.farthest[1] if s.farthest else None, "+.2f"),
+        "farthest_image": s.farthest[0] if s.farthest else DASH,
+        "beats": s.beats_papyan,
+        "hours": num(s.hours if s.images else None, ".1f"),
+    }

@@ -148,8 +148,10 @@ def test_tables_for_people():
     compared = pages.table1_people(records, "table1-seed", comparable=False, view="compared")._repr_html_()
     assert "group 71" in compared and "paper DIP (full scale)" in compared and "group 71" not in html
     assert "<th></th>" not in html  # no index column
-    text = pages.table1_interpretation(records, "table1-seed", ex.get_profile("quick"))
-    assert "30.50 dB" in text.replace("\u00a0", " ")
+    from dip_lib import table1
+
+    facts = table1.recipe_facts(records, "table1-seed")
+    assert facts["images"] == 1 and facts["oracle"] == "30.50" and facts["csc_n"] == 0 and facts["csc_diff"] == "–"
 
 
 def test_coverage_is_labelled(tmp_path):
@@ -272,21 +274,48 @@ def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no build folder left behind
 
 
-def test_sweep_pages_say_whether_their_runs_flattened():
-    """The filters / depth text counts the settings that flattened and says that the claims rest on their
-    own runs, checked at three budgets (no longer on whether these sweeps flattened)."""
+def test_sweep_facts_count_the_flattened_settings_and_the_skip_effect():
+    """The numbers notebook 02 cites: widths that flattened, at how many iterations against the text
+    recipe's own, and the depth sweep's best depths and the change from removing the skips."""
     import pandas as pd
 
-    prof = ex.get_profile("quick")
+    from dip_lib import arch
+
     df = pd.DataFrame(
         {"mask": ["text-seed"] * 2, "filters": [8, 16], "_best": [30.0, 31.0], "last 20% gain": [0.1, 0.05]}
     )
-    text = pages.filters_interpretation(df, prof)
-    assert "2 of 2 widths had flattened" in text and "every one had flattened" in text
+    assert arch.regime_facts(df, 3001) | {"late_share": "", "flat_db": 0} == {
+        "iterations": 3001,
+        "own": 6001,
+        "settings": 2,
+        "flat": 2,
+        "rising": 0,
+        "late_share": "",
+        "flat_db": 0,
+    }
     df["last 20% gain"] = [0.1, 0.5]
-    text = pages.filters_interpretation(df, prof)
-    assert "1 of 2 widths had flattened" in text and "checked at 50, 75 and 100% of their budget" in text
-    assert f"{prof.filter_iterations} iterations, fewer than the text recipe's 6001" in text
+    assert arch.regime_facts(df, 3001)["rising"] == 1
+    assert arch.width_facts(df) | {} == {
+        "lo_filters": 8,
+        "lo": "30.00",
+        "hi_filters": 16,
+        "hi": "31.00",
+        "best_filters": 16,
+        "best": "31.00",
+    }
+    assert arch.width_facts(df, mask="file")["best"] == pages.DASH
+    ddf = pd.DataFrame(
+        {
+            "mask": ["text-seed"] * 4,
+            "skip": [True, True, False, False],
+            "depth": [1, 2, 1, 2],
+            "_best": [16.6, 16.1, 16.0, 16.2],
+            "last 20% gain": [0.9] * 4,
+        }
+    )
+    d = arch.depth_facts(ddf)
+    assert (d["skip_best_depth"], d["skip_best"], d["noskip_best_depth"], d["noskip_first"]) == (1, "16.60", 2, "16.00")
+    assert d["shallow_change"] == "-0.25" and d["deep_change"] == pages.DASH  # no depth above 3
 
 
 def test_the_kate_zoom_finds_the_filters_sweep_in_the_committed_results(shared_data):
@@ -332,8 +361,6 @@ def test_the_smoke_prose_reads_right(monkeypatch):
     itself the cheapest within tolerance; the depth sentences name their settings."""
     from types import SimpleNamespace
 
-    import pandas as pd
-
     from dip_lib import cost
     from dip_lib.runs import get_profile
 
@@ -352,20 +379,6 @@ def test_the_smoke_prose_reads_right(monkeypatch):
     text = pages.cost_interpretation(cost.choose([best]), "the Table-1 crops (house)", baseline)
     assert "No cheaper point comes within 0.5 dB of it: **no saving**" in text and "1.0x" not in text
     assert text.endswith("the best point is +10.71\u00a0dB at 4.5x more compute.")
-
-    ddf = pd.DataFrame(
-        {
-            "mask": ["text-seed"] * 4,
-            "skip": [True, True, False, False],
-            "depth": [1, 2, 1, 2],
-            "_best": [16.6, 16.1, 16.0, 16.2],
-            "last 20% gain": [0.9] * 4,
-        }
-    )
-    text = pages.depth_interpretation(ddf, prof)
-    assert "`text-seed` with skips: best at depth 1 (16.60\u00a0dB), the shallowest." in text
-    assert "`text-seed` without skips: best at depth 2 (16.20\u00a0dB), depth 1 gives 16.00\u00a0dB." in text
-    assert "Removing the skips changes PSNR by -0.25\u00a0dB at depths up to 3." in text  # no '... and – deeper'
 
 
 def test_notebook_runs_print_no_transport_warning_and_still_fail_loudly(tmp_path, capfd):
