@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .pages import DASH, num
+from .facts import DASH, num
 from .presets import get_preset
 from .scores import FLAT_DB, LATE_SHARE
 

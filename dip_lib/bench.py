@@ -1003,3 +1003,36 @@ def _default_iterations(device: torch.device) -> int:
 
 def _default_rounds(device: torch.device) -> int:
     return 2
+
+
+def calibrate_memory(preset_name: str, sizes: tuple[int, ...] = (256, 384, 512), mode: str = "fp32") -> dict:
+    """Fit K[mode] against the measured peak RSS (fresh processes, ``memory_in_subprocess``)
+    at ``sizes``: least squares of (measured - BASE - 16 P) on 4 B x activation elements."""
+    from .estimate import elements_per_pixel, param_count
+    from .presets import get_preset
+
+    preset = get_preset(preset_name)
+    over = {
+        "precision": "bf16" if mode == "bf16" else "fp32",
+        "checkpointing": mode == "checkpointing",
+        "adam_impl": "fused",
+    }
+    v = Variant(mode, "", overrides=over)
+    net_cfg = replace(preset.net, out_channels=3)
+    rows = []
+    for s in sizes:
+        mb = memory_in_subprocess(v, preset, s, iterations=2)
+        acts = 4 * elements_per_pixel(net_cfg) * s * s
+        rows.append(
+            {
+                "size": s,
+                "measured_mb": mb,
+                "activation_mb": acts / 2**20,
+                "params_mb": 16 * param_count(net_cfg) / 2**20,
+            }
+        )
+    ok = [r for r in rows if r["measured_mb"] is not None]
+    x = np.array([r["activation_mb"] for r in ok])
+    y = np.array([r["measured_mb"] - r["params_mb"] for r in ok])  # growth over the RSS before the fit
+    k = float((x @ y) / (x @ x)) if len(ok) else float("nan")
+    return {"preset": preset_name, "mode": mode, "k": k, "rows": rows}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .compute import run_gflop
+from .facts import DASH, num
 from .runs import Profile, Run
 from .scores import mean_std
 
@@ -191,3 +192,38 @@ def preset_from(point: Point, name: str = "fast", description: str = ""):
     skip = 4 if point.recipe == "table1-paper" else w
     net = replace(base.net, channels_down=(w,) * 5, channels_up=(w,) * 5, channels_skip=(skip,) * 5)
     return replace(base, name=name, description=description, net=net, lr=point.lr, iterations=point.iterations)
+
+
+def _point_facts(p: Point | None, prefix: str) -> dict[str, Any]:
+    keys = ("recipe", "width", "lr", "iterations", "psnr", "gflop", "seconds")
+    if p is None:
+        return {f"{prefix}{k}": DASH for k in keys}
+    values = (p.recipe, p.width, f"{p.lr:g}", p.iterations, num(p.psnr), f"{p.gflop:,.0f}", f"{p.seconds:,.0f}")
+    return {f"{prefix}{k}": v for k, v in zip(keys, values)}
+
+
+def choice_facts(choice: Choice | None, baseline: Point | None = None) -> dict[str, Any]:
+    """One panel's choice for notebook 06's Markdown: the best point (``ref_*``), the cheapest within
+    the tolerance (``pick_*``), the compute ratio between them and whether it meets ``MIN_SAVING``,
+    and the recipe as the main experiment runs it (``base_*``) with the pick's PSNR change over it."""
+    ref, pick = (choice.reference, choice.point) if choice else (None, None)
+    return {
+        **_point_facts(ref, "ref_"),
+        **_point_facts(pick, "pick_"),
+        **_point_facts(baseline, "base_"),
+        "tolerance": f"{choice.tolerance_db:g}" if choice else DASH,
+        "saving": num(choice.saving if choice else None, ".1f"),
+        "goal": f"{MIN_SAVING:g}",
+        "met": ("yes" if choice.met else "no") if choice else DASH,
+        "pick_change": num(pick.psnr - ref.psnr if choice else None, "+.2f"),
+        "over_base": num(pick.psnr - baseline.psnr if choice and baseline else None, "+.2f"),
+    }
+
+
+def fast_facts(choice: Choice | None) -> dict[str, Any]:
+    """Whether the library's ``fast`` preset is the recipe chosen on the Table-1 crops."""
+    from .presets import get_preset
+
+    fast = get_preset("fast")
+    same = choice is not None and preset_from(choice.point, fast.name, fast.description) == fast
+    return {"description": fast.description, "matches": "yes" if same else "no"}

@@ -9,7 +9,7 @@ gives activation elements per pixel. Peak memory is then
 
 where K (what autograd keeps and the allocator adds, relative to one fp32 copy of every module
 output) was calibrated against the peak RSS (VmHWM) of fresh processes at three sizes on this
-project's CPU VM (``calibrate_memory``; the constants below say when and where). ``mode`` is
+project's CPU VM (``bench.calibrate_memory``; the constants below say when and where). ``mode`` is
 fp32, bf16 (autocast) or checkpointing.
 
 Time: the analytic conv FLOPs (``nets.conv_flops``) of one iteration at the target size divided
@@ -40,7 +40,7 @@ from .solver import FitConfig, fit
 log = logging.getLogger(__name__)
 
 BASE_BYTES = 460 * 2**20  # python, torch, numpy, the CLI's modules and a first small fit (RSS, this VM)
-# activation multiplier per mode: calibrate_memory() on the VM (AMD EPYC with avx512_bf16, 2 cores,
+# activation multiplier per mode: bench.calibrate_memory() on the VM (AMD EPYC with avx512_bf16, 2 cores,
 # torch 2.13 CPU, 2026-11-29), the larger of text (256/384/512 px: 1.108, 0.757, 0.848) and
 # table1-paper (256/512 px: 1.148, 0.731, 0.824), rounded up
 K_ACTIVATIONS = {"fp32": 1.15, "bf16": 0.76, "checkpointing": 0.85}
@@ -107,14 +107,14 @@ def peak_memory_bytes(net_cfg: SkipConfig, height: int, width: int, mode: str = 
     """Estimated peak resident memory (bytes) of a fit at height x width (see the module docstring)."""
     if mode not in K_ACTIVATIONS:
         raise ValueError(f"mode must be one of {tuple(K_ACTIVATIONS)}")
-    acts = K_ACTIVATIONS[mode] * 4 * _elements_per_pixel_cached(net_cfg) * height * width
+    acts = K_ACTIVATIONS[mode] * 4 * elements_per_pixel(net_cfg) * height * width
     return int(BASE_BYTES + 16 * param_count(net_cfg) + acts)
 
 
 _EPP_CACHE: dict[SkipConfig, float] = {}
 
 
-def _elements_per_pixel_cached(net_cfg: SkipConfig) -> float:
+def elements_per_pixel(net_cfg: SkipConfig) -> float:
     if net_cfg not in _EPP_CACHE:
         _EPP_CACHE[net_cfg] = _elements_per_pixel(net_cfg)
     return _EPP_CACHE[net_cfg]
@@ -366,39 +366,6 @@ def describe(est: Estimate, device: str, suggestion: tuple[int, float] | None = 
     if est.busy > BUSY:
         line += f" (other jobs load the CPU now: at this load about {fmt_seconds(est.seconds * est.busy)})"
     return line
-
-
-def calibrate_memory(preset_name: str, sizes: tuple[int, ...] = (256, 384, 512), mode: str = "fp32") -> dict:
-    """Fit K[mode] against the measured peak RSS (fresh processes, ``bench.memory_in_subprocess``)
-    at ``sizes``: least squares of (measured - BASE - 16 P) on 4 B x activation elements."""
-    from .bench import Variant, memory_in_subprocess
-    from .presets import get_preset
-
-    preset = get_preset(preset_name)
-    over = {
-        "precision": "bf16" if mode == "bf16" else "fp32",
-        "checkpointing": mode == "checkpointing",
-        "adam_impl": "fused",
-    }
-    v = Variant(mode, "", overrides=over)
-    net_cfg = replace(preset.net, out_channels=3)
-    rows = []
-    for s in sizes:
-        mb = memory_in_subprocess(v, preset, s, iterations=2)
-        acts = 4 * _elements_per_pixel_cached(net_cfg) * s * s
-        rows.append(
-            {
-                "size": s,
-                "measured_mb": mb,
-                "activation_mb": acts / 2**20,
-                "params_mb": 16 * param_count(net_cfg) / 2**20,
-            }
-        )
-    ok = [r for r in rows if r["measured_mb"] is not None]
-    x = np.array([r["activation_mb"] for r in ok])
-    y = np.array([r["measured_mb"] - r["params_mb"] for r in ok])  # growth over the RSS before the fit
-    k = float((x @ y) / (x @ x)) if len(ok) else float("nan")
-    return {"preset": preset_name, "mode": mode, "k": k, "rows": rows}
 
 
 def require_positive_minutes(value: float | None) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .pages import num
+from .facts import num
 from .scores import Records, fig2_quarter_losses
 
 TARGETS = ("image", "noisy", "shuffled", "noise")

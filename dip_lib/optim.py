@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .pages import DASH, NBSP, num
+from .facts import DASH, NBSP, num
 from .scores import Records, interval_drops
 
 

@@ -8,7 +8,6 @@ which live in ``dip_lib.scores`` when it exists and in ``dip_lib.plots`` before 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 
 from . import experiments as ex
 from .compute import duration, estimate_seconds
-from .cost import MIN_SAVING
+from .facts import DASH, NBSP, num, number
 from .presets import get_preset
 from .runs import Profile, Run, get_profile, load_problem, plan
 from .scores import FLAT_DB, LATE_SHARE, oracle, oracle_iteration, table1_values
@@ -27,8 +26,6 @@ from .store import ResultStore
 log = logging.getLogger(__name__)
 
 Records = list[tuple[Run, dict[str, Any]]]
-NBSP = "\u00a0"
-DASH = "\u2013"
 PM = f"{NBSP}\u00b1{NBSP}"
 EXPERIMENT_TITLES = {
     "table1": "Table 1",
@@ -40,16 +37,8 @@ EXPERIMENT_TITLES = {
 }
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def mean_of(values: Iterable[Any]) -> float | None:
-    vals = [v for v in (_num(x) for x in values) if v is not None]
+    vals = [v for v in (number(x) for x in values) if v is not None]
     return float(np.mean(vals)) if vals else None
 
 
@@ -292,9 +281,9 @@ def published() -> dict[str, dict[str, float | None]]:
         p = paper.get(display, {})
         g = next((v for k, v in g71.items() if k.startswith(file_name[:4])), None)
         out[file_name] = {
-            "paper DIP": _num(p.get("dip_psnr")),
-            "paper Papyan": _num(p.get("papyan_psnr")),
-            "group 71": _num(g["max_psnr"]) if g else None,
+            "paper DIP": number(p.get("dip_psnr")),
+            "paper Papyan": number(p.get("papyan_psnr")),
+            "group 71": number(g["max_psnr"]) if g else None,
         }
     return out
 
@@ -445,21 +434,6 @@ def peak_facts(records: Records) -> dict[str, Any]:
     }
 
 
-def glue_facts(facts: dict[str, Any], prefix: str = "") -> None:
-    """Glue each value of ``facts`` (``myst_nb.glue``, not displayed) under ``prefix + key``, for the
-    notebook's Markdown to cite with {glue:text}`key`."""
-    from myst_nb import glue
-
-    for key, value in facts.items():
-        glue(prefix + key, value, display=False)
-
-
-def num(value: float | None, spec: str = ".2f") -> str:
-    """A number for a glued sentence: formatted by ``spec``, a dash when there is none."""
-    v = _num(value)
-    return DASH if v is None else format(v, spec)
-
-
 # ---------------------------------------------------------------- architecture and optimiser
 
 
@@ -529,7 +503,7 @@ def claims_sides(verdicts) -> Table:
 
 def compute_total(loaded: dict[str, Loaded]) -> tuple[int, float]:
     """The stored runs of a profile and their compute in hours (the sum of their wall times)."""
-    walls = [_num(x["summary"].get("wall_time")) for L in loaded.values() for _, x in L.records]
+    walls = [number(x["summary"].get("wall_time")) for L in loaded.values() for _, x in L.records]
     walls = [w for w in walls if w is not None]
     return len(walls), sum(walls) / 3600
 
@@ -557,15 +531,13 @@ def claim_section(row, stored: Records) -> str:
     return "\n\n".join(out)
 
 
-def seed_beside_ours(loaded: dict[str, Loaded], native: Records) -> Table:
+def seed_beside_ours(loaded: dict[str, Loaded], ns) -> Table:
     """The seed report's experiment-level findings beside ours, each computed from stored results
-    (theirs from the published values in data/)."""
-    from . import table1_cpu
+    (theirs from the published values in data/); ``ns``: ``table1_cpu.summary`` of the native-size runs."""
     from .claims import seed_facts
 
     facts = seed_facts()
     rows = []
-    ns = table1_cpu.summary(native)
     if ns.images:
         ours = f"{ns.mean_final:.2f} dB against the paper's {ns.mean_paper:.2f} on the same {ns.images} images"
     else:
@@ -773,81 +745,6 @@ def cost_people(pts: list, fr: list, choice) -> Table:
     )
 
 
-def cost_interpretation(choice, what: str, baseline=None) -> str:
-    """What the cheapest recipe within tolerance costs and gives, against the best one and against
-    ``baseline`` (the recipe as the report's main experiment runs it), in words."""
-    if choice is None:
-        return f"No stored runs on {what} yet."
-    ref, pick = choice.reference, choice.point
-    out = (
-        f"On {what}, the best point is `{ref.recipe}` with {ref.width} filters, lr {ref.lr:g}, "
-        f"{ref.iterations} iterations{'' if ref.full else ' (a check before its full count)'}: {_dB(ref.psnr)} on "
-        f"average (n = {ref.n}) for {ref.gflop:,.0f} GFLOP per fit. "
-    )
-    if choice.saving <= 1:  # the best point is the cheapest within tolerance: nothing to compare it with
-        out += (
-            f"No cheaper point comes within {choice.tolerance_db:g} dB of it: **no saving**, short of the goal of "
-            f"{MIN_SAVING:g}x. Measured here, {ref.seconds:,.0f} s per fit."
-        )
-    else:
-        verdict = (
-            f"that is **{_compute_ratio(ref.gflop, pick.gflop)}** than the best point, meeting the goal of at "
-            f"least {MIN_SAVING:g}x"
-            if choice.met
-            else f"that is {_compute_ratio(ref.gflop, pick.gflop, digits=1)} than the best point: "
-            f"**short of the goal of {MIN_SAVING:g}x**"
-        )
-        out += (
-            f"The cheapest point within {choice.tolerance_db:g} dB of it is `{pick.recipe}` with {pick.width} "
-            f"filters, lr {pick.lr:g}, stopped after {pick.iterations} iterations: {_dB(pick.psnr)} "
-            f"({_dB(pick.psnr - ref.psnr, sign=True)}) for {pick.gflop:,.0f} GFLOP; {verdict}. Measured here, "
-            f"{pick.seconds:,.0f} s against {ref.seconds:,.0f} s per fit."
-        )
-    if baseline is not None and baseline != ref:
-        out += (
-            f" Against `{baseline.recipe}` as this profile runs it elsewhere ({baseline.width} filters, "
-            f"{baseline.iterations} iterations: {_dB(baseline.psnr)} for {baseline.gflop:,.0f} GFLOP), the "
-            f"{'cheap' if choice.saving > 1 else 'best'} point is {_dB(pick.psnr - baseline.psnr, sign=True)} at "
-            f"{_compute_ratio(baseline.gflop, pick.gflop, digits=1)}."
-        )
-    return out
-
-
-def _compute_ratio(other_gflop: float, gflop: float, digits: int | None = None) -> str:
-    """'12x less compute', '1.5x more compute': ``gflop`` against ``other_gflop``, never '0.2x less'."""
-    ratio = other_gflop / gflop
-    if ratio < 1:
-        return f"{_times(1 / ratio, digits)} more compute"
-    return f"{_times(ratio, digits)} less compute" if ratio > 1 else "the same compute"
-
-
-def _times(ratio: float, digits: int | None = None) -> str:
-    """'15x' from 10 up and '1.5x' below, or with ``digits`` decimals where a page states it so."""
-    if digits is None:
-        digits = 0 if ratio >= 10 else 1
-    return f"{ratio:.{digits}f}x"
-
-
-def fast_preset_note(choice) -> str:
-    """Whether the library's ``fast`` preset is the recipe this page chooses, in words."""
-    from .cost import preset_from
-
-    fast = get_preset("fast")
-    text = (
-        f"The library's `fast` preset (`python -m dip_lib inpaint --preset fast`, offered by the CLI when a fit "
-        f"would be long): {fast.description}."
-    )
-    if choice is None:
-        return text
-    p = choice.point
-    if preset_from(p, fast.name, fast.description) == fast:
-        return text + " It is the point chosen above."
-    return text + (
-        f" The point chosen from the stored runs is `{p.recipe}` at {p.width} filters, lr {p.lr:g}, {p.iterations} "
-        "iterations: **the preset does not match these results** (they may be partial)."
-    )
-
-
 @dataclass
 class CostStudy:
     """The cost sweep with the runs it reads from the other experiments, as plot panels:
@@ -897,29 +794,6 @@ def cost_study(
         full(kate, "text", 128, get_preset("text").lr),
     ]
     return CostStudy(loaded, panels, about, baselines)
-
-
-def cost_headline(loaded: dict[str, Loaded], prof: Profile) -> str:
-    """One sentence for the landing page: the cheap point on the Table-1 crops against the best recipe."""
-    from . import cost
-
-    if not all(e in loaded for e in ("cost", "table1")):
-        return ""
-    choice = cost.choose(cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images))
-    if choice is None:
-        return ""
-    p, ref = choice.point, choice.reference
-    crops = f"the Table-1 crop{'s' if len(prof.cost_images) > 1 else ''} ({', '.join(prof.cost_images)})"
-    partial = "" if loaded["cost"].complete else " (cost sweep partly stored)"
-    if choice.saving <= 1:
-        return (
-            f"Cheaper: on {crops}, no recipe with less compute comes within {choice.tolerance_db:g} dB of the best, "
-            f"{ref.recipe} at {ref.width} filters after {ref.iterations} iterations{partial}."
-        )
-    return (
-        f"Cheaper: on {crops}, {p.recipe} at {p.width} filters stopped after {p.iterations} iterations comes "
-        f"within {_dB(ref.psnr - p.psnr)} of the best recipe at {_compute_ratio(ref.gflop, p.gflop)}{partial}."
-    )
 
 
 def score_claims(loaded: dict[str, Loaded], native: Records = ()):

@@ -463,47 +463,56 @@ def kate_figure(records: Records, store: ResultStore):
 
 @styled
 def cost_quality(panels: list[tuple[str, list, list, Any]]):
-    """Clean-output PSNR against training compute (GFLOP per fit, log scale), one panel per problem
-    set: ``(title, points, front, choice)`` with ``cost.Point`` lists and a ``cost.Choice`` or None.
-    One line per recipe and width through its iteration budgets; the Pareto front dashed; the
-    reference (best recipe) and the cheap choice marked."""
-    panels = [p for p in panels if p[1]]
-    if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False)
-    for ax, (title, pts, fr, choice) in zip(axes[0], panels):
-        lines: dict[tuple, list] = {}
-        for p in pts:
-            lines.setdefault(p.key, []).append(p)
-        widths = sorted({k[1] for k in lines})
-        cmap = plt.get_cmap("viridis")
-        for (recipe, width, lr), ps in sorted(lines.items()):
-            ps = sorted(ps, key=lambda p: p.gflop)
-            color = cmap(widths.index(width) / max(1, len(widths) - 1))
-            style = "-" if lr == max(k[2] for k in lines) else (":" if lr == min(k[2] for k in lines) else "--")
-            ax.plot(
-                [p.gflop for p in ps],
-                [p.psnr for p in ps],
-                style,
-                color=color,
-                marker=".",
-                ms=3,
-                lw=1.1,
-                label=f"{recipe}, {width} f, lr {lr:g}",
+    """Clean-output PSNR against training compute (GFLOP per fit, log scale) as small multiples: per
+    problem set ``(title, points, front, choice)`` and recipe, one panel of its widths at its usual
+    learning rate and, where it has others, one of its learning rates at those widths; one line per
+    (width, lr) through its iteration budgets. Every panel shows its problem set's Pareto front (grey);
+    the reference (best point) and the cheap choice are marked where they lie."""
+    cells = []
+    for title, pts, fr, choice in panels:
+        for recipe in sorted({p.recipe for p in pts}):
+            mine = [p for p in pts if p.recipe == recipe]
+            lrs = [p.lr for p in mine]
+            usual = max(set(lrs), key=lrs.count)
+            cells.append(
+                (f"{title}\n{recipe}: widths at lr {usual:g}", [p for p in mine if p.lr == usual], pts, fr, choice)
             )
-        ax.plot([p.gflop for p in fr], [p.psnr for p in fr], color="0.3", lw=3, alpha=0.25, label="Pareto front")
+            others = {p.width for p in mine if p.lr != usual}
+            if others:
+                label = ", ".join(str(w) for w in sorted(others))
+                sel = [p for p in mine if p.width in others]
+                cells.append((f"{title}\n{recipe}: learning rates at {label} filters", sel, pts, fr, choice))
+    if not cells:
+        return None
+    ncols = 2
+    nrows = int(np.ceil(len(cells) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_INCHES, 4.4 * nrows), squeeze=False)
+    for ax, (title, shown, pts, fr, choice) in zip(axes.flat, cells):
+        lines: dict[tuple, list] = {}
+        for p in shown:
+            lines.setdefault((p.width, p.lr), []).append(p)
+        for (width, lr), ps in sorted(lines.items()):
+            ps = sorted(ps, key=lambda p: p.gflop)
+            ax.plot(
+                [p.gflop for p in ps], [p.psnr for p in ps], marker=".", ms=4, lw=1.2, label=f"{width} f, lr {lr:g}"
+            )
+        ax.plot([p.gflop for p in fr], [p.psnr for p in fr], color="0.3", lw=4, alpha=0.2, label="Pareto front")
         if choice is not None:
             ref, pick = choice.reference, choice.point
-            ax.axhline(ref.psnr - choice.tolerance_db, color="C3", lw=0.8, ls=":")
-            ax.plot(ref.gflop, ref.psnr, "s", mfc="none", mec="k", ms=9, label="best point (reference)")
-            ax.plot(pick.gflop, pick.psnr, "*", color="C3", ms=13, label=f"cheapest within {choice.tolerance_db:g} dB")
+            ax.axhline(ref.psnr - choice.tolerance_db, color="0.4", lw=0.8, ls=":")
+            if ref in shown:
+                ax.plot(ref.gflop, ref.psnr, "s", mfc="none", mec="k", ms=9, label="best point")
+            if pick in shown:
+                ax.plot(pick.gflop, pick.psnr, "*", color=OKABE_ITO[3], ms=13, label="cheapest within tolerance")
         ax.set_xscale("log")
         ax.set_xlabel("training compute per fit (GFLOP, log)")
-        ax.set_ylabel("clean-output PSNR (dB), mean over images and seeds")
-        ax.set_title(title, fontsize=10)
-        lo = max(p.psnr for p in pts) - 12
-        ax.set_ylim(bottom=max(lo, min(p.psnr for p in pts) - 0.5))
+        ax.set_ylabel("clean-output PSNR (dB)")
+        ax.set_title(title)
+        top = max(p.psnr for p in pts)
+        ax.set_ylim(max(top - 12, min(p.psnr for p in pts) - 0.5), top + 0.5)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6.5, ncol=2, loc="lower right")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+    for ax in axes.flat[len(cells) :]:
+        ax.axis("off")
     fig.tight_layout()
     return fig

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .facts import DASH, num
 from .runs import TABLE1_CPU_IMAGES, plan
 from .scores import Records
 from .store import ResultStore
@@ -142,8 +143,6 @@ def _mean(values) -> float | None:
 
 def facts(records: Records) -> dict[str, Any]:
     """``summary`` formatted for the notebook's Markdown (a dash where nothing is stored)."""
-    from .pages import DASH, num
-
     s = summary(records)
     return {
         "images": s.images,

@@ -356,29 +356,18 @@ def _point(**kw):
     return Point(**{**base, "std": 0.0, "n": 1, "hole": 28.1, "full": True, **kw})
 
 
-def test_the_smoke_prose_reads_right(monkeypatch):
-    """Sentences at the smoke scale: no 'within 0.00 dB ... at 1x less compute' when the best recipe is
-    itself the cheapest within tolerance; the depth sentences name their settings."""
-    from types import SimpleNamespace
-
+def test_the_cost_facts_say_when_the_best_point_is_the_cheapest():
+    """The numbers notebook 06 cites: no saving (1.0 times, goal not met) when the best point is itself
+    the cheapest within the tolerance, the saving and the change otherwise, and the baseline beside it."""
     from dip_lib import cost
-    from dip_lib.runs import get_profile
 
-    prof = get_profile("smoke")
     best, cheap = _point(), _point(width=4, gflop=0.6, psnr=28.4)
-    loaded = {"cost": SimpleNamespace(records=[], complete=True), "table1": SimpleNamespace(records=[])}
-    monkeypatch.setattr(cost, "table1_cost", lambda *a: [best])
-    assert pages.cost_headline(loaded, prof) == (
-        "Cheaper: on the Table-1 crop (house), no recipe with less compute comes within 0.5 dB of the best, "
-        "table1-seed at 16 filters after 40 iterations."
-    )
-    monkeypatch.setattr(cost, "table1_cost", lambda *a: [best, cheap])
-    assert "comes within 0.29\u00a0dB of the best recipe at 15x less compute." in pages.cost_headline(loaded, prof)
-
     baseline = _point(recipe="table1-paper", width=8, gflop=2.0, psnr=17.98)
-    text = pages.cost_interpretation(cost.choose([best]), "the Table-1 crops (house)", baseline)
-    assert "No cheaper point comes within 0.5 dB of it: **no saving**" in text and "1.0x" not in text
-    assert text.endswith("the best point is +10.71\u00a0dB at 4.5x more compute.")
+    alone = cost.choice_facts(cost.choose([best]), baseline)
+    assert (alone["saving"], alone["met"], alone["over_base"], alone["pick_change"]) == ("1.0", "no", "+10.71", "+0.00")
+    both = cost.choice_facts(cost.choose([best, cheap]))
+    assert (both["pick_width"], both["saving"], both["met"], both["pick_change"]) == (4, "15.0", "yes", "-0.29")
+    assert both["base_recipe"] == pages.DASH and cost.choice_facts(None)["met"] == pages.DASH
 
 
 def test_notebook_runs_print_no_transport_warning_and_still_fail_loudly(tmp_path, capfd):
