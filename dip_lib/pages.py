@@ -187,7 +187,7 @@ def scale_note(experiment: str, prof: Profile) -> str:
         width = f"{prof.table1_width} filters per layer" if prof.table1_width else "128 filters per layer (the paper's)"
         its = ", ".join(f"`{k}` {v}" for k, v in prof.table1_iterations.items())
         return (
-            f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** "
+            f"**Scale: the {prof.name} profile.** "
             f"{len(prof.table1_images)} images as {crop}; networks with {width}; "
             f"iterations: {its}; seeds {seeds_t}; CSC peer {prof.csc_iterations} iterations; a PSNR check every "
             f"{prof.log_every} iterations.{reduced}"
@@ -196,7 +196,7 @@ def scale_note(experiment: str, prof: Profile) -> str:
         kate = f"{prof.kate_size}x{prof.kate_size}" if prof.kate_size else "512x512"
         deep = f"{prof.depth_size}x{prof.depth_size}" if prof.depth_size else "512x512"
         return (
-            f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** Filters "
+            f"**Scale: the {prof.name} profile.** Filters "
             f"{', '.join(map(str, prof.filters))} at depth 5 on kate at {kate}, {prof.filter_iterations} "
             f"iterations; depths {', '.join(map(str, prof.depths))} with {prof.depth_width} filters, with and "
             f"without skips, on kate at {deep} (depth d needs 2^d + 1 px), {prof.depth_iterations} iterations; "
@@ -204,7 +204,7 @@ def scale_note(experiment: str, prof: Profile) -> str:
         )
     if experiment == "optim":
         return (
-            f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** kate at "
+            f"**Scale: the {prof.name} profile.** kate at "
             f"{prof.kate_size}x{prof.kate_size}, `text-seed` mask, "
             f"{prof.optim_width or 128} filters per layer, {prof.optim_iterations} iterations (L-BFGS: function "
             f"evaluations), the seed's trial 3 (Adam lr 0.1, guard off and on) {prof.trial3_iterations}; "
@@ -213,7 +213,7 @@ def scale_note(experiment: str, prof: Profile) -> str:
     if experiment == "figures":
         kate = f"{prof.kate_size}x{prof.kate_size}" if prof.kate_size else "512x512"
         return (
-            f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** kate at {kate} with "
+            f"**Scale: the {prof.name} profile.** kate at {kate} with "
             f"{prof.figure_width or 128}-filter networks: Fig. 2 fits {prof.fig2_iterations} iterations with no "
             f"mask; the inpainting figure runs the `text` recipe for {prof.kate_iterations} iterations on the "
             f"original kate mask; seeds {seeds_s}.{reduced}"
@@ -222,7 +222,7 @@ def scale_note(experiment: str, prof: Profile) -> str:
         crop = f"{prof.table1_crop}x{prof.table1_crop} center crops" if prof.table1_crop else "native size"
         its = ", ".join(f"`{k}` {v or 'not run'}" for k, v in prof.cost_iterations.items())
         return (
-            f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** Both Table-1 recipes at "
+            f"**Scale: the {prof.name} profile.** Both Table-1 recipes at "
             f"{', '.join(map(str, prof.cost_widths))} filters per layer on {', '.join(prof.cost_images)} as {crop} "
             f"(Table 1's own masks; its {prof.table1_width or 128}-filter runs are the sweep's remaining width); "
             f"iterations: {its}; seeds {seeds_s}; fp32, one CPU thread per run. Every check of a run is read as a "
@@ -235,15 +235,12 @@ def scale_note(experiment: str, prof: Profile) -> str:
         images = ", ".join(f"{i} ({m} mask{f', center {k} px' if k else ''})" for i, m, k in c.images)
         its = ", ".join(f"`{k}` {v}" for k, v in prof.table1_iterations.items())
         return (
-            f"**Scale of {EXPERIMENT_TITLES[experiment]} ({prof.name} profile).** Both Table-1 recipes on kate's "
+            f"**Scale: the {prof.name} profile.** Both Table-1 recipes on kate's "
             f"text mask at {kate}, {prof.table1_width or 128} filters, iterations: {its}; a depth sweep "
             f"{', '.join(map(str, c.depths))} with and without skips, {c.width} filters, {c.iterations} "
             f"iterations, on {images} at {side}; seeds {', '.join(map(str, c.seeds))}.{reduced}"
         )
-    return (
-        f"**Scale of {EXPERIMENT_TITLES.get(experiment, experiment)} ({prof.name} profile).** "
-        f"{prof.description}.{reduced}"
-    )
+    return f"**Scale: the {prof.name} profile.** {prof.description}.{reduced}"
 
 
 def glossary_facts() -> dict[str, Any]:

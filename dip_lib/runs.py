@@ -734,8 +734,9 @@ def _plan_cost(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
 
 
 def _plan_claims(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
-    """Seed by seed: the two Table-1 recipes on kate's text mask at Table 1's width and iteration
-    counts, then the depth sweep (``ClaimRuns``) on each of its images."""
+    """First the two Table-1 recipes on kate's text mask at Table 1's width and iteration counts for
+    every seed (claim 3's pairs: the fewest runs that give it an interval), then the depth sweep
+    (``ClaimRuns``) on each of its images, seed by seed (a partial budget yields whole seeds)."""
     c = prof.claims
     if c is None:
         return []
@@ -756,6 +757,7 @@ def _plan_claims(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
                     **base,
                 )
             )
+    for seed in seeds:
         for image, mask, crop in c.images:
             for skip in (True, False):
                 for d in c.depths:
