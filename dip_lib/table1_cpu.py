@@ -155,4 +155,6 @@ def facts(records: Records) -> dict[str, Any]:
         "farthest_image": s.farthest[0] if s.farthest else DASH,
         "beats": s.beats_papyan,
         "hours": num(s.hours if s.images else None, ".1f"),
+        "device": s.device or DASH,
+        "numerics": s.numerics or DASH,
     }
