@@ -116,6 +116,7 @@ class Claim:
     needs: tuple[str, ...]
     pages: tuple[str, ...]
     score: Callable[[dict[str, Records]], Score]
+    uses: Callable[[Run], bool] = lambda run: True  # the runs of ``needs`` it reads: it waits for no other
 
 
 # ---------------------------------------------------------------- helpers
@@ -526,6 +527,7 @@ CLAIMS: tuple[Claim, ...] = (
         needs=("table1", "claims"),
         pages=("02_architecture_sweep", "01_table1_bernoulli"),
         score=structure_fits_task,
+        uses=lambda run: run.experiment != "claims" or run.label.endswith("text mask"),
     ),
     Claim(
         title="4. The network is the prior",
@@ -550,6 +552,7 @@ CLAIMS: tuple[Claim, ...] = (
         needs=("claims",),
         pages=("05_claims", "02_architecture_sweep"),
         score=deeper_is_better,
+        uses=lambda run: run.label.startswith("depth"),
     ),
     Claim(
         title="6. Skip connections hurt shallow nets",
@@ -561,6 +564,7 @@ CLAIMS: tuple[Claim, ...] = (
         needs=("claims",),
         pages=("05_claims", "02_architecture_sweep"),
         score=skips_hurt_shallow,
+        uses=lambda run: run.label.startswith("depth"),
     ),
 )
 
@@ -607,7 +611,8 @@ def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] 
     standard, evidence, deciding (the runs that would decide an undecided claim), paper, seed.
 
     ``partial``: experiment -> (its coverage line, its missing runs) for the experiments not completely
-    stored; a claim needing one of them is "undecided: partial results", deciding runs those missing."""
+    stored; a claim missing runs it uses (``Claim.uses``) is "undecided: partial results", deciding
+    runs those missing."""
     import pandas as pd
 
     facts = seed_facts()
@@ -615,7 +620,14 @@ def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] 
     for claim in CLAIMS:
         s = claim.score(loaded)
         verdict, evidence, deciding = s.verdict, s.evidence, list(s.deciding)
-        waiting = [partial[e] for e in claim.needs if partial and e in partial]
+        waiting = [
+            (line, mine)
+            for e in claim.needs
+            if partial and e in partial
+            for line, missing in [partial[e]]
+            for mine in [[r for r in missing if claim.uses(r)]]
+            if mine
+        ]
         if waiting:
             evidence += f" Partial results ({' '.join(line for line, _ in waiting)}): the verdict waits for the rest."
             verdict, deciding = PARTIAL, [r for _, missing in waiting for r in missing]

@@ -111,11 +111,18 @@ def test_skips_hurt_shallow_nets_is_decided_either_way_and_only_when_the_budget_
 
 
 def test_a_claim_waiting_for_runs_is_partial_and_names_them():
-    missing = plan("claims", "quick")[:3]
-    df = claims.score({}, partial={"claims": ("3 of 90 missing", missing)})
-    row = df.set_index("claim").loc["6. Skip connections hurt shallow nets"]
-    assert row["verdict"] == claims.PARTIAL and list(row["deciding"]) == missing
-    assert df.set_index("claim").loc["2. DIP beats Papyan et al."]["verdict"] == claims.NO_DATA
+    """A claim waits only for the missing runs it uses: claim 3 for the recipes on kate's text mask,
+    claims 5 and 6 for the depth sweep."""
+    runs = plan("claims", "quick")
+    kate = [r for r in runs if r.label.endswith("text mask")][:2]
+    depth = [r for r in runs if r.label.startswith("depth")][:3]
+    df = claims.score({}, partial={"claims": ("5 of 90 missing", kate + depth)}).set_index("claim")
+    row = df.loc["6. Skip connections hurt shallow nets"]
+    assert row["verdict"] == claims.PARTIAL and list(row["deciding"]) == depth
+    assert list(df.loc["3. Structure should fit the task"]["deciding"]) == kate
+    only_depth = claims.score({}, partial={"claims": ("3 of 90 missing", depth)}).set_index("claim")
+    assert only_depth.loc["3. Structure should fit the task"]["verdict"] == claims.NO_DATA  # scored, not waiting
+    assert df.loc["2. DIP beats Papyan et al."]["verdict"] == claims.NO_DATA
 
 
 def test_the_seed_reports_table1_mean_is_its_resized_images():
