@@ -9,19 +9,15 @@ elsewhere (no CDN for MathJax or require.js); ``check_page`` fails a page that w
 
 from __future__ import annotations
 
-import ast
 import html
 import io
 import json
-import logging
 import re
 import shutil
 from pathlib import Path
 
 from .errors import DipError
 from .imageio import atomic_write_bytes
-
-log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "templates" / "book"
 TITLE = "Deep Image Prior inpainting, reproduced"
@@ -129,8 +125,9 @@ def check_page(text: str, landing: bool = False) -> list[str]:
     for pattern in _PLUMBING:
         if re.search(pattern, visible):
             problems.append(f"visible plumbing: {pattern}")
-    if _REMOTE.search(text):
-        problems.append(f"loads from another site: {_REMOTE.search(text).group(0)}")
+    remote = _REMOTE.search(text)
+    if remote:
+        problems.append(f"loads from another site: {remote.group(0)}")
     if landing:
         if "dip-claims" not in text:
             problems.append("no claims table")
@@ -140,8 +137,8 @@ def check_page(text: str, landing: bool = False) -> list[str]:
 
 
 def check_folder(folder: Path) -> dict[str, list[str]]:
-    """check_page for every HTML page of a report folder (and every stylesheet and script it ships,
-    for remote loads): {file name: problems} for the failing ones."""
+    """check_page for every HTML page of a report folder (and every stylesheet it ships, for remote
+    loads): {file name: problems} for the failing ones."""
     out = {}
     for path in sorted(folder.glob("*.html")):
         if path.name in ("genindex.html", "search.html"):
@@ -151,7 +148,7 @@ def check_folder(folder: Path) -> dict[str, list[str]]:
         if problems:
             out[path.name] = problems
     for path in sorted(folder.glob("_static/**/*.css")):
-        if re.search(r"url\(\s*[\"']?(?:https?:)?//", path.read_text(errors="replace")):
+        if _REMOTE.search(path.read_text(errors="replace")):
             out[str(path.relative_to(folder))] = ["loads from another site"]
     return out
 
@@ -174,14 +171,16 @@ def glued(notebook: Path) -> dict[str, str]:
     return out
 
 
-def paste(text: str, folder: Path, here: str | None = None) -> str:
+def paste(text: str, folder: Path) -> str:
     """``text`` with its glue roles ({glue}`nb::key` and {glue:text}`nb::key:fmt`) replaced by the
-    values the executed notebooks in ``folder`` glued (``here``: the notebook of keys without one);
-    a key no notebook glued is an error, as it is in the Sphinx build."""
+    values the executed notebooks in ``folder`` glued, as myst-nb's {glue:text} role shows them; a key
+    no notebook glued is an error, as it is in the Sphinx build."""
+    from myst_nb.core.variables import format_plain_text
+
     cache: dict[str, dict[str, str]] = {}
 
     def value(m: re.Match) -> str:
-        doc = m["doc"] or here
+        doc = m["doc"]
         if doc is None:
             raise DipError(f"glue key {m['key']!r} names no notebook")
         if doc not in cache:
@@ -189,23 +188,9 @@ def paste(text: str, folder: Path, here: str | None = None) -> str:
             cache[doc] = glued(path) if path.is_file() else {}
         if m["key"] not in cache[doc]:
             raise DipError(f"{doc}.ipynb glued no {m['key']!r}")
-        return _plain(cache[doc][m["key"]], m["fmt"] or "")
+        return format_plain_text(cache[doc][m["key"]], m["fmt"] or "")
 
     return _GLUE.sub(value, text)
-
-
-def _plain(text: str, fmt: str) -> str:
-    """A glued text/plain value as myst-nb's {glue:text} role shows it: the literal's value (a string
-    without its quotes), formatted by ``fmt`` (``.2f``) when given."""
-    try:
-        value = ast.literal_eval(text)
-    except (SyntaxError, ValueError):
-        value = text
-    if not fmt:
-        return str(value)
-    kind = fmt[-1]
-    value = int(value) if kind in "bcdoxX" else float(value) if kind in "eEfFgGn%" else str(value)
-    return format(value, fmt)
 
 
 def section(text: str, name: str) -> str:
