@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .presets import get_preset
-from .runs import Run
+from .runs import DEEP, SHALLOW, Run
 from .scores import Records, oracle
 
 SUPPORTED, NOT_SUPPORTED, MIXED = "supported", "not supported", "mixed"
@@ -40,7 +40,6 @@ TASK_DB = 0.0  # 3. the better recipe's margin on each task
 RATIO = 1.0  # 4. Fig. 2: another target's loss over the natural image's
 HOLE_DB = 0.0  # 4. DIP minus biharmonic on the missing pixels
 SLOPE_DB = 0.0  # 5. PSNR per extra level of depth
-SHALLOW, DEEP = (2, 3), (6, 7, 8)  # 6. the depths called shallow and deep
 SKIP_DB = 0.0  # 6. no-skip minus skip at the shallow depths
 
 
@@ -564,7 +563,7 @@ CLAIMS: tuple[Claim, ...] = (
         needs=("claims",),
         pages=("05_claims", "02_architecture_sweep"),
         score=skips_hurt_shallow,
-        uses=lambda run: run.label.startswith("depth"),
+        uses=lambda run: run.label.startswith("depth") and run.depth in SHALLOW,
     ),
 )
 

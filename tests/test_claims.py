@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dip_lib import claims
-from dip_lib.runs import plan
+from dip_lib.runs import SHALLOW, plan
 
 
 def record(curve, loss=None, masked=20.0, hole=None, every=100):
@@ -123,6 +123,22 @@ def test_a_claim_waiting_for_runs_is_partial_and_names_them():
     only_depth = claims.score({}, partial={"claims": ("3 of 90 missing", depth)}).set_index("claim")
     assert only_depth.loc["3. Structure should fit the task"]["verdict"] == claims.NO_DATA  # scored, not waiting
     assert df.loc["2. DIP beats Papyan et al."]["verdict"] == claims.NO_DATA
+    deep = [r for r in runs if r.label.startswith("depth") and r.depth not in SHALLOW][:3]
+    only_deep = claims.score({}, partial={"claims": ("3 of 90 missing", deep)}).set_index("claim")
+    assert only_deep.loc["5. Deeper is better"]["verdict"] == claims.PARTIAL
+    assert only_deep.loc["6. Skip connections hurt shallow nets"]["verdict"] == claims.NO_DATA  # not waiting
+
+
+def test_the_claims_plan_computes_the_runs_that_decide_a_claim_first():
+    """Claim 3's pairs, then the shallow depths with and without skips for every seed and image (claim 6),
+    then the other depths with skips (claim 5), then the rest; every run once."""
+    runs = plan("claims", "quick")
+    depth = [r for r in runs if r.label.startswith("depth")]
+    assert all(r.label.endswith("text mask") for r in runs[: len(runs) - len(depth)])
+    tiers = [0 if r.depth in SHALLOW else 1 if r.skip else 2 for r in depth]
+    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2}
+    assert {r.seed for r in depth[: tiers.count(0)]} == {0, 1, 2}
+    assert len({r.run_id for r in runs}) == len(runs) == 90
 
 
 def test_the_seed_reports_table1_mean_is_its_resized_images():
