@@ -1,4 +1,4 @@
-"""The architecture sweep's numbers for the narrative of notebook 02, on one mask (the seed
+"""The architecture sweep: its plan, and its numbers for the narrative of notebook 02, on one mask (the seed
 report's ``text-seed`` by default, which every profile sweeps): each function returns the values
 one paragraph cites, formatted for the page (a dash where nothing is stored), for ``myst_nb.glue``.
 The sweep's tables come from ``plots.arch_tables``."""
@@ -7,11 +7,51 @@ from __future__ import annotations
 
 from typing import Any
 
-from .facts import DASH, num
+from .facts import DASH, listing, num, side
 from .presets import get_preset
+from .runs import Profile, Run, widths
 from .scores import FLAT_DB, LATE_SHARE
 
 MASK = "text-seed"
+
+
+def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """kate with each sweep mask, seed by seed: the widths at depth 5, then each depth with and without
+    skips, every other setting the ``text`` recipe (``seeds`` defaults to the profile's)."""
+    seeds = seeds or prof.seeds_sweep
+    runs: list[Run] = []
+    base = dict(
+        experiment="arch", profile=prof.name, image="kate", source="dip", preset="text", log_every=prof.log_every
+    )
+    for seed in seeds:
+        for mask in prof.sweep_masks:
+            for f in prof.filters:
+                runs.append(
+                    Run(
+                        resize=prof.kate_size,
+                        mask=mask,
+                        net=widths(f),
+                        iterations=prof.filter_iterations,
+                        seed=seed,
+                        label=f"{f} filters",
+                        **base,
+                    )
+                )
+            for skip in (True, False):
+                for d in prof.depths:
+                    w = prof.depth_width
+                    runs.append(
+                        Run(
+                            resize=prof.depth_size,
+                            mask=mask,
+                            net=widths(w, d, w if skip else 0),
+                            iterations=prof.depth_iterations,
+                            seed=seed,
+                            label=f"depth {d}, {'skip' if skip else 'no skip'}",
+                            **base,
+                        )
+                    )
+    return runs
 
 
 def _part(df, mask: str, **match: Any):
@@ -83,4 +123,20 @@ def regime_facts(df, iterations: int) -> dict[str, Any]:
         "rising": len(gains) - flat,
         "late_share": f"{LATE_SHARE:.0%}",
         "flat_db": FLAT_DB,
+    }
+
+
+def scale_facts(prof: Profile) -> dict[str, Any]:
+    """The sweep's scale at ``prof``, for the notebook's setup paragraph."""
+    return {
+        **prof.scale_facts(),
+        "filters": listing(prof.filters),
+        "filter_size": side(prof.kate_size),
+        "filter_iterations": prof.filter_iterations,
+        "depths": listing(prof.depths),
+        "depth_width": prof.depth_width,
+        "depth_size": side(prof.depth_size),
+        "depth_iterations": prof.depth_iterations,
+        "masks": listing(prof.sweep_masks),
+        "seeds": listing(prof.seeds_sweep),
     }

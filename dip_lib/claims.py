@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from .facts import DASH, listing, num, side
 from .presets import get_preset
-from .runs import DEEP, SHALLOW, Run
+from .runs import DEEP, SHALLOW, Profile, Run, widths
 from .scores import Records, oracle
 
 SUPPORTED, NOT_SUPPORTED, MIXED = "supported", "not supported", "mixed"
@@ -62,6 +63,54 @@ class Effect:
         if self.n < 2:
             return f"{self.mean:{fmt}} {unit} (n = {self.n}, no interval)"
         return f"{self.mean:{fmt}} {unit} [{self.lo:{fmt}}, {self.hi:{fmt}}] (n = {self.n})"
+
+
+def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """The runs in the order that decides claims soonest: the two Table-1 recipes on kate's text mask
+    at Table 1's width and iteration counts for every seed (claim 3's pairs), then the depth sweep
+    (``ClaimRuns``) in three tiers: the ``SHALLOW`` depths with and without skips (claim 6), the other
+    depths with skips (claim 5), the other depths without. Within a tier, seed by seed on each image."""
+    seeds = seeds or (prof.claims.seeds if prof.claims else ())
+    c = prof.claims
+    if c is None:
+        return []
+    runs: list[Run] = []
+    base = dict(experiment="claims", profile=prof.name, source="dip", log_every=prof.log_every)
+    for seed in seeds:
+        for preset in ("table1-paper", "table1-seed"):
+            runs.append(
+                Run(
+                    image="kate",
+                    resize=prof.kate_size,
+                    mask="text-seed",
+                    preset=preset,
+                    net=widths(prof.table1_width, skip=4 if preset == "table1-paper" else None),
+                    iterations=prof.table1_iterations[preset],
+                    seed=seed,
+                    label=f"{preset} on kate's text mask",
+                    **base,
+                )
+            )
+    sweep: list[Run] = []
+    for seed in seeds:
+        for image, mask, crop in c.images:
+            for skip in (True, False):
+                for d in c.depths:
+                    sweep.append(
+                        Run(
+                            image=image,
+                            crop=crop,
+                            resize=c.depth_size,
+                            mask=mask,
+                            preset="text",
+                            net=widths(c.width, d, c.width if skip else 0),
+                            iterations=c.iterations,
+                            seed=seed,
+                            label=f"depth {d}, {'skip' if skip else 'no skip'}",
+                            **base,
+                        )
+                    )
+    return runs + sorted(sweep, key=lambda r: 0 if r.depth in SHALLOW else 1 if r.skip else 2)
 
 
 def effect(values: Iterable[float]) -> Effect:
@@ -583,6 +632,7 @@ def seed_facts() -> dict[str, float]:
     return {
         "paper_dip": float(np.mean([float(r["dip_psnr"]) for r in paper.values()])),
         "paper_papyan": float(np.mean([float(r["papyan_psnr"]) for r in paper.values()])),
+        "paper_images": len(paper),
         "g71": float(np.mean(list(g71.values()))),
         "g71_resized": float(np.mean([d for n, d in diff.items() if n in TABLE1_CPU_IMAGES])),
         "g71_other": float(np.mean([d for n, d in diff.items() if n not in TABLE1_CPU_IMAGES])),
@@ -591,6 +641,87 @@ def seed_facts() -> dict[str, float]:
         "g71_best_width": max((r for r in group71_kate_sweeps() if r["sweep"] == "filters"), key=lambda r: r["psnr"])[
             "filters"
         ],
+    }
+
+
+# the seed report's best learning rate (TU Delft group 71, experiment 3: "adam and LR=0.001 with 6001 epochs")
+SEED_BEST_LR = 0.001
+
+
+def _sentence(text: str) -> str:
+    """``text`` ended with a full stop, capitalised unless it opens with a name such as table1-paper."""
+    first = text.split(" ", 1)[0]
+    if not any(c.isdigit() or c == "-" for c in first):
+        text = text[:1].upper() + text[1:]
+    return text + ("" if text.endswith((".", "?", "!")) else ".")
+
+
+def section_facts(verdicts, stored: Records) -> dict[str, str]:
+    """Each claim's section of the claims page, under c<number>_: question, rule, verdict, evidence,
+    standard (the one met) and missing (the runs that would decide it and their estimated cost)."""
+    from .compute import duration, estimate_seconds
+
+    out: dict[str, str] = {}
+    for n, row in enumerate(verdicts.itertuples(), 1):
+        deciding = list(row.deciding)
+        missing = (
+            f"{len(deciding)} runs ({listing(sorted({r.experiment for r in deciding}))}), "
+            f"{duration(estimate_seconds(deciding, stored))} of compute on this machine"
+            if deciding
+            else "None."
+        )
+        out |= {
+            f"c{n}_question": _sentence(row.question),
+            f"c{n}_rule": _sentence(row.rule),
+            f"c{n}_verdict": row.verdict,
+            f"c{n}_evidence": _sentence(row.evidence),
+            f"c{n}_standard": _sentence(row.standard) if row.standard else "None yet.",
+            f"c{n}_missing": missing,
+        }
+    return out
+
+
+def _best_setting(records: Records, key: Callable[[Run], Any], name: str) -> dict[str, Any]:
+    """The setting ``key(run)`` with the highest mean oracle over its seeds: name, name_psnr, name_seeds."""
+    groups = defaultdict(list)
+    for r, x in records:
+        if oracle(x) is not None:
+            groups[key(r)].append(oracle(x))
+    if not groups:
+        return {name: DASH, f"{name}_psnr": DASH, f"{name}_seeds": 0}
+    best = max(groups, key=lambda k: np.mean(groups[k]))
+    return {name: f"{best:g}", f"{name}_psnr": num(np.mean(groups[best])), f"{name}_seeds": len(groups[best])}
+
+
+def seed_comparison_facts(arch: Records, optim: Records, native) -> dict[str, Any]:
+    """The seed report's findings per experiment (published, from ``data/``) and ours beside them:
+    its Table 1 mean and what resizing did to it, against our native-size mean (``native``:
+    ``table1_cpu.summary``); its best width and Adam learning rate on kate against ours (best mean
+    oracle); our final PSNR of its trial 3 (Adam at lr 0.1); its skip gain at depth 2."""
+    from .runs import TABLE1_CPU_IMAGES
+
+    f = seed_facts()
+    adam = [(r, x) for r, x in optim if r.optimizer == "adam" and r.guard is None]
+    trial = [(r, x) for r, x in optim if r.lr == 0.1 and r.guard is not None]
+    return {
+        "g71": num(f["g71"]),
+        "g71_resized": num(f["g71_resized"], "+.2f"),
+        "g71_other": num(f["g71_other"], "+.2f"),
+        "resized_images": len(TABLE1_CPU_IMAGES),
+        "other_images": f["paper_images"] - len(TABLE1_CPU_IMAGES),
+        "g71_best_width": f["g71_best_width"],
+        "g71_best_lr": f"{SEED_BEST_LR:g}",
+        "g71_skip2": num(f["g71_skip2"], "+.2f"),
+        "native_mean": num(native.mean_final) if native.images else DASH,
+        "native_paper": num(native.mean_paper) if native.images else DASH,
+        "native_images": native.images,
+        **_best_setting([(r, x) for r, x in arch if r.label.endswith("filters")], lambda r: r.filters, "width"),
+        **_best_setting(adam, lambda r: r.lr, "lr"),
+        "trial3": "; ".join(
+            f"guard {'on' if r.guard else 'off'} with seed {r.seed}: {x['summary']['final_psnr']:.2f} dB"
+            for r, x in sorted(trial, key=lambda rx: (rx[0].guard, rx[0].seed))
+        )
+        or DASH,
     }
 
 
@@ -645,3 +776,21 @@ def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] 
             }
         )
     return pd.DataFrame(rows)
+
+
+def scale_facts(prof: Profile) -> dict[str, Any]:
+    """The scale of the claims' own runs at ``prof``, for the notebook's setup paragraph."""
+    c = prof.claims
+    return {
+        **prof.scale_facts(),
+        "kate_size": side(prof.kate_size),
+        "table1_width": prof.table1_width or 128,
+        "paper_iterations": prof.table1_iterations["table1-paper"],
+        "seed_iterations": prof.table1_iterations["table1-seed"],
+        "depths": listing(c.depths),
+        "width": c.width,
+        "iterations": c.iterations,
+        "images": listing(f"{i} ({m} mask{f', center {k} px' if k else ''})" for i, m, k in c.images),
+        "size": side(c.depth_size, "native size"),
+        "seeds": listing(c.seeds),
+    }

@@ -96,7 +96,8 @@ def _results_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .runs import EXPERIMENTS, EXTRA_PLANS, PROFILE_NAMES
+    from .registry import EXPERIMENTS, EXTRA_PLANS
+    from .runs import PROFILE_NAMES
 
     parser = _Parser(prog="python -m dip_lib", description="Deep Image Prior inpainting")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")

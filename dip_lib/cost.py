@@ -1,5 +1,6 @@
-"""Cost against quality, from stored runs: what a recipe at a width and an iteration budget costs
-(GFLOP of training, seconds on the machine that ran it) and the clean-output PSNR it reaches.
+"""Cost against quality: its plan, and from stored runs what a recipe at a width and an iteration
+budget costs (GFLOP of training, seconds on the machine that ran it) and the clean-output PSNR it
+reaches.
 
 A fit does not depend on its total iteration count (no schedule), so a run of N iterations is,
 at each of its checks, the run a user with a smaller budget B would have made: its clean PSNR at
@@ -21,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from .compute import run_gflop
-from .facts import DASH, num
-from .runs import Profile, Run
+from .facts import DASH, listing, num
+from .runs import Profile, Run, widths
 from .scores import mean_std
 
 Records = list[tuple[Run, dict[str, Any]]]
@@ -57,6 +58,47 @@ class Point:
 
     def label(self) -> str:
         return f"{self.recipe}, {self.width} filters, lr {self.lr:g}, {self.iterations} it"
+
+
+def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """Cost against quality: both Table-1 recipes at the widths Table 1 does not run, on a few of its
+    problems (the same crops and masks as Table 1, so its own runs are the sweep's table1_width
+    points). Every check of a run is a cheaper budget of the same recipe (a fit does not depend on
+    its total iterations), so one run per (recipe, width, image, seed) gives the iteration axis.
+    ``cost_iterations`` may name a width ("table1-seed@128": 2001) to cap the most expensive ones, 0 to
+    leave one out."""
+    seeds = seeds or prof.seeds_sweep
+    runs: list[Run] = []
+    base = dict(
+        experiment="cost",
+        profile=prof.name,
+        source="table1",
+        crop=prof.table1_crop,
+        mask="bernoulli",
+        missing=0.5,
+        log_every=prof.log_every,
+    )
+    for seed in seeds:
+        for preset in ("table1-paper", "table1-seed"):
+            for width in prof.cost_widths:
+                iterations = prof.cost_iterations.get(f"{preset}@{width}", prof.cost_iterations.get(preset))
+                if not iterations:
+                    continue
+                net = widths(width, skip=4 if preset == "table1-paper" else None)
+                for image in prof.cost_images:
+                    runs.append(
+                        Run(
+                            image=image,
+                            mask_seed=1000 + prof.table1_images.index(image),
+                            preset=preset,
+                            net=net,
+                            iterations=iterations,
+                            seed=seed,
+                            label=f"{preset}, {width} filters",
+                            **base,
+                        )
+                    )
+    return runs
 
 
 def _width(run: Run) -> int:
@@ -227,3 +269,17 @@ def fast_facts(choice: Choice | None) -> dict[str, Any]:
     fast = get_preset("fast")
     same = choice is not None and preset_from(choice.point, fast.name, fast.description) == fast
     return {"description": fast.description, "matches": "yes" if same else "no"}
+
+
+def scale_facts(prof: Profile) -> dict[str, Any]:
+    """The study's scale at ``prof``, for the notebook's setup paragraph."""
+    crop = prof.table1_crop
+    return {
+        **prof.scale_facts(),
+        "widths": listing(prof.cost_widths),
+        "images": listing(prof.cost_images),
+        "size": f"{crop}x{crop} center crops" if crop else "native size",
+        "iterations": ", ".join(f"{k} {v or 'not run'}" for k, v in prof.cost_iterations.items()),
+        "table1_width": prof.table1_width or 128,
+        "seeds": listing(prof.seeds_sweep),
+    }

@@ -31,7 +31,8 @@ from .compute import (
 )
 from .device import resolve_device
 from .errors import DipError
-from .runs import EXPERIMENTS, Run, get_profile, plan
+from .registry import EXPERIMENTS, plan
+from .runs import Run, get_profile
 from .store import ResultStore
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""The paper's figures at a profile's scale, in numbers for the narrative of notebook 07: the values
-each paragraph cites, formatted for the page (a dash where nothing is stored), for ``myst_nb.glue``.
+"""The paper's figures at a profile's scale: their plan, and the numbers each paragraph of notebook
+07 cites, formatted for the page (a dash where nothing is stored), for ``myst_nb.glue``.
 The figures come from ``plots.fig2_curves`` and ``plots.kate_figure``."""
 
 from __future__ import annotations
@@ -8,10 +8,52 @@ from typing import Any
 
 import numpy as np
 
-from .facts import num
+from .facts import listing, num, side
+from .runs import FIG2_TARGETS, Profile, Run, widths
 from .scores import Records, fig2_quarter_losses
 
 TARGETS = ("image", "noisy", "shuffled", "noise")
+
+
+def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """The paper's figures at this scale: Fig. 2 (fitting a natural image, it plus noise, its pixels
+    shuffled, and U(0, 1) noise, no mask) and kate's inpainting with the original mask beside biharmonic."""
+    seeds = seeds or prof.seeds_sweep
+    runs: list[Run] = []
+    base = dict(
+        experiment="figures",
+        profile=prof.name,
+        image="kate",
+        source="dip",
+        resize=prof.kate_size,
+        preset="table1-seed",
+        net=widths(prof.figure_width),
+    )
+    for seed in seeds:
+        for target in FIG2_TARGETS:
+            runs.append(
+                Run(
+                    mask="none",
+                    target=target,
+                    iterations=prof.fig2_iterations,
+                    seed=seed,
+                    log_every=max(1, prof.log_every // 2),
+                    label=f"fig2 {target}",
+                    **base,
+                )
+            )
+        runs.append(
+            Run(
+                **{**base, "preset": "text"},
+                mask="file",
+                iterations=prof.kate_iterations,
+                seed=seed,
+                log_every=prof.log_every,
+                label="kate",
+            )
+        )
+    runs.append(Run(**{**base, "preset": ""}, mask="file", method="biharmonic", label="kate biharmonic"))
+    return runs
 
 
 def fig2_facts(records: Records) -> dict[str, Any]:
@@ -43,4 +85,16 @@ def kate_facts(records: Records) -> dict[str, Any]:
         "biharmonic": num(p),
         "biharmonic_hole": num(ph),
         "hole_margin": num(hole - ph if hole is not None and ph is not None else None, "+.2f"),
+    }
+
+
+def scale_facts(prof: Profile) -> dict[str, Any]:
+    """The figures' scale at ``prof``, for the notebook's setup paragraph."""
+    return {
+        **prof.scale_facts(),
+        "size": side(prof.kate_size),
+        "width": prof.figure_width or 128,
+        "fig2_iterations": prof.fig2_iterations,
+        "kate_iterations": prof.kate_iterations,
+        "seeds": listing(prof.seeds_sweep),
     }

@@ -22,18 +22,10 @@ from filelock import FileLock, Timeout
 
 from .errors import DipError
 from .experiments import reproduce
+from .registry import NOTEBOOKS
 from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)
-
-REPORT_NOTEBOOKS = (
-    "01_table1_bernoulli.ipynb",
-    "02_architecture_sweep.ipynb",
-    "03_optimizer_lr_sweep.ipynb",
-    "05_claims.ipynb",
-    "06_cost_quality.ipynb",
-    "07_paper_figures.ipynb",
-)
 
 
 def execute_notebook(
@@ -116,7 +108,7 @@ def render(
     out_dir: Path | None = None,
     results_dir: str | Path = "results",
     device: str | None = None,
-    notebooks: tuple[str, ...] = REPORT_NOTEBOOKS,
+    notebooks: tuple[str, ...] = NOTEBOOKS,
     workers: int | None = 1,
     scheduler: str | None = None,
 ) -> Path:

@@ -12,17 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from .errors import DipError
 from .imageio import center_crop, resize_square
 
-EXPERIMENTS = ("table1", "arch", "optim", "figures", "cost", "claims")
-# plans that are not experiments of their own: Table 1 of the paper profile where a CPU reaches it
-# (the 256 px images at native size, ``table1-paper``, on the bf16 numerics below)
-EXTRA_PLANS = ("table1-cpu",)
 TABLE1_CPU_IMAGES = ("house", "peppers", "cameraman", "montage")
 PROFILE_NAMES = ("smoke", "quick", "paper")
 ALL_TABLE1 = (
@@ -139,6 +135,15 @@ class Profile:
     cost_widths: tuple[int, ...] = ()
     cost_iterations: dict[str, int] = field(default_factory=dict)
     claims: ClaimRuns | None = None
+
+    def scale_facts(self) -> dict[str, str]:
+        """What every experiment's setup paragraph names: the profile and whether it is the paper's scale."""
+        return {
+            "profile": self.name,
+            "comparability": "the paper's scale, comparable to its numbers"
+            if self.comparable
+            else "a reduced scale, not comparable to the paper: read trends, not values",
+        }
 
 
 def _quick_description() -> str:
@@ -498,7 +503,7 @@ def fit_config(run: Run):
 # ---------------------------------------------------------------- plans
 
 
-def _widths(width: int | None, depth: int = 5, skip: int | None = None) -> Pairs:
+def widths(width: int | None, depth: int = 5, skip: int | None = None) -> Pairs:
     if width is None:
         return ()
     return pairs(
@@ -506,282 +511,6 @@ def _widths(width: int | None, depth: int = 5, skip: int | None = None) -> Pairs
         channels_up=(width,) * depth,
         channels_skip=((width if skip is None else skip),) * depth,
     )
-
-
-def plan(
-    experiment: str,
-    profile: str,
-    seeds: Iterable[int] | None = None,
-    images: Iterable[str] | None = None,
-    device: str | None = None,
-) -> list[Run]:
-    """The runs of one experiment at one profile, in the order they should be computed.
-
-    ``device`` (a device type) replaces the profile's numerics, which gives the runs other ids."""
-    prof = get_profile(profile)
-    numerics = numerics_for(device or prof.device)
-    seeds = tuple(seeds) if seeds is not None else None
-    if experiment == "table1-cpu":
-        return _plan_table1_cpu(prof, seeds or (0,))
-    if experiment == "table1":
-        runs = _plan_table1(prof, seeds or prof.seeds_table1, tuple(images or prof.table1_images))
-    elif experiment == "arch":
-        runs = _plan_arch(prof, seeds or prof.seeds_sweep)
-    elif experiment == "optim":
-        runs = _plan_optim(prof, seeds or prof.seeds_sweep)
-    elif experiment == "figures":
-        runs = _plan_figures(prof, seeds or prof.seeds_sweep)
-    elif experiment == "cost":
-        runs = _plan_cost(prof, seeds or prof.seeds_sweep)
-    elif experiment == "claims":
-        runs = _plan_claims(prof, seeds or (prof.claims.seeds if prof.claims else ()))
-    else:
-        raise DipError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS + EXTRA_PLANS)}")
-    return [replace(r, numerics=numerics) if r.method == "dip" else r for r in runs]
-
-
-def _plan_table1_cpu(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
-    """The paper profile's ``table1-paper`` runs of the four 256 px images at native size on the CPU's
-    bf16 numerics, with their peers: the same runs (masks, ids) as ``plan("table1", "paper")`` has for
-    those images, so a GPU and a CPU result of one image share the problem."""
-    if prof.name != "paper":
-        raise DipError(f"the table1-cpu plan is the paper profile's, not the {prof.name} profile's")
-    mine = [r for r in _plan_table1(prof, seeds, tuple(prof.table1_images)) if r.image in TABLE1_CPU_IMAGES]
-    dip = [replace(r, numerics=CPU_BF16_NUMERICS) for r in mine if r.method == "dip" and r.preset == "table1-paper"]
-    return dip + [r for r in mine if r.method != "dip"]
-
-
-def _plan_table1(prof: Profile, seeds: tuple[int, ...], images: tuple[str, ...]) -> list[Run]:
-    """Seed by seed, every image of a seed before the next seed (a partial budget yields whole
-    seeds); the CPU peers last, so that a GPU budget is spent on DIP first."""
-    runs: list[Run] = []
-    source = "table1" if not images or images[0] in ALL_TABLE1 else "embedded"
-    base = dict(
-        experiment="table1",
-        profile=prof.name,
-        source=source,
-        crop=prof.table1_crop,
-        mask="bernoulli",
-        missing=0.5,
-        log_every=prof.log_every,
-    )
-    for seed in seeds:
-        for preset in ("table1-paper", "table1-seed"):
-            net = _widths(prof.table1_width, skip=4 if preset == "table1-paper" else None)
-            for k, image in enumerate(images):
-                runs.append(
-                    Run(
-                        image=image,
-                        mask_seed=1000 + k,
-                        preset=preset,
-                        net=net,
-                        iterations=prof.table1_iterations[preset],
-                        seed=seed,
-                        **base,
-                    )
-                )
-    for k, image in enumerate(images):
-        runs.append(Run(image=image, mask_seed=1000 + k, method="biharmonic", preset="", **base))
-        runs.append(
-            Run(image=image, mask_seed=1000 + k, method="csc", preset="", csc_iterations=prof.csc_iterations, **base)
-        )
-    return runs
-
-
-def _plan_arch(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
-    runs: list[Run] = []
-    base = dict(
-        experiment="arch", profile=prof.name, image="kate", source="dip", preset="text", log_every=prof.log_every
-    )
-    for seed in seeds:
-        for mask in prof.sweep_masks:
-            for f in prof.filters:
-                runs.append(
-                    Run(
-                        resize=prof.kate_size,
-                        mask=mask,
-                        net=_widths(f),
-                        iterations=prof.filter_iterations,
-                        seed=seed,
-                        label=f"{f} filters",
-                        **base,
-                    )
-                )
-            for skip in (True, False):
-                for d in prof.depths:
-                    w = prof.depth_width
-                    runs.append(
-                        Run(
-                            resize=prof.depth_size,
-                            mask=mask,
-                            net=_widths(w, d, w if skip else 0),
-                            iterations=prof.depth_iterations,
-                            seed=seed,
-                            label=f"depth {d}, {'skip' if skip else 'no skip'}",
-                            **base,
-                        )
-                    )
-    return runs
-
-
-def _plan_optim(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
-    runs: list[Run] = []
-    base = dict(
-        experiment="optim",
-        profile=prof.name,
-        image="kate",
-        source="dip",
-        resize=prof.kate_size,
-        mask="text-seed",
-        preset="text",
-        net=_widths(prof.optim_width),
-        log_every=max(1, prof.log_every // 2),
-    )
-    for seed in seeds:
-        for opt, lr in (("adam", 0.1), ("adam", 0.01), ("adam", 0.001), ("lbfgs", 0.01)):
-            runs.append(
-                Run(iterations=prof.optim_iterations, lr=lr, optimizer=opt, seed=seed, label=f"{opt} lr={lr:g}", **base)
-            )
-        for guard in (False, True):  # the seed's trial 3, which collapsed to black there
-            runs.append(
-                Run(
-                    iterations=prof.trial3_iterations,
-                    lr=0.1,
-                    optimizer="adam",
-                    guard=guard,
-                    seed=seed,
-                    label=f"trial 3: adam lr=0.1, guard {'on' if guard else 'off'}",
-                    **base,
-                )
-            )
-    return runs
-
-
-def _plan_figures(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
-    """The paper's figures at this scale: Fig. 2 (fitting a natural image, it plus noise, its pixels
-    shuffled, and U(0, 1) noise, no mask) and kate's inpainting with the original mask beside biharmonic."""
-    runs: list[Run] = []
-    base = dict(
-        experiment="figures",
-        profile=prof.name,
-        image="kate",
-        source="dip",
-        resize=prof.kate_size,
-        preset="table1-seed",
-        net=_widths(prof.figure_width),
-    )
-    for seed in seeds:
-        for target in FIG2_TARGETS:
-            runs.append(
-                Run(
-                    mask="none",
-                    target=target,
-                    iterations=prof.fig2_iterations,
-                    seed=seed,
-                    log_every=max(1, prof.log_every // 2),
-                    label=f"fig2 {target}",
-                    **base,
-                )
-            )
-        runs.append(
-            Run(
-                **{**base, "preset": "text"},
-                mask="file",
-                iterations=prof.kate_iterations,
-                seed=seed,
-                log_every=prof.log_every,
-                label="kate",
-            )
-        )
-    runs.append(Run(**{**base, "preset": ""}, mask="file", method="biharmonic", label="kate biharmonic"))
-    return runs
-
-
-def _plan_cost(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
-    """Cost against quality: both Table-1 recipes at the widths Table 1 does not run, on a few of its
-    problems (the same crops and masks as Table 1, so its own runs are the sweep's table1_width
-    points). Every check of a run is a cheaper budget of the same recipe (a fit does not depend on
-    its total iterations), so one run per (recipe, width, image, seed) gives the iteration axis.
-    ``cost_iterations`` may name a width ("table1-seed@128": 2001) to cap the most expensive ones, 0 to
-    leave one out."""
-    runs: list[Run] = []
-    base = dict(
-        experiment="cost",
-        profile=prof.name,
-        source="table1",
-        crop=prof.table1_crop,
-        mask="bernoulli",
-        missing=0.5,
-        log_every=prof.log_every,
-    )
-    for seed in seeds:
-        for preset in ("table1-paper", "table1-seed"):
-            for width in prof.cost_widths:
-                iterations = prof.cost_iterations.get(f"{preset}@{width}", prof.cost_iterations.get(preset))
-                if not iterations:
-                    continue
-                net = _widths(width, skip=4 if preset == "table1-paper" else None)
-                for image in prof.cost_images:
-                    runs.append(
-                        Run(
-                            image=image,
-                            mask_seed=1000 + prof.table1_images.index(image),
-                            preset=preset,
-                            net=net,
-                            iterations=iterations,
-                            seed=seed,
-                            label=f"{preset}, {width} filters",
-                            **base,
-                        )
-                    )
-    return runs
-
-
-def _plan_claims(prof: Profile, seeds: tuple[int, ...]) -> list[Run]:
-    """The runs in the order that decides claims soonest: the two Table-1 recipes on kate's text mask
-    at Table 1's width and iteration counts for every seed (claim 3's pairs), then the depth sweep
-    (``ClaimRuns``) in three tiers: the ``SHALLOW`` depths with and without skips (claim 6), the other
-    depths with skips (claim 5), the other depths without. Within a tier, seed by seed on each image."""
-    c = prof.claims
-    if c is None:
-        return []
-    runs: list[Run] = []
-    base = dict(experiment="claims", profile=prof.name, source="dip", log_every=prof.log_every)
-    for seed in seeds:
-        for preset in ("table1-paper", "table1-seed"):
-            runs.append(
-                Run(
-                    image="kate",
-                    resize=prof.kate_size,
-                    mask="text-seed",
-                    preset=preset,
-                    net=_widths(prof.table1_width, skip=4 if preset == "table1-paper" else None),
-                    iterations=prof.table1_iterations[preset],
-                    seed=seed,
-                    label=f"{preset} on kate's text mask",
-                    **base,
-                )
-            )
-    sweep: list[Run] = []
-    for seed in seeds:
-        for image, mask, crop in c.images:
-            for skip in (True, False):
-                for d in c.depths:
-                    sweep.append(
-                        Run(
-                            image=image,
-                            crop=crop,
-                            resize=c.depth_size,
-                            mask=mask,
-                            preset="text",
-                            net=_widths(c.width, d, c.width if skip else 0),
-                            iterations=c.iterations,
-                            seed=seed,
-                            label=f"depth {d}, {'skip' if skip else 'no skip'}",
-                            **base,
-                        )
-                    )
-    return runs + sorted(sweep, key=lambda r: 0 if r.depth in SHALLOW else 1 if r.skip else 2)
 
 
 # ---------------------------------------------------------------- problems

@@ -1,7 +1,7 @@
 """Table 1 at the paper's scale where a CPU reaches it: the four 256 px images at native size.
 
 The runs are the paper profile's ``table1-paper`` runs of house, peppers, cameraman and montage
-(``runs.plan("table1-cpu", "paper")``: 128 filters, 11000 iterations, the guard on, the same masks
+(``registry.plan("table1-cpu", "paper")``: 128 filters, 11000 iterations, the guard on, the same masks
 as the paper profile's) on the CPU's bf16 numerics, with the two peers at native size. The paper's
 notebook reports the output after its last iteration, so the final output is the number set beside
 the paper's; the oracle (the best check) and ES-WMV (no-reference early stopping) are shown beside it.
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .facts import DASH, num
-from .runs import TABLE1_CPU_IMAGES, plan
+from .registry import plan
+from .runs import TABLE1_CPU_IMAGES
 from .scores import Records
 from .store import ResultStore
 

@@ -4,12 +4,14 @@ standards, the early-stopping mechanisms, and the runs named for an undecided or
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dip_lib import claims
-from dip_lib.runs import SHALLOW, plan
+from dip_lib.registry import plan
+from dip_lib.runs import SHALLOW
 
 
 def record(curve, loss=None, masked=20.0, hole=None, every=100):
@@ -161,3 +163,45 @@ def test_a_task_with_one_recipe_stored_is_no_data_not_a_crash():
     kate = [r for r in plan("claims", "quick") if r.label.endswith("text mask") and r.preset == "table1-paper"]
     s = claims.structure_fits_task({"table1": table1, "claims": [(r, record([20, 30, 31])) for r in kate]})
     assert s.verdict == claims.NO_DATA and "both Table-1 recipes" in s.evidence
+
+
+def test_each_claim_section_is_glued_from_its_record_and_its_score():
+    """The claims page writes one section per claim in Markdown; its numbered facts come from the
+    score: a decided claim misses no runs, a waiting one names how many and what they cost."""
+    runs = plan("claims", "quick")
+    depth = [r for r in runs if r.label.startswith("depth")][:3]
+    df = claims.score({}, partial={"claims": ("3 of 90 missing", depth)})
+    f = claims.section_facts(df, [])
+    assert {k.split("_")[0] for k in f} == {f"c{n}" for n in range(1, 7)}
+    assert f["c2_missing"] == "None." and f["c2_standard"] == "None yet."
+    assert f["c6_missing"].startswith("3 runs (claims), ") and f["c6_verdict"] == claims.PARTIAL
+    assert all(f[f"c{n}_rule"].endswith(".") for n in range(1, 7))
+    assert f["c1_rule"].startswith("Per recipe") and f["c2_rule"].startswith("table1-paper - CSC")
+
+
+def test_the_claims_page_has_one_section_per_claim_record():
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "05_claims.ipynb", as_version=4)
+    heads = [line[4:] for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()]
+    heads = [h for h in heads if h[:1].isdigit()]
+    assert heads == [c.title for c in claims.CLAIMS]
+
+
+def test_the_seed_reports_findings_are_set_beside_our_best_settings():
+    from types import SimpleNamespace
+
+    from dip_lib.runs import Run
+
+    def opt(lr, seed, psnr, guard=None):
+        r = Run(experiment="optim", profile="quick", image="kate", source="dip", preset="text", lr=lr, seed=seed,
+                optimizer="adam", guard=guard)  # fmt: skip
+        return r, record([20, psnr, psnr - 1])
+
+    optim = [opt(0.01, 0, 33), opt(0.01, 1, 35), opt(0.001, 0, 30), opt(0.1, 0, 25, guard=True)]
+    native = SimpleNamespace(images=0, mean_final=None, mean_paper=None)
+    f = claims.seed_comparison_facts([], optim, native)
+    assert (f["lr"], f["lr_psnr"], f["lr_seeds"]) == ("0.01", "34.00", 2)
+    assert f["width"] == claims.DASH and f["native_mean"] == claims.DASH
+    assert f["g71"] == "35.00" and f["resized_images"] + f["other_images"] == 11
+    assert f["trial3"] == "guard on with seed 0: 24.00 dB"

@@ -16,7 +16,8 @@ import pytest
 from dip_lib import compute, presets
 from dip_lib import experiments as ex
 from dip_lib.errors import DipError
-from dip_lib.runs import ALL_TABLE1, Run, get_profile, load_problem, pairs, plan
+from dip_lib.registry import plan
+from dip_lib.runs import ALL_TABLE1, Run, get_profile, load_problem, pairs
 from dip_lib.store import SCHEMA, InvalidRecord, ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,7 +302,8 @@ def test_the_claims_runs_are_new_runs_and_the_library_keeps_its_aspect(monkeypat
     """The claims experiment adds runs without touching a stored one: its ids are nobody else's, no
     earlier plan sets both crop and resize (so cropping before resizing changes no stored problem), and
     the wide library image becomes a square window of itself with its holes, not a squashed copy."""
-    from dip_lib.runs import EXPERIMENTS, PROFILES
+    from dip_lib.registry import EXPERIMENTS
+    from dip_lib.runs import PROFILES
 
     others = [r for e in EXPERIMENTS if e != "claims" for p in PROFILES for r in plan(e, p)]
     assert not [r for r in others if r.crop and r.resize]

@@ -71,7 +71,7 @@ def test_report_without_results_lists_missing_runs(tmp_path):
     assert "6 remain" in proc.stdout
     from dip_lib import experiments as ex
     from dip_lib.errors import DipError
-    from dip_lib.runs import plan
+    from dip_lib.registry import plan
     from dip_lib.store import ResultStore
 
     with pytest.raises(DipError, match="6 of 6 runs have no stored result"):

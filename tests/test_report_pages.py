@@ -139,19 +139,22 @@ def _fake_records(image: str, preset: str, seed: int, oracle_psnr: float):
 
 
 def test_tables_for_people():
+    from dip_lib import table1
+
     records = [_fake_records("house", "table1-seed", s, 30.0 + s) for s in (0, 1)]
-    table = pages.table1_people(records, "table1-seed", comparable=False)
+    table = table1.people(records, "table1-seed", comparable=False)
     html = table._repr_html_()
     assert "NaN" not in html and "nan" not in repr(table)
     assert "30.50\u00a0\u00b1\u00a00.71" in html  # spread (sample std of 30 and 31) on one line
     assert ">10<" in html and "10.0" not in html  # integers as integers
-    compared = pages.table1_people(records, "table1-seed", comparable=False, view="compared")._repr_html_()
+    compared = table1.people(records, "table1-seed", comparable=False, view="compared")._repr_html_()
     assert "group 71" in compared and "paper DIP (full scale)" in compared and "group 71" not in html
     assert "<th></th>" not in html  # no index column
-    from dip_lib import table1
-
     facts = table1.recipe_facts(records, "table1-seed")
     assert facts["images"] == 1 and facts["oracle"] == "30.50" and facts["csc_n"] == 0 and facts["csc_diff"] == "–"
+    head = table1.headline_facts(records)
+    assert (head["recipe"], head["oracle"], head["images"], head["csc"]) == ("table1-seed", "30.50", 1, "–")
+    assert table1.headline_facts([])["recipe"] == "–"
 
 
 def test_coverage_is_labelled(tmp_path):
@@ -199,7 +202,8 @@ def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
     from dataclasses import replace
 
     from dip_lib import experiments
-    from dip_lib.runs import numerics_for, pairs, plan, spec
+    from dip_lib.registry import plan
+    from dip_lib.runs import numerics_for, pairs, spec
 
     store = ResultStore(tmp_path)
     first = plan("table1", "paper")[0]
@@ -320,12 +324,12 @@ def test_sweep_facts_count_the_flattened_settings_and_the_skip_effect():
 
 def test_the_kate_zoom_finds_the_filters_sweep_in_the_committed_results(shared_data):
     """The narrowest and the best width of the stored quick filters sweep, side by side."""
-    from dip_lib import experiments
+    from dip_lib import experiments, registry
 
     store = ResultStore(ROOT / "results")
-    records = experiments.load_records(ex.plan("arch", "quick"), store, partial=True)
-    fig, caption = pages.arch_zoom(records, store)
-    assert fig is not None and "narrowest network" in caption
+    records = experiments.load_records(registry.plan("arch", "quick"), store, partial=True)
+    fig = pages.arch_zoom(records, store)
+    assert fig is not None and pages.arch_zoom(records[:1], store) is None
     titles = [a.get_title() for a in fig.axes]
     assert any(t.startswith("4 filters, best") for t in titles), titles
 

@@ -125,7 +125,7 @@ def test_reproduce_resumes_a_killed_run_and_removes_its_state(tmp_path, monkeypa
     """``run_all`` on a store: a run killed after saving its state is resumed by the next call and
     gives the record an uninterrupted run gives; the state goes once the run is stored."""
     from dip_lib.experiments import run_all
-    from dip_lib.runs import plan
+    from dip_lib.registry import plan
     from dip_lib.store import ResultStore
 
     run_ = plan("table1", "smoke", seeds=(0,))[0]
@@ -135,7 +135,7 @@ def test_reproduce_resumes_a_killed_run_and_removes_its_state(tmp_path, monkeypa
         torch.set_num_threads(1)
         import dip_lib.resume as r
         from dip_lib.experiments import run_all
-        from dip_lib.runs import plan
+        from dip_lib.registry import plan
         from dip_lib.store import ResultStore
         r.RESUMABLE_S, r.EVERY_S = 0.0, 1e-9
         save = r.SavedState.save

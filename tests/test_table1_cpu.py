@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from dip_lib import runs, table1_cpu
+from dip_lib import registry, runs, table1_cpu
 from dip_lib.errors import DipError
 
 
 def test_the_plan_is_the_paper_profiles_runs_of_the_256_px_images_on_bf16():
-    planned = runs.plan("table1-cpu", "paper")
+    planned = registry.plan("table1-cpu", "paper")
     dip = [r for r in planned if r.method == "dip"]
     assert [r.image for r in dip] == list(runs.TABLE1_CPU_IMAGES)
-    paper = {(r.image, r.preset, r.seed): r for r in runs.plan("table1", "paper")}
+    paper = {(r.image, r.preset, r.seed): r for r in registry.plan("table1", "paper")}
     for r in dip:
         twin = paper[(r.image, "table1-paper", 0)]
         # the same problem and recipe as the paper profile's run (mask seed included), other numerics
@@ -22,7 +22,7 @@ def test_the_plan_is_the_paper_profiles_runs_of_the_256_px_images_on_bf16():
     assert {r.image: r.run_id for r in dip}["house"] == "a2073bf7d6a22a18"
     assert sorted(r.method for r in planned if r.method != "dip") == ["biharmonic"] * 4 + ["csc"] * 4
     with pytest.raises(DipError, match="paper profile"):
-        runs.plan("table1-cpu", "quick")
+        registry.plan("table1-cpu", "quick")
 
 
 def _record(final, oracle, wall=7200.0):
@@ -36,7 +36,7 @@ def _record(final, oracle, wall=7200.0):
 
 
 def test_table_and_summary_set_the_final_output_beside_the_papers_value():
-    planned = {(r.image, r.method): r for r in runs.plan("table1-cpu", "paper")}
+    planned = {(r.image, r.method): r for r in registry.plan("table1-cpu", "paper")}
     records = [
         (planned[("house", "dip")], _record(38.16, 38.5)),  # paper 39.16, Papyan 34.58
         (planned[("peppers", "dip")], _record(34.05, 34.2)),  # paper 33.05
