@@ -8,11 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from .facts import DASH, listing, num, side
-from .presets import get_preset
 from .runs import Profile, Run, widths
 from .scores import FLAT_DB, LATE_SHARE
 
 MASK = "text-seed"
+
+
+def _text_iterations() -> int:
+    from .presets import get_preset  # presets imports torch: not at import time (the CLI's parser imports the registry)
+
+    return get_preset("text").iterations
 
 
 def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
@@ -117,7 +122,7 @@ def regime_facts(df, iterations: int) -> dict[str, Any]:
     flat = int((gains < FLAT_DB).sum()) if len(gains) else 0
     return {
         "iterations": iterations,
-        "own": get_preset("text").iterations,
+        "own": _text_iterations(),
         "settings": len(gains),
         "flat": flat,
         "rising": len(gains) - flat,

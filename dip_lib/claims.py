@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from .facts import DASH, listing, num, side
-from .presets import get_preset
 from .runs import DEEP, SHALLOW, Profile, Run, widths
-from .scores import Records, oracle
+from .scores import Records, by, oracle
+from .table1 import recipe_net
 
 SUPPORTED, NOT_SUPPORTED, MIXED = "supported", "not supported", "mixed"
 UNDECIDED = "undecided"
@@ -84,7 +84,7 @@ def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
                     resize=prof.kate_size,
                     mask="text-seed",
                     preset=preset,
-                    net=widths(prof.table1_width, skip=4 if preset == "table1-paper" else None),
+                    net=recipe_net(preset, prof.table1_width),
                     iterations=prof.table1_iterations[preset],
                     seed=seed,
                     label=f"{preset} on kate's text mask",
@@ -176,6 +176,8 @@ def _dip(records: Records) -> Records:
 
 def at_recipe(run: Run) -> bool:
     """Whether a DIP run is its recipe as published: its full iteration count, lr, optimiser and guard."""
+    from .presets import get_preset  # imports torch: not at import time (the CLI's parser imports the registry)
+
     p = get_preset(run.preset)
     return (
         (run.iterations or p.iterations) >= p.iterations
@@ -274,6 +276,8 @@ ABSOLUTE = "absolute: runs at their recipe's full iteration count"
 
 
 def early_stopping(loaded: dict[str, Records]) -> Score:
+    from .presets import get_preset
+
     runs = [(r, x) for e in ("table1", "optim", "figures", "claims") for r, x in _dip(loaded.get(e, []))]
     runs = [(r, x) for r, x in runs if r.mask != "none" and r.optimizer != "lbfgs" and at_recipe(r)]
     if not runs:
@@ -683,10 +687,8 @@ def section_facts(verdicts, stored: Records) -> dict[str, str]:
 
 def _best_setting(records: Records, key: Callable[[Run], Any], name: str) -> dict[str, Any]:
     """The setting ``key(run)`` with the highest mean oracle over its seeds: name, name_psnr, name_seeds."""
-    groups = defaultdict(list)
-    for r, x in records:
-        if oracle(x) is not None:
-            groups[key(r)].append(oracle(x))
+    scored = [(r, x) for r, x in records if oracle(x) is not None]
+    groups = {k: [oracle(x) for _, x in recs] for k, recs in by(scored, key).items()}
     if not groups:
         return {name: DASH, f"{name}_psnr": DASH, f"{name}_seeds": 0}
     best = max(groups, key=lambda k: np.mean(groups[k]))

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from .compute import run_gflop
 from .facts import DASH, listing, num
-from .runs import Profile, Run, widths
+from .runs import Profile, Run
 from .scores import mean_std
+from .table1 import problem, recipe_net
 
 Records = list[tuple[Run, dict[str, Any]]]
 
@@ -69,22 +69,14 @@ def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
     leave one out."""
     seeds = seeds or prof.seeds_sweep
     runs: list[Run] = []
-    base = dict(
-        experiment="cost",
-        profile=prof.name,
-        source="table1",
-        crop=prof.table1_crop,
-        mask="bernoulli",
-        missing=0.5,
-        log_every=prof.log_every,
-    )
+    base = problem(prof, "cost")
     for seed in seeds:
         for preset in ("table1-paper", "table1-seed"):
             for width in prof.cost_widths:
                 iterations = prof.cost_iterations.get(f"{preset}@{width}", prof.cost_iterations.get(preset))
                 if not iterations:
                     continue
-                net = widths(width, skip=4 if preset == "table1-paper" else None)
+                net = recipe_net(preset, width)
                 for image in prof.cost_images:
                     runs.append(
                         Run(
@@ -133,6 +125,8 @@ def points(records: Records, budgets: Iterable[int] = BUDGETS) -> list[Point]:
     its full iteration count; budgets within 2% of it are left out). PSNRs are averaged over the
     images for each seed; the spread is the sample std (ddof 1) of those means over the n seeds
     (the images' own differences, common to every recipe, do not enter it)."""
+    from .compute import run_gflop  # imports torch: not at import time (the CLI's parser imports the registry)
+
     groups: dict[tuple[str, int, float], Records] = defaultdict(list)
     for run, rec in records:
         if run.method == "dip" and (run.optimizer or "adam") == "adam" and rec.get("history"):

@@ -12,9 +12,29 @@ import numpy as np
 
 from .errors import DipError
 from .facts import DASH, listing, mean_of, num, number
-from .runs import ALL_TABLE1, CPU_BF16_NUMERICS, TABLE1_CPU_IMAGES, Profile, Run, widths
+from .runs import ALL_TABLE1, CPU_BF16_NUMERICS, TABLE1_CPU_IMAGES, Pairs, Profile, Run, widths
 from .scores import Records, table1_values
 from .tables import PM, Table, pm
+
+
+def problem(prof: Profile, experiment: str, source: str = "table1") -> dict[str, Any]:
+    """The Run fields of Table 1's problems at ``prof`` (its crop, the 50% Bernoulli mask, its check
+    interval), for the experiments that reuse them."""
+    return dict(
+        experiment=experiment,
+        profile=prof.name,
+        source=source,
+        crop=prof.table1_crop,
+        mask="bernoulli",
+        missing=0.5,
+        log_every=prof.log_every,
+    )
+
+
+def recipe_net(preset: str, width: int | None) -> Pairs:
+    """A Table-1 recipe's network at ``width`` filters per layer (None: the recipe's own); the paper's
+    recipe keeps its 4 skip channels."""
+    return widths(width, skip=4 if preset == "table1-paper" else None)
 
 
 def plan_native(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
@@ -35,18 +55,10 @@ def plan(prof: Profile, seeds: tuple[int, ...] | None = None, images: tuple[str,
     seeds, images = seeds or prof.seeds_table1, tuple(images or prof.table1_images)
     runs: list[Run] = []
     source = "table1" if not images or images[0] in ALL_TABLE1 else "embedded"
-    base = dict(
-        experiment="table1",
-        profile=prof.name,
-        source=source,
-        crop=prof.table1_crop,
-        mask="bernoulli",
-        missing=0.5,
-        log_every=prof.log_every,
-    )
+    base = problem(prof, "table1", source)
     for seed in seeds:
         for preset in ("table1-paper", "table1-seed"):
-            net = widths(prof.table1_width, skip=4 if preset == "table1-paper" else None)
+            net = recipe_net(preset, prof.table1_width)
             for k, image in enumerate(images):
                 runs.append(
                     Run(
