@@ -16,7 +16,7 @@ from . import experiments as ex
 from .compute import duration, estimate_seconds
 from .facts import DASH, NBSP, num, number
 from .presets import get_preset
-from .registry import REGISTRY, plan
+from .registry import get_experiment, plan
 from .runs import Run, get_profile, load_problem
 from .scores import FLAT_DB, LATE_SHARE, oracle, oracle_iteration
 from .store import ResultStore
@@ -86,7 +86,7 @@ def load(
 def coverage_line(loaded: Loaded) -> str:
     """'Table 1: 14 of 48 runs stored; seeds 0 only; 3 images missing (a, b, c)'."""
     c = loaded.coverage
-    title = REGISTRY[loaded.experiment].title if loaded.experiment in REGISTRY else loaded.experiment
+    title = get_experiment(loaded.experiment).title
     if c["stored"] == c["planned"]:
         return f"{title}: all {c['planned']} runs stored (seeds {', '.join(map(str, c['seeds']))})."
     parts = [f"{title}: {c['stored']} of {c['planned']} runs stored"]

@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from .facts import DASH, num
+from .facts import DASH, mean_of, num
 from .registry import plan
 from .runs import TABLE1_CPU_IMAGES
 from .scores import Records
@@ -93,9 +91,9 @@ def summary(records: Records) -> Summary:
         images=len(rs),
         of_table=len(TABLE1_ORDER),
         planned=len(TABLE1_CPU_IMAGES),
-        mean_final=_mean(r["final"] for r in have),
-        mean_paper=_mean(r["paper"] for r in have),
-        mean_diff=_mean(d for _, d in diffs),
+        mean_final=mean_of(r["final"] for r in have),
+        mean_paper=mean_of(r["paper"] for r in have),
+        mean_diff=mean_of(d for _, d in diffs),
         closest=min(diffs, key=lambda d: abs(d[1])) if diffs else None,
         farthest=max(diffs, key=lambda d: abs(d[1])) if diffs else None,
         beats_papyan=sum(r["final"] > r["papyan"] for r in have if r["papyan"] is not None),
@@ -135,11 +133,6 @@ def table(records: Records):
     df = pd.concat([df, pd.DataFrame([{"image": f"mean ({len(df)} images)", "seed": "", **mean}])], ignore_index=True)
     df["oracle iteration"] = [("" if v is None or v != v else f"{int(v)}") for v in df["oracle iteration"]]
     return df.round(2)
-
-
-def _mean(values) -> float | None:
-    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(vals)) if vals else None
 
 
 def facts(records: Records) -> dict[str, Any]:
