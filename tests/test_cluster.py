@@ -45,6 +45,11 @@ def tiny_runs(n: int = 2, **kw) -> list[Run]:
     return [Run(**{"mask_seed": k, "seed": k, **base}) for k in range(n)]
 
 
+def long_run() -> Run:
+    """One 600-iteration run: still computing when the 30-iteration ones are stored."""
+    return tiny_runs(1, iterations=600, mask_seed=5)[0]
+
+
 def plan_runs() -> list[Run]:
     """Three DIP runs and a CPU peer, as a profile's plan mixes them."""
     return tiny_runs(3) + [replace(tiny_runs(1)[0], method="biharmonic", preset="")]
@@ -130,7 +135,7 @@ def test_a_run_locked_by_another_process_is_left_to_it_then_taken_over(tmp_path,
 
 
 def test_a_killed_worker_loses_only_its_run_which_completes_elsewhere(tmp_path, client):
-    long = tiny_runs(1, iterations=600, mask_seed=5)[0]
+    long = long_run()
     runs = [long] + tiny_runs(2)
     store = ResultStore(tmp_path)
     killed: list[int] = []
@@ -170,9 +175,9 @@ ex.run_all(runs, ResultStore(sys.argv[1]), workers=2, progress=False)
 
 
 def test_ctrl_c_keeps_finished_runs_and_the_resume_is_exact(tmp_path, serial):
-    # a long run first, so that work is still in flight when the first short run is stored: without it a
+    # the long run first, so that work is still in flight when the first short run is stored: without it a
     # loaded machine could let the child finish all runs between two polls and the Ctrl-C land on its exit
-    long = tiny_runs(1, iterations=600, mask_seed=5)[0]
+    long = long_run()
     runs = [long] + plan_runs()
     store = ResultStore(tmp_path)
     # a session of its own, so that Ctrl-C can reach its whole process group, workers included, as a terminal's does
@@ -213,7 +218,7 @@ def test_ctrl_c_keeps_finished_runs_and_the_resume_is_exact(tmp_path, serial):
     out = ex.run_all(runs, store, progress=False)  # the resume
     assert sorted(r.run_id for r in out.computed) == sorted(r.run_id for r in runs if r not in stored)
     assert {r.run_id: store.path(r).stat().st_mtime_ns for r in stored} == before
-    for r in runs[1:]:
+    for r in plan_runs():
         assert comparable(store, r) == comparable(serial, r)
 
 
