@@ -12,16 +12,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _NAMES = {
-    "errors": ("DipError",),
-    "config": ("CheckState", "FitConfig", "FitResult", "History"),
-    "solver": ("fit",),
-    "device": ("resolve_device",),
-    "imageio": ("load_image", "load_mask", "save_image"),
-    "inputs": ("make_input", "meshgrid_input", "noise_input"),
-    "masks": ("Inpainting", "bernoulli_mask", "recipe_text_mask", "text_mask", "user_text_mask"),
-    "metrics": ("masked_psnr", "psnr", "ssim"),
-    "nets": ("SkipConfig", "SkipNet", "count_params"),
-    "presets": ("PRESETS", "Preset", "get_preset", "sweep_net"),
+    "core.errors": ("DipError",),
+    "core.config": ("CheckState", "FitConfig", "FitResult", "History"),
+    "core.solver": ("fit",),
+    "core.device": ("resolve_device",),
+    "core.imageio": ("load_image", "load_mask", "save_image"),
+    "core.inputs": ("make_input", "meshgrid_input", "noise_input"),
+    "core.masks": ("Inpainting", "bernoulli_mask", "recipe_text_mask", "text_mask", "user_text_mask"),
+    "core.metrics": ("masked_psnr", "psnr", "ssim"),
+    "core.nets": ("SkipConfig", "SkipNet", "count_params"),
+    "core.presets": ("PRESETS", "Preset", "get_preset", "sweep_net"),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import DipError
+from .core.errors import DipError
 
 log = logging.getLogger("dip_lib")
 
@@ -33,7 +34,7 @@ def _results_dir(text: str) -> Path:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from .presets import PRESETS
+    from .core.presets import PRESETS
 
     print(f"{'preset':<16}{'params (1 ch)':>15}{'params (3 ch)':>15}  iterations  lr      description")
     for p in PRESETS.values():
@@ -96,8 +97,8 @@ def _results_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .registry import EXPERIMENTS, EXTRA_PLANS
-    from .runs import PROFILE_NAMES
+    from .report.registry import EXPERIMENTS, EXTRA_PLANS
+    from .report.runs import PROFILE_NAMES
 
     parser = _Parser(prog="python -m dip_lib", description="Deep Image Prior inpainting")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -150,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     f = data.add_parser("fetch", help="download into the cache and verify (default: all)")
     f.add_argument("targets", nargs="*", metavar="table1|dip|all|NAME", help="groups or file names")
-    f.set_defaults(func=_handler("data:cmd_fetch"))
+    f.set_defaults(func=_handler("core.data:cmd_fetch"))
     data.add_parser("list", help="registry files with cached / verified state").set_defaults(
-        func=_handler("data:cmd_list")
+        func=_handler("core.data:cmd_list")
     )
     f = data.add_parser("import", help="copy registry files found in a folder into the cache")
     f.add_argument("folder", type=Path, metavar="DIR")
-    f.set_defaults(func=_handler("data:cmd_import"))
+    f.set_defaults(func=_handler("core.data:cmd_import"))
 
     p = sub.add_parser("reproduce", help="compute the runs of the report without notebooks (resumable)")
     p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
@@ -170,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
     _results_option(p)
     _worker_options(p)
-    p.set_defaults(func=_handler("experiments:cmd_reproduce"))
+    p.set_defaults(func=_handler("report.runner:cmd_reproduce"))
 
     p = sub.add_parser("report", help="run the notebooks from stored results and render the HTML report")
     p.add_argument("--profile", choices=PROFILE_NAMES, required=True)
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _results_option(p)
     p.add_argument("--device", help="the device whose runs to compute and show (default: the profile's)")
     _worker_options(p)
-    p.set_defaults(func=_handler("report:cmd_report"))
+    p.set_defaults(func=_handler("report.render:cmd_report"))
 
     p = sub.add_parser(
         "bench",
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--parity",
         action="store_true",
-        help="bf16 levers vs fp32: PSNR parity rule over 3 images x --parity-seeds seeds (dip_lib.parity) instead",
+        help="bf16 levers vs fp32: PSNR parity over 3 images x --parity-seeds seeds (dip_lib.speed.parity) instead",
     )
     g.add_argument(
         "--memory-study", action="store_true", help="peak memory with/without checkpointing (default 512 px) instead"
@@ -241,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compile", action="store_true", help="add torch.compile to the lever study (slow to compile)")
     p.add_argument("--out", type=Path, help="JSON file to write")
-    p.set_defaults(func=_handler("bench:cmd_bench"))
+    p.set_defaults(func=_handler("speed.bench:cmd_bench"))
     return parser
 
 
@@ -256,3 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141

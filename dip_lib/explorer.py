@@ -1,6 +1,6 @@
 """A live DIP explorer for JupyterLab (ipywidgets): pick an image, a mask, a preset; watch the fit.
 
-``Explorer().widget`` is the whole interface. Run starts ``dip_lib.solver.fit`` in a background
+``Explorer().widget`` is the whole interface. Run starts ``dip_lib.core.solver.fit`` in a background
 thread, so the kernel stays free; a callback pushes the output, the PSNR curve and a snapshot to the
 widgets at fit's checks (at most one redraw per ``refresh_s`` seconds, and always at the last
 check) and asks fit to stop once Stop was pressed. Every PSNR, picture and snapshot is the clean
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DipError
-from .imageio import check_writable, to_uint8
-from .metrics import masked_psnr
+from .core.errors import DipError
+from .core.imageio import check_writable, to_uint8
+from .core.metrics import masked_psnr
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def table1_available() -> bool:
     import os
 
     try:
-        from . import data
+        from .core import data
 
         entries = data.select("table1")
         mirror = os.environ.get("DIP_DATA_MIRROR", "").strip().removeprefix("file://")
@@ -203,7 +203,7 @@ class Explorer:
     ) -> None:
         import ipywidgets as w
 
-        from .presets import PRESETS, get_preset
+        from .core.presets import PRESETS, get_preset
 
         self.given = None if image is None else np.asarray(image, dtype=np.float32)
         self.net_overrides = dict(net_overrides or {})
@@ -287,7 +287,7 @@ class Explorer:
         """Defaults by report profile: "smoke" a 32 px image, a tiny network and 20 iterations (a headless
         check); "quick" on a CPU 80 px and 300 iterations (about a minute on 2 cores), on a GPU the
         paper's 512 px and the preset's iterations; "paper" 512 px. ``kwargs`` override any of them."""
-        from .device import resolve_device
+        from .core.device import resolve_device
 
         gpu = resolve_device(kwargs.get("device", "auto")).type != "cpu"
         defaults: dict[str, dict[str, Any]] = {
@@ -325,15 +325,15 @@ class Explorer:
         names: list[str] = []
         try:
             if src == "Table 1":
-                from .data import TABLE1_ORDER
+                from .core.data import TABLE1_ORDER
 
                 names = [n for n, _ in TABLE1_ORDER]
             elif src == "DIP examples":
-                from .data import EXAMPLES
+                from .core.data import EXAMPLES
 
                 names = list(EXAMPLES)
             elif src == "embedded":
-                from .data import EMBEDDED_GRAY, EMBEDDED_RGB
+                from .core.data import EMBEDDED_GRAY, EMBEDDED_RGB
 
                 names = list(EMBEDDED_GRAY + EMBEDDED_RGB)
         except ImportError:  # the data layer is optional here: skimage's camera stands in
@@ -347,7 +347,7 @@ class Explorer:
     def _has_own_mask(self) -> bool:
         if self.source.value != "DIP examples":
             return False
-        from .data import EXAMPLES
+        from .core.data import EXAMPLES
 
         return EXAMPLES.get(self.name.value) is not None
 
@@ -384,11 +384,11 @@ class Explorer:
         if src == "given":
             return self.given, None
         if src == "upload":
-            from .imageio import image_from_bytes
+            from .core.imageio import image_from_bytes
 
             return image_from_bytes(self._uploaded(self.upload)), None
         try:
-            from . import data
+            from .core import data
         except ImportError:
             from skimage.data import camera
 
@@ -401,8 +401,8 @@ class Explorer:
 
     def build_problem(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(ground truth or corrupted image, mask (1 or C, H, W), ground truth or None) from the choices."""
-        from . import masks
-        from .imageio import mask_from_bytes, resize_longer_side
+        from .core import masks
+        from .core.imageio import mask_from_bytes, resize_longer_side
 
         img, example_mask = self._load_image()
         kind = self.mask_kind.value
@@ -431,7 +431,7 @@ class Explorer:
 
     def run(self, block: bool = False) -> None:
         """Start a fit with the current choices (in a background thread unless ``block``)."""
-        from .presets import get_preset
+        from .core.presets import get_preset
 
         if self.running:
             raise DipError("a fit is already running; press Stop first")
@@ -457,7 +457,7 @@ class Explorer:
         callbacks: list[Any] = [_LiveCallback(self)]
         self.stopper = None
         if self.es_wmv:
-            from .stopping import ESWMV
+            from .core.stopping import ESWMV
 
             self.stopper = ESWMV.for_iterations(cfg.iterations, stop=False)
             callbacks.append(self.stopper)
@@ -475,7 +475,7 @@ class Explorer:
             self.join()
 
     def _work(self, net, z, observed, mask, cfg, gt, callbacks) -> None:
-        from .solver import fit
+        from .core.solver import fit
 
         try:
             self.result = fit(net, z, observed, mask, cfg, ground_truth=gt, callbacks=callbacks)
@@ -579,7 +579,7 @@ class Explorer:
 
         Refused in one line, as by the command line: a folder, a FIFO or other special file, a symlink,
         a parent that is a file, no permission."""
-        from .imageio import save_image
+        from .core.imageio import save_image
 
         if not len(self.snapshots):
             raise DipError("nothing to save yet: run a fit first")

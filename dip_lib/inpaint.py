@@ -6,7 +6,7 @@ with the configuration, seed and library versions in ``--history``. After the fi
 cannot be written is written to a fallback file, named in one line on stderr; Ctrl-C writes the
 best output so far as ``<output>.partial.<ext>`` and exits 130. With ``--resume-dir`` the fit's
 whole state is saved there every 5 minutes and the same command continues an interrupted fit
-bit-identically (``dip_lib.resume``); the state is removed once every output is written.
+bit-identically (``dip_lib.core.resume``); the state is removed once every output is written.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DipError
+from .core.errors import DipError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def default_threads() -> int:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options and output paths in one line (DipError) before torch is imported."""
-    from .imageio import check_writable, image_format
+    from .core.imageio import check_writable, image_format
 
     if args.iterations is not None and args.iterations <= 0:
         raise DipError(f"--iterations must be positive, got {args.iterations}")
@@ -97,7 +97,7 @@ def output_bytes(args: argparse.Namespace, shape: tuple[int, int, int], iteratio
 
 def check_free_space(sizes: dict[Path, int]) -> None:
     """Refuse (one line) when a file system lacks the room for the outputs it will hold."""
-    from .estimate import fmt_bytes
+    from .core.estimate import fmt_bytes
 
     need: dict[int, list] = {}  # file system -> [a folder on it, bytes]
     for path, size in sizes.items():
@@ -121,7 +121,7 @@ def _existing_folder(path: Path) -> Path:
 
 def target_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, int]:
     """(h, w) after ``--size`` (the longer side), computed without resizing anything."""
-    from .estimate import scaled_shape
+    from .core.estimate import scaled_shape
 
     _, h, w = shape
     return (h, w) if not size else scaled_shape(h, w, size)
@@ -133,12 +133,12 @@ def preflight(preset, shape: tuple[int, int, int], cfg, args: argparse.Namespace
     without it, refuse (DipError) when the memory estimate exceeds what the machine has and print
     the estimate (naming the largest size that fits in 15 minutes when it is longer). Returns the
     (h, w) to fit."""
-    from . import estimate as est
-    from .device import resolve_device
-    from .inputs import make_input
+    from .core import estimate as est
+    from .core.device import resolve_device
+    from .core.inputs import make_input
 
     est.require_positive_minutes(args.max_minutes)
-    from .nets import min_size
+    from .core.nets import min_size
 
     c, h, w = shape
     net_cfg = replace(preset.net, out_channels=c)
@@ -197,7 +197,7 @@ def preflight(preset, shape: tuple[int, int, int], cfg, args: argparse.Namespace
 
 def _what_fits(preset, net_cfg, c: int, h: int, w: int, cfg, rate, budget: float) -> str:
     """What would fit in ``budget`` seconds: the fast preset at some size, else fewer iterations."""
-    from . import estimate as est
+    from .core import estimate as est
 
     small = est.smallest_side(net_cfg, h, w)
     sh, sw = est.scaled_shape(h, w, small)
@@ -218,10 +218,10 @@ def _what_fits(preset, net_cfg, c: int, h: int, w: int, cfg, rate, budget: float
 
 
 def _fast_rate(c: int, h: int, w: int, cfg):
-    from . import estimate as est
-    from .inputs import make_input
-    from .presets import get_preset
-    from .solver import fast_config
+    from .core import estimate as est
+    from .core.inputs import make_input
+    from .core.presets import get_preset
+    from .core.solver import fast_config
 
     fast = get_preset("fast")
     net_cfg = fast.net_config(c)
@@ -237,7 +237,7 @@ def _fast_rate(c: int, h: int, w: int, cfg):
 def _fast_hint(c: int, h: int, w: int, cfg) -> str:
     """One line offering the ``fast`` preset, with its own calibrated estimate at this size (its recipe
     with the levers ``inpaint`` would use, as for any preset)."""
-    from . import estimate as est
+    from .core import estimate as est
 
     fast, fcfg, rate, net_cfg = _fast_rate(c, h, w, cfg)
     e = est.estimate(net_cfg, h, w, fcfg.iterations, fcfg, rate)
@@ -265,7 +265,7 @@ class KeepBest:
             self.output, self.iteration = state.output.detach().float().cpu().numpy()[0], state.iteration
 
     def state_dict(self) -> dict:
-        """Tensors and plain values, for a resumable fit (``dip_lib.resume``)."""
+        """Tensors and plain values, for a resumable fit (``dip_lib.core.resume``)."""
         import torch
 
         out = None if self.output is None else torch.from_numpy(self.output.copy())
@@ -324,7 +324,7 @@ def resume_key(args: argparse.Namespace, cfg, net_cfg, shape: tuple[int, int, in
 def history_payload(args, preset, cfg, net_cfg, result, device, shape) -> dict[str, Any]:
     """What --history records: the command's inputs, the fit's whole configuration (seed, threads,
     numerics), the network, the library versions, then the summary and the curves."""
-    from .store import environment
+    from .report.store import environment
 
     env = environment(device)
     env.update(_versions())
@@ -363,13 +363,20 @@ def _versions() -> dict[str, str]:
 def cmd_inpaint(args: argparse.Namespace) -> int:
     check_args(args)  # before torch is imported
 
-    from . import masks, resume
-    from .device import resolve_device
-    from .imageio import atomic_write_bytes, center_crop_multiple, load_image, load_mask, resize_longer_side, save_image
-    from .metrics import psnr
-    from .presets import get_preset
-    from .solver import fast_config, fit
-    from .store import dumps
+    from .core import masks, resume
+    from .core.device import resolve_device
+    from .core.imageio import (
+        atomic_write_bytes,
+        center_crop_multiple,
+        load_image,
+        load_mask,
+        resize_longer_side,
+        save_image,
+    )
+    from .core.metrics import psnr
+    from .core.presets import get_preset
+    from .core.solver import fast_config, fit
+    from .report.store import dumps
 
     preset = get_preset(args.preset)
     device = resolve_device(args.device)
@@ -413,7 +420,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     keep = KeepBest()
     callbacks: list = [keep]
     if args.stop == "es-wmv":
-        from .stopping import ESWMV
+        from .core.stopping import ESWMV
 
         callbacks.insert(0, ESWMV.for_iterations(cfg.iterations))
     saved = None

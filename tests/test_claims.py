@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dip_lib import claims
-from dip_lib.registry import plan
-from dip_lib.runs import SHALLOW
+from dip_lib.report import claims
+from dip_lib.report.registry import plan
+from dip_lib.report.runs import SHALLOW
 
 
 def record(curve, loss=None, masked=20.0, hole=None, every=100):
@@ -191,7 +191,7 @@ def test_the_claims_page_has_one_section_per_claim_record():
 def test_the_seed_reports_findings_are_set_beside_our_best_settings():
     from types import SimpleNamespace
 
-    from dip_lib.runs import Run
+    from dip_lib.report.runs import Run
 
     def opt(lr, seed, psnr, guard=None):
         r = Run(experiment="optim", profile="quick", image="kate", source="dip", preset="text", lr=lr, seed=seed,

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from dip_lib.errors import DipError
-from dip_lib.imageio import load_image, load_mask, pil_to_array
+from dip_lib.core.errors import DipError
+from dip_lib.core.imageio import load_image, load_mask, pil_to_array
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -194,6 +194,21 @@ def test_presets_command_prints_the_parameter_counts(repo_root):
     assert "2,996,467" in rows["library-depth6"]
 
 
+def test_a_reader_that_goes_away_ends_the_output_quietly(repo_root):
+    """``python -m dip_lib presets | head -1``: no traceback when the pipe closes before the output."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dip_lib", "presets"],
+        cwd=repo_root,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the first line is written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == ""
+
+
 # ---- image I/O called directly ----
 
 
@@ -283,7 +298,9 @@ def test_the_parser_and_early_refusals_import_no_torch(files):
 
 
 def test_bench_options_name_what_bench_implements():
-    from dip_lib import bench, cli, config
+    from dip_lib import cli
+    from dip_lib.core import config
+    from dip_lib.speed import bench
 
     assert cli.BENCH_MODES == bench.MODES and cli.BENCH_PRESETS == bench.PRESET_NAMES
     assert cli.NOISE_RNGS == config.NOISE_RNGS
@@ -293,7 +310,7 @@ def test_results_dir_is_taken_from_the_current_folder_and_never_empty(tmp_path, 
     """A relative --results-dir names a folder under the current one (not under the checkout); the
     default stays results/ in the project root; an empty one is refused in one line."""
     from dip_lib.cli import build_parser, main
-    from dip_lib.store import ResultStore, find_root
+    from dip_lib.report.store import ResultStore, find_root
 
     monkeypatch.chdir(tmp_path)
     for command in ("reproduce", "report"):

@@ -17,10 +17,10 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from dip_lib import experiments as ex  # noqa: E402
-from dip_lib.cluster import open_client, run_all_dask  # noqa: E402
-from dip_lib.runs import Run, pairs  # noqa: E402
-from dip_lib.store import ResultStore  # noqa: E402
+from dip_lib.report import runner  # noqa: E402
+from dip_lib.report.cluster import open_client, run_all_dask  # noqa: E402
+from dip_lib.report.runs import Run, pairs  # noqa: E402
+from dip_lib.report.store import ResultStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = pairs(channels_down=(8, 8, 8), channels_skip=(4, 4, 4), channels_up=(8, 8, 8))
@@ -76,7 +76,7 @@ def files(root: Path) -> list[str]:
 def serial(tmp_path_factory) -> ResultStore:
     """The plan's runs computed the serial way (workers=1, no Dask)."""
     store = ResultStore(tmp_path_factory.mktemp("serial"))
-    out = ex.run_all(plan_runs(), store, progress=False)
+    out = runner.run_all(plan_runs(), store, progress=False)
     assert not out.failed
     return store
 
@@ -166,11 +166,11 @@ def test_a_killed_worker_loses_only_its_run_which_completes_elsewhere(tmp_path, 
 
 CHILD = """
 import json, sys
-from dip_lib import experiments as ex
-from dip_lib.runs import Run
-from dip_lib.store import ResultStore
+from dip_lib.report import runner
+from dip_lib.report.runs import Run
+from dip_lib.report.store import ResultStore
 runs = [Run.from_dict(d) for d in json.loads(sys.argv[2])]
-ex.run_all(runs, ResultStore(sys.argv[1]), workers=2, progress=False)
+runner.run_all(runs, ResultStore(sys.argv[1]), workers=2, progress=False)
 """
 
 
@@ -215,7 +215,7 @@ def test_ctrl_c_keeps_finished_runs_and_the_resume_is_exact(tmp_path, serial):
     claimed = {name for r in stored for name in json.loads(store.path(r).read_text())["images"].values()}
     assert {str(p.relative_to(store.folder(runs[0]))) for p in store.folder(runs[0]).rglob("*.png")} == claimed
     before = {r.run_id: store.path(r).stat().st_mtime_ns for r in stored}
-    out = ex.run_all(runs, store, progress=False)  # the resume
+    out = runner.run_all(runs, store, progress=False)  # the resume
     assert sorted(r.run_id for r in out.computed) == sorted(r.run_id for r in runs if r not in stored)
     assert {r.run_id: store.path(r).stat().st_mtime_ns for r in stored} == before
     for r in plan_runs():
@@ -223,8 +223,8 @@ def test_ctrl_c_keeps_finished_runs_and_the_resume_is_exact(tmp_path, serial):
 
 
 def test_bad_worker_options_are_refused_in_one_line_before_any_work(tmp_path, capsys, monkeypatch):
-    from dip_lib import cluster
     from dip_lib.cli import main
+    from dip_lib.report import cluster
 
     base = ["reproduce", "--profile", "smoke", "--only", "optim", "--results-dir", str(tmp_path)]
     assert main(base + ["--workers", "0"]) == 2
@@ -241,10 +241,10 @@ def test_bad_worker_options_are_refused_in_one_line_before_any_work(tmp_path, ca
 
 SERIAL = """
 import json, sys
-from dip_lib import experiments as ex
-from dip_lib.runs import Run
-from dip_lib.store import ResultStore
-out = ex.run_all([Run.from_dict(json.loads(sys.argv[2]))], ResultStore(sys.argv[1]), workers=1, progress=False)
+from dip_lib.report import runner
+from dip_lib.report.runs import Run
+from dip_lib.report.store import ResultStore
+out = runner.run_all([Run.from_dict(json.loads(sys.argv[2]))], ResultStore(sys.argv[1]), workers=1, progress=False)
 assert out.computed
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed")))
 """
@@ -270,7 +270,7 @@ def test_a_heartbeat_to_a_closed_scheduler_is_not_a_second_traceback():
 
     from distributed.comm.core import CommClosedError
 
-    from dip_lib.cluster import _scheduler_gone
+    from dip_lib.report.cluster import _scheduler_gone
 
     def record(msg, exc):
         return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, (), (type(exc), exc, None))

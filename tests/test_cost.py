@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dip_lib import cost
-from dip_lib.compute import run_gflop
-from dip_lib.presets import get_preset
-from dip_lib.runs import Run, pairs
+from dip_lib.core.presets import get_preset
+from dip_lib.report import cost
+from dip_lib.report.compute import run_gflop
+from dip_lib.report.runs import Run, pairs
 
 
 def _run(width: int, seed: int = 0, preset: str = "table1-seed", image: str = "house", lr: float | None = None) -> Run:
@@ -79,9 +79,9 @@ def test_the_fast_preset_is_the_choice_of_the_committed_cost_sweep():
     the best recipe in the committed quick results (update it when those results change)."""
     from pathlib import Path
 
-    from dip_lib import pages
-    from dip_lib.presets import PRESETS
-    from dip_lib.store import ResultStore
+    from dip_lib.core.presets import PRESETS
+    from dip_lib.report import pages
+    from dip_lib.report.store import ResultStore
 
     study = pages.cost_study("quick", ResultStore(Path(__file__).resolve().parents[1] / "results"))
     choice = study.panels[0][3]
@@ -91,8 +91,8 @@ def test_the_fast_preset_is_the_choice_of_the_committed_cost_sweep():
 
 
 def test_the_cli_offers_the_fast_preset_with_its_own_estimate():
+    from dip_lib.core.presets import get_preset
     from dip_lib.inpaint import _fast_hint
-    from dip_lib.presets import get_preset
 
     cfg = get_preset("text").fit_config(progress=False)
     line = _fast_hint(3, 64, 64, cfg)

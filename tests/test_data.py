@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dip_lib import data
 from dip_lib.cli import main
-from dip_lib.errors import DipError
+from dip_lib.core import data
+from dip_lib.core.errors import DipError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()

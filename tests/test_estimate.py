@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dip_lib import estimate as est
 from dip_lib.cli import main
-from dip_lib.errors import DipError
-from dip_lib.inputs import make_input
-from dip_lib.nets import SkipNet
-from dip_lib.presets import get_preset
-from dip_lib.solver import FitConfig
+from dip_lib.core import estimate as est
+from dip_lib.core.errors import DipError
+from dip_lib.core.inputs import make_input
+from dip_lib.core.nets import SkipNet
+from dip_lib.core.presets import get_preset
+from dip_lib.core.solver import FitConfig
 
 TEXT = replace(get_preset("text").net, out_channels=3)
 T1 = replace(get_preset("table1-paper").net, out_channels=3)

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dip_lib import compute, presets
-from dip_lib import experiments as ex
-from dip_lib.errors import DipError
-from dip_lib.registry import plan
-from dip_lib.runs import ALL_TABLE1, Run, get_profile, load_problem, pairs
-from dip_lib.store import SCHEMA, InvalidRecord, ResultStore
+from dip_lib.core import presets
+from dip_lib.core.errors import DipError
+from dip_lib.report import compute, runner
+from dip_lib.report.registry import plan
+from dip_lib.report.runs import ALL_TABLE1, Run, get_profile, load_problem, pairs
+from dip_lib.report.store import SCHEMA, InvalidRecord, ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = pairs(channels_down=(8, 8, 8), channels_skip=(4, 4, 4), channels_up=(8, 8, 8))
@@ -101,9 +101,9 @@ def test_plans_cover_the_experiments():
 def test_results_are_stored_and_resumed(tmp_path):
     store = ResultStore(tmp_path)
     runs = tiny_runs(2)
-    out = ex.run_all(runs, store, progress=False)
+    out = runner.run_all(runs, store, progress=False)
     assert out.computed == runs and not out.failed
-    records = [rec for _, rec in ex.load_records(runs, store)]
+    records = [rec for _, rec in runner.load_records(runs, store)]
     for run, rec in zip(runs, records):
         assert rec["schema"] == SCHEMA and rec["run_id"] == run.run_id
         assert rec["config"] == json.loads(json.dumps(run.to_dict()))
@@ -114,7 +114,7 @@ def test_results_are_stored_and_resumed(tmp_path):
         assert set(rec["images"]) >= {"final", "best", "observed"}
         assert store.image(run, "final").shape == (1, 48, 48)
     stamp = [store.path(r).stat().st_mtime_ns for r in runs]
-    assert not ex.run_all(runs, store, progress=False).computed  # nothing computed again
+    assert not runner.run_all(runs, store, progress=False).computed  # nothing computed again
     assert [store.path(r).stat().st_mtime_ns for r in runs] == stamp
     assert not list(tmp_path.rglob("*.tmp"))
     # strict JSON: no NaN or Infinity tokens anywhere
@@ -125,25 +125,25 @@ def test_results_are_stored_and_resumed(tmp_path):
 def test_budget_keeps_finished_runs_and_reports_the_rest(tmp_path):
     store = ResultStore(tmp_path)
     runs = tiny_runs(3)
-    ex.run_all(runs[:1], store, progress=False)
-    out = ex.run_all(runs, store, budget_seconds=0, progress=False)
+    runner.run_all(runs[:1], store, progress=False)
+    out = runner.run_all(runs, store, budget_seconds=0, progress=False)
     assert out.remaining == runs[1:] and not out.computed
     assert [store.exists(r) for r in runs] == [True, False, False]
     with pytest.raises(DipError, match="2 of 3 runs have no stored result"):
-        ex.load_records(runs, store)
-    partial = ex.load_records(runs, store, partial=True)
+        runner.load_records(runs, store)
+    partial = runner.load_records(runs, store, partial=True)
     assert [r for r, _ in partial] == runs[:1]
-    cov = ex.coverage(runs, store)
+    cov = runner.coverage(runs, store)
     assert (cov["stored"], cov["planned"], cov["seeds"], cov["missing"]) == (1, 3, [0], runs[1:])
     for bad in (float("nan"), -1.0):
         with pytest.raises(DipError, match="budget"):
-            ex.run_all(runs, store, budget_seconds=bad, progress=False)
+            runner.run_all(runs, store, budget_seconds=bad, progress=False)
 
 
 def test_a_diverging_run_fails_and_is_never_stored(tmp_path):
     store = ResultStore(tmp_path)
     bad, good = tiny_runs(2, lr=1e30, guard=False)[0], tiny_runs(2)[1]
-    out = ex.run_all([bad, good], store, progress=False)
+    out = runner.run_all([bad, good], store, progress=False)
     assert [r for r, _ in out.failed] == [bad] and "diverged" in out.failed[0][1]
     assert out.computed == [good]
     assert not store.path(bad).exists() and not list(store.folder(bad).glob(f"{bad.run_id}*"))
@@ -152,7 +152,7 @@ def test_a_diverging_run_fails_and_is_never_stored(tmp_path):
 def test_records_that_do_not_belong_to_their_run_are_reported_and_recomputed(tmp_path, caplog):
     store = ResultStore(tmp_path)
     a, b = tiny_runs(2)
-    ex.run_all([a, b], store, progress=False)
+    runner.run_all([a, b], store, progress=False)
     good_b = store.path(b).read_text()
     store.path(b).write_text(store.path(a).read_text())  # another run's record under b's id
     with pytest.raises(InvalidRecord, match=f"invalid record {store.path(b)}.*delete it to recompute"):
@@ -161,7 +161,7 @@ def test_records_that_do_not_belong_to_their_run_are_reported_and_recomputed(tmp
     with pytest.raises(InvalidRecord, match="missing"):
         store.load(a)
     assert store.missing([a, b]) == [a, b]
-    out = ex.run_all([a, b], store, progress=False)
+    out = runner.run_all([a, b], store, progress=False)
     assert out.computed == [a, b]
     assert without_timing(json.loads(store.path(b).read_text())) == without_timing(json.loads(good_b))
 
@@ -169,7 +169,7 @@ def test_records_that_do_not_belong_to_their_run_are_reported_and_recomputed(tmp
 def test_leftovers_of_killed_runs_are_removed(tmp_path):
     store = ResultStore(tmp_path)
     a, b = tiny_runs(2)
-    ex.run_all([a], store, progress=False)
+    runner.run_all([a], store, progress=False)
     folder = store.folder(a)
     junk = [folder / f".{b.run_id}.json.abc.tmp", folder / f"{b.run_id}-final.png"]
     for p in junk:
@@ -182,11 +182,11 @@ def test_leftovers_of_killed_runs_are_removed(tmp_path):
 
 CHILD = """
 import json, sys
-from dip_lib import experiments as ex
-from dip_lib.runs import Run
-from dip_lib.store import ResultStore
+from dip_lib.report import runner
+from dip_lib.report.runs import Run
+from dip_lib.report.store import ResultStore
 runs = [Run.from_dict(d) for d in json.loads(sys.argv[2])]
-out = ex.run_all(runs, ResultStore(sys.argv[1]), progress=False)
+out = runner.run_all(runs, ResultStore(sys.argv[1]), progress=False)
 print(json.dumps([r.run_id for r in out.computed]))
 """
 
@@ -259,10 +259,10 @@ def test_batched_runs_match_separate_runs(tmp_path):
 
     runs = tiny_runs(2)
     with torch.backends.mkldnn.flags(enabled=False):
-        ex.run_all(runs, ResultStore(tmp_path / "one"), batch=1, progress=False)
-        ex.run_all(runs, ResultStore(tmp_path / "two"), batch=2, progress=False)
-    one = [x for _, x in ex.load_records(runs, ResultStore(tmp_path / "one"))]
-    two = [x for _, x in ex.load_records(runs, ResultStore(tmp_path / "two"))]
+        runner.run_all(runs, ResultStore(tmp_path / "one"), batch=1, progress=False)
+        runner.run_all(runs, ResultStore(tmp_path / "two"), batch=2, progress=False)
+    one = [x for _, x in runner.load_records(runs, ResultStore(tmp_path / "one"))]
+    two = [x for _, x in runner.load_records(runs, ResultStore(tmp_path / "two"))]
     assert all(r.get("batched") == 2 for r in two) and not any("batched" in r for r in one)
     for a, b in zip(one, two):
         assert a["run_id"] == b["run_id"]
@@ -282,7 +282,7 @@ def test_unwritable_results_folder_is_refused_before_any_fit(tmp_path):
         store = ResultStore(tmp_path / "ro")
     t0 = time.perf_counter()
     with pytest.raises(DipError, match="cannot write results"):
-        ex.run_all(tiny_runs(1), store, progress=False)
+        runner.run_all(tiny_runs(1), store, progress=False)
     assert time.perf_counter() - t0 < 5
 
 
@@ -302,8 +302,8 @@ def test_the_claims_runs_are_new_runs_and_the_library_keeps_its_aspect(monkeypat
     """The claims experiment adds runs without touching a stored one: its ids are nobody else's, no
     earlier plan sets both crop and resize (so cropping before resizing changes no stored problem), and
     the wide library image becomes a square window of itself with its holes, not a squashed copy."""
-    from dip_lib.registry import EXPERIMENTS
-    from dip_lib.runs import PROFILES
+    from dip_lib.report.registry import EXPERIMENTS
+    from dip_lib.report.runs import PROFILES
 
     others = [r for e in EXPERIMENTS if e != "claims" for p in PROFILES for r in plan(e, p)]
     assert not [r for r in others if r.crop and r.resize]
@@ -361,13 +361,13 @@ def test_the_estimate_of_an_experiment_with_nothing_stored_scales_from_the_profi
             (tmp_path / "quick" / "table1" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(root / name, tmp_path / "quick" / "table1" / name)
     store = ResultStore(tmp_path)
-    line = ex._estimate_line("quick", None, plan("arch", "quick"), store)
+    line = runner._estimate_line("quick", None, plan("arch", "quick"), store)
     assert line.startswith("44 runs to compute: about ") and line.endswith("(scaled from 3 stored runs)"), line
 
 
 def test_reproduce_on_a_complete_store_says_that_nothing_needed_computing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ResultStore, "missing", lambda self, runs: [])  # every run stored
-    outcomes = ex.reproduce("smoke", only=["optim", "arch"], results_dir=tmp_path)
+    outcomes = runner.reproduce("smoke", only=["optim", "arch"], results_dir=tmp_path)
     assert all(not o.computed and not o.failed and not o.remaining for o in outcomes.values())
     total = len(plan("optim", "smoke")) + len(plan("arch", "smoke"))
     out = capsys.readouterr().out

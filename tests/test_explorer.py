@@ -15,9 +15,9 @@ from skimage import data
 
 pytest.importorskip("ipywidgets")
 
-from dip_lib.errors import DipError  # noqa: E402
+from dip_lib.core.errors import DipError  # noqa: E402
+from dip_lib.core.imageio import load_image, to_uint8  # noqa: E402
 from dip_lib.explorer import Explorer, Snapshots, png_bytes  # noqa: E402
-from dip_lib.imageio import load_image, to_uint8  # noqa: E402
 
 TINY = dict(in_channels=4, channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
 

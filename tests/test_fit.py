@@ -10,13 +10,13 @@ import pytest
 import torch
 from skimage import data
 
-from dip_lib.inputs import noise_input
-from dip_lib.masks import bernoulli_mask
-from dip_lib.metrics import psnr
-from dip_lib.nets import SkipConfig, SkipNet
-from dip_lib.solver import FitConfig, FitDiverged, fit
-from dip_lib.stopping import ESWMV
-from dip_lib.tracking import Problem
+from dip_lib.core.inputs import noise_input
+from dip_lib.core.masks import bernoulli_mask
+from dip_lib.core.metrics import psnr
+from dip_lib.core.nets import SkipConfig, SkipNet
+from dip_lib.core.solver import FitConfig, FitDiverged, fit
+from dip_lib.core.stopping import ESWMV
+from dip_lib.core.tracking import Problem
 
 NARROW = SkipConfig(
     in_channels=8, out_channels=1, channels_down=(16,) * 3, channels_up=(16,) * 3, channels_skip=(4,) * 3
@@ -79,7 +79,7 @@ def test_fit_inpaints_the_cameraman(camera):
 
 def test_fit_that_diverges_is_an_error_not_a_result(camera):
     """lr 1e30 without the guard: a FitDiverged (a DipError: one line, exit 2), never a NaN result."""
-    from dip_lib.solver import FitDiverged
+    from dip_lib.core.solver import FitDiverged
 
     with pytest.raises(FitDiverged, match="diverged"):
         run(camera, iterations=30, lr=1e30, guard=False)

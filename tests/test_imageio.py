@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from dip_lib.errors import DipError
-from dip_lib.imageio import image_from_bytes, load_image, load_mask, mask_from_bytes, pil_to_array
+from dip_lib.core.errors import DipError
+from dip_lib.core.imageio import image_from_bytes, load_image, load_mask, mask_from_bytes, pil_to_array
 
 RGB = np.array([[[255, 0, 0], [0, 128, 255], [10, 200, 30]], [[0, 0, 0], [255, 255, 255], [90, 60, 30]]], np.uint8)
 GRAY = np.array([[0, 40, 80], [120, 200, 255]], np.uint8)

@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from dip_lib import estimate as est
-from dip_lib import imageio, inpaint, solver
+from dip_lib import inpaint
 from dip_lib.cli import main
-from dip_lib.config import CheckState, FitConfig
-from dip_lib.nets import SkipConfig, SkipNet
+from dip_lib.core import estimate as est
+from dip_lib.core import imageio, solver
+from dip_lib.core.config import CheckState, FitConfig
+from dip_lib.core.nets import SkipConfig, SkipNet
 
 SLOW = est.Rate(flops=100e9, warmup_s=0.0, shape=(64, 64))  # a made-up machine: 100 GFLOP/s
 
@@ -155,7 +156,7 @@ def test_ctrl_c_writes_the_best_output_so_far_as_partial_and_exits_130(small, tm
 
 
 def test_threads_are_fixed_and_the_history_records_how_the_numbers_were_made(small, tmp_path, monkeypatch):
-    from dip_lib import device
+    from dip_lib.core import device
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(device, "other_cpu_load", lambda: 50.0)  # a loaded machine changes nothing
@@ -188,7 +189,7 @@ def test_the_rate_counts_cpu_time_so_a_busy_machine_does_not_change_the_estimate
 
 
 def test_resume_dir_continues_an_interrupted_fit_bit_identically(small, tmp_path, monkeypatch, capsys):
-    from dip_lib import resume
+    from dip_lib.core import resume
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(resume, "EVERY_S", 1e-6)  # save after every iteration
@@ -223,7 +224,7 @@ def test_resume_dir_continues_an_interrupted_fit_bit_identically(small, tmp_path
 def _key_args(path, seed):
     import argparse
 
-    from dip_lib.presets import get_preset
+    from dip_lib.core.presets import get_preset
 
     p = get_preset("table1-seed")
     ns = argparse.Namespace(image=path, mask=None, bernoulli=0.5, text=None, per_channel=False, crop=False, stop="none")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dip_lib.errors import DipError
-from dip_lib.masks import Inpainting, bernoulli_mask, font_path, recipe_text_mask, text_mask, user_text_mask
+from dip_lib.core.errors import DipError
+from dip_lib.core.masks import Inpainting, bernoulli_mask, font_path, recipe_text_mask, text_mask, user_text_mask
 
 
 @pytest.mark.parametrize("missing", [0.1, 0.5, 0.9])

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from dip_lib.nets import (
+from dip_lib.core.nets import (
     ACTIVATIONS,
     DOWNSAMPLE_MODES,
     PADS,
@@ -18,7 +18,7 @@ from dip_lib.nets import (
     count_params,
     min_size,
 )
-from dip_lib.presets import get_preset, sweep_net
+from dip_lib.core.presets import get_preset, sweep_net
 
 TEXT = SkipConfig(
     in_channels=32,

@@ -29,7 +29,7 @@ def test_notebooks_are_committed_clean():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_smoke(name, smoke_results, tmp_path):
-    from dip_lib.report import execute_notebook
+    from dip_lib.report.render import execute_notebook
 
     out = tmp_path / name
     execute_notebook(
@@ -69,10 +69,10 @@ def test_report_without_results_lists_missing_runs(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "6 remain" in proc.stdout
-    from dip_lib import experiments as ex
-    from dip_lib.errors import DipError
-    from dip_lib.registry import plan
-    from dip_lib.store import ResultStore
+    from dip_lib.core.errors import DipError
+    from dip_lib.report import runner
+    from dip_lib.report.registry import plan
+    from dip_lib.report.store import ResultStore
 
     with pytest.raises(DipError, match="6 of 6 runs have no stored result"):
-        ex.load_records(plan("optim", "smoke"), ResultStore(tmp_path / "r"))
+        runner.load_records(plan("optim", "smoke"), ResultStore(tmp_path / "r"))

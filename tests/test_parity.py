@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dip_lib import config
-from dip_lib.parity import ARMS, measure_parity, parity_verdict
+from dip_lib.core import config
+from dip_lib.speed.parity import ARMS, measure_parity, parity_verdict
 
 
 def arms(shift: float = 0.0, noise: float = 0.05, per_image: dict[str, float] | None = None, seeds=(0, 1, 2), seed=0):

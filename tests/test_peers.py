@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from dip_lib import peers
-from dip_lib.errors import DipError
-from dip_lib.masks import bernoulli_mask
-from dip_lib.metrics import psnr
+from dip_lib.core import peers
+from dip_lib.core.errors import DipError
+from dip_lib.core.masks import bernoulli_mask
+from dip_lib.core.metrics import psnr
 
 
 def _camera(size: int = 48) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dip_lib import book
+from dip_lib.report import book
 
 ROOT = Path(__file__).resolve().parents[1]
 

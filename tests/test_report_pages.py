@@ -10,9 +10,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from dip_lib import book, pages
-from dip_lib import runs as ex
-from dip_lib.store import ResultStore
+from dip_lib.report import book, pages
+from dip_lib.report import runs as ex
+from dip_lib.report.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("myst_nb")
@@ -96,7 +96,7 @@ def test_site_pages_have_titles_navigation_no_plumbing_and_open_offline(tmp_path
 
 
 def test_paste_fills_glue_roles_and_refuses_an_unknown_key(tmp_path):
-    from dip_lib.errors import DipError
+    from dip_lib.core.errors import DipError
 
     nbformat.write(new_notebook(cells=[_glue_cell("n", "4"), _glue_cell("name", "table1-paper")]), tmp_path / "a.ipynb")
     text = "{glue:text}`a.ipynb::n:s` of {glue:text}`a.ipynb::name:s`, {glue:text}`a::n:.1f`"
@@ -139,7 +139,7 @@ def _fake_records(image: str, preset: str, seed: int, oracle_psnr: float):
 
 
 def test_tables_for_people():
-    from dip_lib import table1
+    from dip_lib.report import table1
 
     records = [_fake_records("house", "table1-seed", s, 30.0 + s) for s in (0, 1)]
     table = table1.people(records, "table1-seed", comparable=False)
@@ -176,7 +176,7 @@ def test_notebook_sources_default_to_no_compute():
 def test_a_notebook_renders_from_missing_runs(tmp_path):
     """compute=False on an empty store: the page renders and says what is missing."""
     pytest.importorskip("papermill")
-    from dip_lib.report import execute_notebook
+    from dip_lib.report.render import execute_notebook
 
     out = tmp_path / "03_optimizer_lr_sweep.ipynb"
     execute_notebook(
@@ -201,9 +201,9 @@ def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
     seed 0, computed for the test at a tiny size under the paper profile's name and numerics."""
     from dataclasses import replace
 
-    from dip_lib import experiments
-    from dip_lib.registry import plan
-    from dip_lib.runs import numerics_for, pairs, spec
+    from dip_lib.report import runner
+    from dip_lib.report.registry import plan
+    from dip_lib.report.runs import numerics_for, pairs, spec
 
     store = ResultStore(tmp_path)
     first = plan("table1", "paper")[0]
@@ -215,7 +215,7 @@ def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
         numerics=numerics_for("cpu"),
         net=pairs(channels_down=(8, 8, 8), channels_up=(8, 8, 8), channels_skip=(4, 4, 4)),
     )
-    experiments.run_all([tiny], store, progress=False)
+    runner.run_all([tiny], store, progress=False)
     rec = store.load(tiny)
     # stored under the planned paper run's id, as a loan would leave it (the numbers are the tiny run's)
     store.save(first, {**rec, "run_id": first.run_id, "config": first.to_dict(), "spec": spec(first)}, {})
@@ -228,7 +228,7 @@ def test_a_partial_paper_report_is_labelled_honestly(tmp_path):
 REPORT = """
 import sys
 from pathlib import Path
-from dip_lib.report import render
+from dip_lib.report.render import render
 pages = ("01_table1_bernoulli.ipynb", "05_claims.ipynb")
 render("smoke", out_dir=Path(sys.argv[1]), results_dir=sys.argv[2], notebooks=pages)
 """
@@ -241,8 +241,8 @@ def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
     import subprocess
     import sys
 
-    from dip_lib.errors import DipError
-    from dip_lib.report import render
+    from dip_lib.core.errors import DipError
+    from dip_lib.report.render import render
 
     out = tmp_path / "report"
     procs = [
@@ -283,7 +283,7 @@ def test_sweep_facts_count_the_flattened_settings_and_the_skip_effect():
     recipe's own, and the depth sweep's best depths and the change from removing the skips."""
     import pandas as pd
 
-    from dip_lib import arch
+    from dip_lib.report import arch
 
     df = pd.DataFrame(
         {"mask": ["text-seed"] * 2, "filters": [8, 16], "_best": [30.0, 31.0], "last 20% gain": [0.1, 0.05]}
@@ -324,10 +324,10 @@ def test_sweep_facts_count_the_flattened_settings_and_the_skip_effect():
 
 def test_the_kate_zoom_finds_the_filters_sweep_in_the_committed_results(shared_data):
     """The narrowest and the best width of the stored quick filters sweep, side by side."""
-    from dip_lib import experiments, registry
+    from dip_lib.report import registry, runner
 
     store = ResultStore(ROOT / "results")
-    records = experiments.load_records(registry.plan("arch", "quick"), store, partial=True)
+    records = runner.load_records(registry.plan("arch", "quick"), store, partial=True)
     fig = pages.arch_zoom(records, store)
     assert fig is not None and pages.arch_zoom(records[:1], store) is None
     titles = [a.get_title() for a in fig.axes]
@@ -354,7 +354,7 @@ def test_figures_carry_a_text_alternative():
 
 
 def _point(**kw):
-    from dip_lib.cost import Point
+    from dip_lib.report.cost import Point
 
     base = dict(recipe="table1-seed", width=16, lr=0.01, iterations=40, gflop=9.0, seconds=1.0, psnr=28.69)
     return Point(**{**base, "std": 0.0, "n": 1, "hole": 28.1, "full": True, **kw})
@@ -363,7 +363,7 @@ def _point(**kw):
 def test_the_cost_facts_say_when_the_best_point_is_the_cheapest():
     """The numbers notebook 06 cites: no saving (1.0 times, goal not met) when the best point is itself
     the cheapest within the tolerance, the saving and the change otherwise, and the baseline beside it."""
-    from dip_lib import cost
+    from dip_lib.report import cost
 
     best, cheap = _point(), _point(width=4, gflop=0.6, psnr=28.4)
     baseline = _point(recipe="table1-paper", width=8, gflop=2.0, psnr=17.98)
@@ -380,8 +380,8 @@ def test_notebook_runs_print_no_transport_warning_and_still_fail_loudly(tmp_path
     zmq = pytest.importorskip("zmq")
     if not zmq.has("curve"):
         pytest.skip("pyzmq without CurveZMQ: the kernel's warning is true here")
-    from dip_lib.errors import DipError
-    from dip_lib.report import execute_notebook
+    from dip_lib.core.errors import DipError
+    from dip_lib.report.render import execute_notebook
 
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     src = tmp_path / "ok.ipynb"

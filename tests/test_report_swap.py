@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from dip_lib import report
-from dip_lib.store import find_root
+from dip_lib.report import render
+from dip_lib.report.store import find_root
 
 NOTEBOOKS = ("05_claims.ipynb",)
 
 
 @pytest.fixture
 def builds(monkeypatch) -> list[dict]:
-    """report._build writes two pages and index.html; each call is recorded (start, end, results_dir)."""
+    """render._build writes two pages and index.html; each call is recorded (start, end, results_dir)."""
     calls: list[dict] = []
 
     def build(root, out, profile, store, results_dir, device, notebooks):
@@ -34,13 +34,13 @@ def builds(monkeypatch) -> list[dict]:
         call["end"] = time.monotonic()
         return out / "index.html", "findings"  # (index, README findings), as _build returns
 
-    monkeypatch.setattr(report, "_build", build)
+    monkeypatch.setattr(render, "_build", build)
     return calls
 
 
 def test_the_index_is_never_missing_while_a_report_is_swapped_in(tmp_path, builds, monkeypatch):
     final = tmp_path / "report" / "smoke"
-    report.render("smoke", out_dir=final, results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
+    render.render("smoke", out_dir=final, results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
     gaps = []
 
     def watched(fn):
@@ -54,7 +54,7 @@ def test_the_index_is_never_missing_while_a_report_is_swapped_in(tmp_path, build
 
     for name in ("rename", "replace", "unlink", "rmdir"):
         monkeypatch.setattr(os, name, watched(getattr(os, name)))
-    report.render("smoke", out_dir=final, results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
+    render.render("smoke", out_dir=final, results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
     monkeypatch.undo()
     assert gaps == []
     assert final.is_dir() and not final.is_symlink()  # the committed report/quick/ stays a folder in git
@@ -68,7 +68,7 @@ def test_two_reports_of_one_profile_take_turns(tmp_path, builds):
 
     def one():
         try:
-            report.render("smoke", out_dir=final, results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
+            render.render("smoke", out_dir=final, results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
         except Exception as exc:  # a thread would swallow it: kept for the assert
             errors.append(exc)
 
@@ -102,12 +102,12 @@ def test_build_folders_of_killed_reports_are_removed_on_the_next_start(tmp_path,
     held = FileLock(locks / "quick.lock")
     held.acquire()
     try:
-        report.render("smoke", out_dir=parent / "smoke", results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
+        render.render("smoke", out_dir=parent / "smoke", results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
         assert not killed.exists() and not dead.exists()
         assert busy.is_dir() and unclaimed.is_dir()
     finally:
         held.release()
-    report.render("smoke", out_dir=parent / "smoke", results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
+    render.render("smoke", out_dir=parent / "smoke", results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
     assert not busy.exists() and unclaimed.is_dir()
 
 
@@ -115,8 +115,8 @@ def test_the_notebooks_get_a_results_folder_they_can_find(tmp_path, builds):
     """Inside the project (the committed report): relative to its root, so the pages name no machine's
     path and nbval replays them anywhere; elsewhere: absolute, whatever the notebook's own folder."""
     root = find_root()
-    assert report._notebook_results(root / "results", root, root / "report" / "quick") == "results"
-    assert report._notebook_results(root / "elsewhere", root, tmp_path / "quick") == str(root / "elsewhere")
-    report.render("smoke", out_dir=tmp_path / "smoke", results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
+    assert render._notebook_results(root / "results", root, root / "report" / "quick") == "results"
+    assert render._notebook_results(root / "elsewhere", root, tmp_path / "quick") == str(root / "elsewhere")
+    render.render("smoke", out_dir=tmp_path / "smoke", results_dir=tmp_path / "r", notebooks=NOTEBOOKS)
     given = Path(builds[-1]["results_dir"])
     assert given.is_absolute() and given == (tmp_path / "r").resolve()

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from dip_lib.device import cpu_has_native_bf16
-from dip_lib.drops import DropRecorder
-from dip_lib.masks import bernoulli_mask
-from dip_lib.presets import get_preset
-from dip_lib.resume import SavedState
-from dip_lib.solver import fit
-from dip_lib.stopping import ESWMV
+from dip_lib.core.device import cpu_has_native_bf16
+from dip_lib.core.drops import DropRecorder
+from dip_lib.core.masks import bernoulli_mask
+from dip_lib.core.presets import get_preset
+from dip_lib.core.resume import SavedState
+from dip_lib.core.solver import fit
+from dip_lib.core.stopping import ESWMV
 
 REPO = Path(__file__).resolve().parents[1]
 NET = dict(channels_down=(8,) * 3, channels_up=(8,) * 3, channels_skip=(4,) * 3)
@@ -124,19 +124,19 @@ def test_an_unwritable_state_folder_does_not_stop_the_fit(tmp_path, caplog):
 def test_reproduce_resumes_a_killed_run_and_removes_its_state(tmp_path, monkeypatch):
     """``run_all`` on a store: a run killed after saving its state is resumed by the next call and
     gives the record an uninterrupted run gives; the state goes once the run is stored."""
-    from dip_lib.experiments import run_all
-    from dip_lib.registry import plan
-    from dip_lib.store import ResultStore
+    from dip_lib.report.registry import plan
+    from dip_lib.report.runner import run_all
+    from dip_lib.report.store import ResultStore
 
     run_ = plan("table1", "smoke", seeds=(0,))[0]
     script = textwrap.dedent(
         f"""
         import os, signal, torch
         torch.set_num_threads(1)
-        import dip_lib.resume as r
-        from dip_lib.experiments import run_all
-        from dip_lib.registry import plan
-        from dip_lib.store import ResultStore
+        import dip_lib.core.resume as r
+        from dip_lib.report.runner import run_all
+        from dip_lib.report.registry import plan
+        from dip_lib.report.store import ResultStore
         r.RESUMABLE_S, r.EVERY_S = 0.0, 1e-9
         save = r.SavedState.save
         def save_then_die(self, state):
@@ -152,9 +152,9 @@ def test_reproduce_resumes_a_killed_run_and_removes_its_state(tmp_path, monkeypa
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     store = ResultStore(tmp_path / "a")
     assert store.resume_state(run_).exists() and not store.exists(run_)
-    import dip_lib.resume
+    import dip_lib.core.resume
 
-    monkeypatch.setattr(dip_lib.resume, "RESUMABLE_S", 0.0)
+    monkeypatch.setattr(dip_lib.core.resume, "RESUMABLE_S", 0.0)
     run_all([run_], store, progress=False)
     assert not store.resume_state(run_).exists()
     run_all([run_], ResultStore(tmp_path / "b"), progress=False)

@@ -13,15 +13,15 @@ import pytest
 import torch
 from skimage import data, transform
 
-from dip_lib.batched import StackedNets, fit_many
-from dip_lib.bench import Variant, cpu_lever_variants, machine_ceiling, memory_in_subprocess
 from dip_lib.cli import main
-from dip_lib.device import cpu_has_native_bf16
-from dip_lib.masks import bernoulli_mask
-from dip_lib.nets import Lanczos2Down, SkipConfig, SkipNet, conv_flops
-from dip_lib.presets import get_preset
-from dip_lib.solver import FitConfig, fast_config, fit
-from dip_lib.tracking import _GoodCopy
+from dip_lib.core.batched import StackedNets, fit_many
+from dip_lib.core.device import cpu_has_native_bf16
+from dip_lib.core.masks import bernoulli_mask
+from dip_lib.core.nets import Lanczos2Down, SkipConfig, SkipNet, conv_flops
+from dip_lib.core.presets import get_preset
+from dip_lib.core.solver import FitConfig, fast_config, fit
+from dip_lib.core.tracking import _GoodCopy
+from dip_lib.speed.bench import Variant, cpu_lever_variants, machine_ceiling, memory_in_subprocess
 
 # Exact comparisons need the same arithmetic on both sides, and a tiny net fitted for 30
 # iterations amplifies 1-ulp differences: nearest upsampling (CPU bilinear rounds differently with
@@ -387,7 +387,7 @@ def test_machine_ceiling_reports_both_precisions():
 
 
 def test_original_loop_runs_and_learns():
-    from dip_lib.original import original_loop
+    from dip_lib.speed.original import original_loop
 
     preset = get_preset("table1-paper")
     net, z, _ = preset.setup((1, 40, 40), seed=0, net=dict(channels_down=(8,) * 5, channels_up=(8,) * 5))
@@ -414,7 +414,7 @@ def test_cpu_memory_probe_reports_growth():
 def test_deadline_stops_all_problems_of_a_chunk_at_one_iteration():
     from types import SimpleNamespace
 
-    from dip_lib.bench import Deadline
+    from dip_lib.speed.bench import Deadline
 
     d = Deadline(1.0)
     state = lambda it, t: SimpleNamespace(iteration=it, elapsed=t)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from test_fit import BlowUp  # multiplies the conv weights by 100 at one iteration
 
-from dip_lib.nets import SkipConfig, SkipNet
-from dip_lib.solver import FitConfig, fit
-from dip_lib.stopping import ESWMV
+from dip_lib.core.nets import SkipConfig, SkipNet
+from dip_lib.core.solver import FitConfig, fit
+from dip_lib.core.stopping import ESWMV
 
 
 def _sequence(n: int = 400, amp_min_at: int = 200, seed: int = 0) -> list[np.ndarray]:
@@ -145,7 +145,7 @@ def test_a_guard_restore_rolls_eswmv_back_to_the_last_good_check():
 
 
 def test_interval_drops_counts_every_fall_between_consecutive_checks():
-    from dip_lib.scores import interval_drops
+    from dip_lib.report.scores import interval_drops
 
     its = list(range(0, 100, 10))
     psnr = [20, 25, 23, 27, 26.5, 20, 15, None, 30, 28.5]  # falls of 2, 0.5, 6.5, 5, (None skipped), 1.5

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dip_lib import experiments as ex
-from dip_lib.errors import DipError
-from dip_lib.runs import Run, pairs, spec
-from dip_lib.store import InvalidRecord, ResultStore, validate
+from dip_lib.core.errors import DipError
+from dip_lib.report import runner
+from dip_lib.report.runs import Run, pairs, spec
+from dip_lib.report.store import InvalidRecord, ResultStore, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Run(
@@ -35,7 +35,7 @@ PEER = replace(TINY, method="biharmonic", net=())
 def computed(tmp_path_factory) -> Path:
     """A store holding one tiny DIP run and its biharmonic peer, computed once."""
     root = tmp_path_factory.mktemp("computed")
-    out = ex.run_all(
+    out = runner.run_all(
         [TINY, Run(**{**TINY.to_dict(), "method": "biharmonic", "net": ()})], ResultStore(root), progress=False
     )
     assert not out.failed
@@ -126,12 +126,12 @@ def test_a_missing_png_is_named_and_the_run_recomputed(store, caplog):
     (instead of "all stored" and a report that fails), and it is reported once with the file."""
     png = store.folder(TINY) / json.loads(store.path(TINY).read_text())["images"]["ema"]
     png.unlink()
-    with caplog.at_level(logging.WARNING, logger="dip_lib.store"):
+    with caplog.at_level(logging.WARNING, logger="dip_lib.report.store"):
         assert [store.exists(TINY) for _ in range(3)] == [False] * 3
         assert store.missing([TINY]) == [TINY]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(png) in warnings[0] and str(store.path(TINY)) in warnings[0]
-    out = ex.run_all([TINY], store, progress=False)
+    out = runner.run_all([TINY], store, progress=False)
     assert out.computed == [TINY] and png.is_file() and store.exists(TINY)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dip_lib import registry, runs, table1_cpu
-from dip_lib.errors import DipError
+from dip_lib.core.errors import DipError
+from dip_lib.report import registry, runs, table1_cpu
 
 
 def test_the_plan_is_the_paper_profiles_runs_of_the_256_px_images_on_bf16():

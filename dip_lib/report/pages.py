@@ -1,0 +1,426 @@
+"""What the notebooks show readers besides their own Markdown: loading with honest coverage labels,
+tables for people, the zoomed comparison figures, and the facts (formatted values) a few paragraphs
+cite. The prose is the notebooks'; nothing here computes a fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import runner
+from .compute import duration, estimate_seconds
+from .facts import DASH, NBSP, num, number
+from ..core.presets import get_preset
+from .registry import get_experiment, plan
+from .runs import Run, get_profile, load_problem
+from .scores import FLAT_DB, LATE_SHARE, oracle, oracle_iteration
+from .store import ResultStore
+from .table1 import display_names
+from .tables import PM, Table, pm
+
+log = logging.getLogger(__name__)
+
+Records = list[tuple[Run, dict[str, Any]]]
+
+
+def _dB(v: float | None, sign: bool = False) -> str:
+    if v is None:
+        return DASH
+    return f"{v:+.2f}{NBSP}dB" if sign else f"{v:.2f}{NBSP}dB"
+
+
+# ---------------------------------------------------------------- tables for people
+
+
+# ---------------------------------------------------------------- loading with coverage
+
+
+@dataclass
+class Loaded:
+    """The stored records of one experiment and what is missing."""
+
+    experiment: str
+    profile: str
+    runs: list[Run]
+    records: Records
+    coverage: dict[str, Any]
+    estimate_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.coverage["stored"] == self.coverage["planned"]
+
+    def note(self) -> str:
+        """Markdown: how much of the experiment is stored (its scale is its notebook's setup paragraph)."""
+        return coverage_note(self)
+
+
+def load(
+    experiment: str,
+    profile: str,
+    store: ResultStore | None = None,
+    compute: bool = False,
+    device: str | None = None,
+    seeds: Iterable[int] | None = None,
+    images: Iterable[str] | None = None,
+) -> Loaded:
+    """The experiment's stored records; with ``compute`` the missing runs are computed first.
+
+    Without ``compute`` nothing is computed: the missing runs are counted, with a time estimate."""
+    store = store or ResultStore()
+    runs = plan(experiment, profile, seeds=seeds, images=images, device=device)
+    if compute:
+        runner.load_records(runs, store, compute=True)
+    records = runner.load_records(runs, store, partial=True)
+    cov = runner.coverage(runs, records=records)
+    estimate = estimate_seconds(cov["missing"], records) if cov["missing"] else 0.0
+    return Loaded(experiment, profile, runs, records, cov, estimate)
+
+
+def coverage_line(loaded: Loaded) -> str:
+    """'Table 1: 14 of 48 runs stored; seeds 0 only; 3 images missing (a, b, c)'."""
+    c = loaded.coverage
+    title = get_experiment(loaded.experiment).title
+    if c["stored"] == c["planned"]:
+        return f"{title}: all {c['planned']} runs stored (seeds {', '.join(map(str, c['seeds']))})."
+    parts = [f"{title}: {c['stored']} of {c['planned']} runs stored"]
+    if c["stored"] and c["seeds"] != c["planned_seeds"]:
+        parts.append(
+            f"seed{'s' if len(c['seeds']) > 1 else ''} {', '.join(map(str, c['seeds']))} only "
+            f"(planned {', '.join(map(str, c['planned_seeds']))})"
+        )
+    n_img = len(c["images"]) + len(c["missing_images"])
+    if n_img > 1 and c["missing_images"]:
+        parts.append(f"{len(c['missing_images'])} of {n_img} images with no run ({', '.join(c['missing_images'])})")
+    if n_img > 1 and c["incomplete_images"]:
+        parts.append(f"{len(c['incomplete_images'])} images partly stored")
+    return "; ".join(parts) + "."
+
+
+def coverage_note(loaded: Loaded) -> str:
+    """Markdown: the coverage line and, when runs are missing, what it would take to compute them."""
+    line = coverage_line(loaded)
+    if loaded.complete:
+        return f"**Stored results.** {line}"
+    n = len(loaded.coverage["missing"])
+    return (
+        f"**Partial results.** {line} Every number below is computed from the stored runs only and may change "
+        f"once the other {n} are in. Computing them would take {duration(loaded.estimate_s)} on this machine "
+        f"(a rough estimate): run `make reproduce`, or set `compute` to `True` in the parameters cell of the notebook."
+    )
+
+
+def glossary_facts() -> dict[str, Any]:
+    """The library's thresholds the glossary names: the flattening rule's share and gain, the EMA's
+    weight and the guard's drop."""
+    from ..core.config import FitConfig
+
+    cfg = FitConfig()
+    return {
+        "late_share": f"{LATE_SHARE:.0%}",
+        "flat_db": f"{FLAT_DB:g}",
+        "ema_decay": f"{cfg.ema_decay:g}",
+        "guard_db": f"{cfg.guard_drop_db:g}",
+    }
+
+
+# ---------------------------------------------------------------- Table 1
+
+
+def peak_facts(records: Records) -> dict[str, Any]:
+    """Where the DIP runs peak within their budget: the runs, how many peak at their last check, and
+    the median peak as a percentage of the budget."""
+    at_end, peaks = 0, []
+    for r, x in records:
+        it, total = oracle_iteration(x), x["summary"].get("iterations_run")
+        if r.method != "dip" or it is None or not total:
+            continue
+        peaks.append(it / total)
+        at_end += it >= total - max(1, r.log_every)
+    return {
+        "runs": len(peaks),
+        "at_end": at_end,
+        "median_peak": num(100 * float(np.median(peaks)) if peaks else None, ".0f"),
+    }
+
+
+# ---------------------------------------------------------------- architecture and optimiser
+
+
+def arch_people(df, kind: str) -> Table:
+    """The filters or depth table for readers (without the helper column)."""
+    if df is None or df.empty:
+        import pandas as pd
+
+        return Table(pd.DataFrame(), f"no stored {kind} runs yet")
+    shown = df.drop(columns=[c for c in df.columns if c.startswith("_")]).copy()
+    if "skip" in shown:
+        shown["skip"] = ["yes" if s else "no" for s in shown["skip"]]
+    for col in ("best PSNR", "hole PSNR", "final PSNR"):
+        if col in shown:
+            shown[col] = [str(v).replace(" ± ", PM) for v in shown[col]]
+    shown = shown.rename(
+        columns={
+            "best PSNR": "oracle PSNR (dB)",
+            "hole PSNR": "oracle, hole only (dB)",
+            "final PSNR": "final PSNR (dB)",
+        }
+    )
+    return Table(
+        shown,
+        f"PSNR in dB against the clean kate: the oracle over the whole image and over the text "
+        f"(hole) only, and the final output; {PM.strip()} is the sample standard deviation (ddof 1) "
+        f"over the n seeds; last 20% gain: below 0.2 dB the runs had flattened.",
+    )
+
+
+def optim_people(df) -> Table:
+    if df is None or df.empty:
+        import pandas as pd
+
+        return Table(pd.DataFrame(), "no stored optimiser runs yet")
+    shown = df.copy()
+    for col in ("best PSNR", "hole PSNR", "final PSNR"):
+        shown[col] = [str(v).replace(" ± ", PM) for v in shown[col]]
+    return Table(
+        shown.rename(
+            columns={"best PSNR": "oracle PSNR (dB)", "best it": "oracle iteration", "final PSNR": "final PSNR (dB)"}
+        ),
+        f"kate, text-seed mask; PSNR in dB, {PM.strip()} the sample standard deviation (ddof 1) over the "
+        f"n seeds; drops > 1 dB is the mean number per run of falls of the clean PSNR by more than 1 dB between "
+        "two consecutive checks, and the largest drop the deepest such fall.",
+    )
+
+
+# ---------------------------------------------------------------- claims
+
+
+def claims_people(verdicts) -> Table:
+    """The scored claims: verdict, effect with its 90% interval, and the evidence standard met."""
+    df = verdicts[["claim", "verdict", "key", "standard"]].rename(
+        columns={"key": "effect [90% CI] (n)", "standard": "evidence standard"}
+    )
+    return Table(df, "Computed from the stored results by each claim's rule (below).", wrap_last=True)
+
+
+def claims_sides(verdicts) -> Table:
+    """Each claim as the paper states it, as the seed report found it, and our verdict."""
+    df = verdicts[["claim", "paper", "seed", "verdict", "key"]].rename(
+        columns={"seed": "seed report (TU Delft group 71)", "verdict": "ours", "key": "our effect [90% CI] (n)"}
+    )
+    return Table(df, "The paper, the seed report and this report, claim by claim.", wrap_last=True, css="dip-claims")
+
+
+def compute_total(loaded: dict[str, Loaded]) -> tuple[int, float]:
+    """The stored runs of a profile and their compute in hours (the sum of their wall times)."""
+    walls = [number(x["summary"].get("wall_time")) for L in loaded.values() for _, x in L.records]
+    walls = [w for w in walls if w is not None]
+    return len(walls), sum(walls) / 3600
+
+
+# ---------------------------------------------------------------- figures
+
+
+def show(fig) -> None:
+    """Display a figure here, under the heading just shown, and close it (no second copy at the cell's end).
+    The image carries a text alternative for screen readers, built from the figure's own titles and labels."""
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig, metadata={"image/png": {"alt": figure_alt(fig)}})
+    plt.close(fig)
+
+
+def figure_alt(fig) -> str:
+    """A figure in words: its title, then each panel's title or, for a plot, its axes ('y against x')."""
+    parts = [fig._suptitle.get_text()] if getattr(fig, "_suptitle", None) else []
+    for ax in fig.axes:
+        title = ax.get_title().replace("\n", ", ")
+        axes = f"{ax.get_ylabel()} against {ax.get_xlabel()}" if ax.get_xlabel() and ax.get_ylabel() else ""
+        label = "; ".join(s for s in (title, axes) if s)
+        if label and label not in parts:
+            parts.append(label)
+    return ("Figure: " + " | ".join(parts)) if parts else "Figure"
+
+
+def _first(records: Records, **match: Any) -> tuple[Run, dict] | None:
+    for r, x in sorted(records, key=lambda rx: rx[0].seed):
+        if all(getattr(r, k) == v for k, v in match.items()):
+            return r, x
+    return None
+
+
+def table1_zoom(records: Records, store: ResultStore) -> tuple[Any, dict[str, Any]]:
+    """(figure, facts): one Table-1 image (the first with both recipes stored) restored four ways,
+    zoomed, with error maps, and the image and seed it shows (None and dashes when nothing fits)."""
+    for image in display_names():
+        a, b = (
+            _first(records, image=image, method="dip", preset="table1-paper"),
+            _first(records, image=image, method="dip", preset="table1-seed"),
+        )
+        if a and b:
+            break
+    else:
+        return None, {"image": DASH, "seed": DASH}
+    from .plots import zoom_compare
+
+    gt, _ = load_problem(a[0])
+    panels = [("masked input", store.image(a[0], "observed"))]
+    for run, rec in (a, b):
+        panels.append((f"{run.preset}, best\nseed {run.seed}: {oracle(rec):.2f} dB", store.image(run, "best")))
+    for method in ("csc",):
+        peer = _first(records, image=image, method=method)
+        if peer:
+            panels.append((f"{method}: {peer[1]['summary']['final_psnr']:.2f} dB", store.image(peer[0], "final")))
+    return zoom_compare(gt, panels), {"image": display_names().get(image, image), "seed": a[0].seed}
+
+
+def arch_zoom(records: Records, store: ResultStore, mask: str = "text-seed"):
+    """kate restored by the narrowest and the best network of the filters sweep (None: too few runs)."""
+    sel = [(r, x) for r, x in records if r.mask == mask and not r.label.startswith("depth") and oracle(x) is not None]
+    if len(sel) < 2:
+        return None
+    from .plots import zoom_compare
+
+    lo = min(sel, key=lambda rx: (rx[0].filters, rx[0].seed))
+    hi = max(sel, key=lambda rx: oracle(rx[1]))
+    gt, _ = load_problem(lo[0])
+    panels = [("masked input", store.image(lo[0], "observed"))]
+    panels += [(f"{r.label}, best\nseed {r.seed}: {oracle(x):.2f} dB", store.image(r, "best")) for r, x in (lo, hi)]
+    return zoom_compare(gt, panels)
+
+
+def optim_zoom(records: Records, store: ResultStore):
+    """The best and the worst optimiser's final outputs, zoomed, with error maps (None: too few runs)."""
+    sel = [(r, x) for r, x in records if oracle(x) is not None]
+    if len(sel) < 2:
+        return None
+    from .plots import zoom_compare
+
+    best, worst = max(sel, key=lambda rx: oracle(rx[1])), min(sel, key=lambda rx: oracle(rx[1]))
+    gt, _ = load_problem(best[0])
+    panels = [("masked input", store.image(best[0], "observed"))]
+    panels += [
+        (f"{r.label}, final\nseed {r.seed}: {x['summary']['final_psnr']:.2f} dB", store.image(r, "final"))
+        for r, x in (best, worst)
+    ]
+    return zoom_compare(gt, panels)
+
+
+# ---------------------------------------------------------------- the paper's figures
+
+
+# ---------------------------------------------------------------- cost against quality
+
+
+COST_TABLE_DB = 3.0  # the front's table starts this far below the best recipe
+
+
+def cost_people(pts: list, fr: list, choice) -> Table:
+    """The Pareto front as a table (the reference recipe added when it is not on the front)."""
+    import pandas as pd
+
+    if not pts:
+        return Table(pd.DataFrame(), "no stored runs yet")
+    top = choice.reference.psnr if choice is not None else max(p.psnr for p in fr)
+    shown = [p for p in fr if p.psnr >= top - COST_TABLE_DB]
+    if choice is not None and choice.reference not in shown:
+        shown.append(choice.reference)
+    rows = []
+    for p in sorted(shown, key=lambda p: p.gflop):
+        mark = []
+        if choice is not None and p == choice.point:
+            mark.append("cheapest within tolerance")
+        if choice is not None and p == choice.reference:
+            mark.append("reference (best point)")
+        rows.append(
+            {
+                "recipe": p.recipe,
+                "filters": p.width,
+                "lr": f"{p.lr:g}",
+                "iterations": p.iterations,
+                "GFLOP per fit": f"{p.gflop:,.0f}",
+                "seconds here": f"{p.seconds:,.0f}",
+                "PSNR (dB)": pm(p.psnr, p.std, p.n),
+                "hole PSNR (dB)": _dB(p.hole),
+                "n": p.n,
+                "": ", ".join(mark),
+            }
+        )
+    return Table(
+        pd.DataFrame(rows),
+        f"The Pareto front within {COST_TABLE_DB:g} dB of the best point (the plot shows all of it): no cheaper "
+        f"point reaches a higher mean PSNR. PSNR of the clean output after that many iterations, averaged over the "
+        f"images for each seed, then mean {PM.strip()} sample standard deviation (ddof 1) over the n seeds; hole "
+        f"PSNR: the missing pixels only, mean; seconds: mean per fit as measured on this project's 2-core CPU VM, "
+        f"one thread per run, two runs side by side.",
+    )
+
+
+@dataclass
+class CostStudy:
+    """The cost sweep with the runs it reads from the other experiments, as plot panels:
+    (title, points, Pareto front, choice), and what each panel is about in words."""
+
+    loaded: dict[str, Loaded]
+    panels: list[tuple[str, list, list, Any]]
+    about: list[str]
+    baselines: list[Any]  # per panel: the main experiment's recipe at its full count (a cost.Point) or None
+
+
+def cost_study(
+    profile: str,
+    store: ResultStore | None = None,
+    compute: bool = False,
+    device: str | None = None,
+    seeds: Iterable[int] | None = None,
+) -> CostStudy:
+    """Load the cost sweep, Table 1, the architecture and the optimiser sweeps, and build the panels:
+    the Table-1 crops and kate's text mask; the baselines are ``table1-paper`` as Table 1 runs it and
+    ``text`` at its 128 filters in the filter sweep."""
+    from . import cost
+
+    prof = get_profile(profile)
+    loaded = {
+        e: load(e, profile, store, compute=compute, device=device, seeds=seeds if e != "table1" else None)
+        for e in ("cost", "table1", "arch", "optim")
+    }
+    t1 = cost.table1_cost(loaded["table1"].records, loaded["cost"].records, prof.cost_images)
+    kate = cost.kate_cost(loaded["arch"].records, loaded["optim"].records, prof)
+    sweeps = [loaded[e] for e in ("arch", "optim")]
+    kate_about = "kate's text mask"
+    if not all(L.complete for L in sweeps):
+        stored = " and ".join(f"{L.coverage['stored']} of {L.coverage['planned']}" for L in sweeps)
+        kate_about += f" (from the architecture and optimiser sweeps, {stored} runs stored)"
+    about = [f"the Table-1 crops ({', '.join(prof.cost_images)})", kate_about]
+    panels = [
+        (f"Table 1: {', '.join(prof.cost_images)}", t1, cost.front(t1), cost.choose(t1)),
+        ("kate, text mask (filter and optimiser sweeps)", kate, cost.front(kate), cost.choose(kate)),
+    ]
+
+    def full(pts: list, recipe: str, width: int, lr: float | None = None):
+        return next((p for p in pts if p.full and p.recipe == recipe and p.width == width and lr in (None, p.lr)), None)
+
+    baselines = [
+        full(t1, "table1-paper", prof.table1_width or 128),
+        full(kate, "text", 128, get_preset("text").lr),
+    ]
+    return CostStudy(loaded, panels, about, baselines)
+
+
+def score_claims(loaded: dict[str, Loaded], native: Records = ()):
+    """``claims.score`` from ``load`` results per experiment (records and coverage); ``native``: the
+    paper-scale Table-1 records of the table1-cpu plan."""
+    from .claims import score
+
+    partial = {e: (coverage_line(x), x.coverage["missing"]) for e, x in loaded.items() if not x.complete}
+    records = {e: x.records for e, x in loaded.items()} | {"table1-cpu": list(native)}
+    return score(records, partial=partial)
