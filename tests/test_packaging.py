@@ -19,4 +19,4 @@ def test_the_package_builds_without_warnings_and_with_its_templates(tmp_path, re
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "Warning" in line]
     assert warnings == []
-    assert (tmp_path / "lib" / "dip_lib" / "templates" / "book" / "dip.css").is_file()
+    assert (tmp_path / "lib" / "dip_lib" / "report" / "templates" / "book" / "dip.css").is_file()
