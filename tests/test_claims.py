@@ -114,7 +114,7 @@ def test_skips_hurt_shallow_nets_is_decided_either_way_and_only_when_the_budget_
 
 def test_a_claim_waiting_for_runs_is_partial_and_names_them():
     """A claim waits only for the missing runs it uses: claim 3 for the recipes on kate's text mask,
-    claims 5 and 6 for the depth sweep."""
+    claim 5 for the depths with skips, claim 6 for the shallow depths."""
     runs = plan("claims", "quick")
     kate = [r for r in runs if r.label.endswith("text mask")][:2]
     depth = [r for r in runs if r.label.startswith("depth")][:3]
@@ -129,6 +129,9 @@ def test_a_claim_waiting_for_runs_is_partial_and_names_them():
     only_deep = claims.score({}, partial={"claims": ("3 of 90 missing", deep)}).set_index("claim")
     assert only_deep.loc["5. Deeper is better"]["verdict"] == claims.PARTIAL
     assert only_deep.loc["6. Skip connections hurt shallow nets"]["verdict"] == claims.NO_DATA  # not waiting
+    no_skip = [r for r in runs if r.label.startswith("depth") and not r.skip and r.depth not in SHALLOW][:3]
+    only_no_skip = claims.score({}, partial={"claims": ("3 of 90 missing", no_skip)}).set_index("claim")
+    assert only_no_skip.loc["5. Deeper is better"]["verdict"] == claims.NO_DATA  # its slope reads skip runs only
 
 
 def test_the_claims_plan_computes_the_runs_that_decide_a_claim_first():

@@ -489,7 +489,7 @@ def _slopes(recs: Records, share: float) -> dict[tuple[str, int], float]:
 
 
 def deeper_is_better(loaded: dict[str, Records]) -> Score:
-    recs = _depth_runs(loaded)
+    recs = [(r, x) for r, x in _depth_runs(loaded) if r.skip]  # the slope is the skip networks'
     slopes = _slopes(recs, 1.0)
     if not slopes:
         return Score(NO_DATA, None, "dB/level", "", "no depth sweep of the claims experiment")
@@ -604,7 +604,7 @@ CLAIMS: tuple[Claim, ...] = (
         needs=("claims",),
         pages=("05_claims", "02_architecture_sweep"),
         score=deeper_is_better,
-        uses=lambda run: run.label.startswith("depth"),
+        uses=lambda run: run.label.startswith("depth") and run.skip,
     ),
     Claim(
         title="6. Skip connections hurt shallow nets",
