@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .compute import Outcome, batch_size, batches, execute, execute_batch, fetch_data, prior_seconds
+from .compute import Outcome, batch_size, batches, execute, execute_batch, prepare, prior_seconds
 from .compute import describe as describe_run
 from ..core.errors import DipError
 from .runs import Run
@@ -309,15 +309,10 @@ def run_all_dask(
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    if budget_seconds is not None and not budget_seconds >= 0:
-        raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
     outcome = Outcome()
-    todo = store.missing(runs)
+    todo = prepare(runs, store, budget_seconds)
     if not todo:
         return outcome
-    store.check_writable(todo)
-    fetch_data(todo)
-    store.clean_leftovers(todo)
     pending = deque(batches(todo, _sizer(todo, batch)))
     deferred: deque[list[Run]] = deque()
     flying: dict[Future, tuple[list[Run], _Locks, float]] = {}

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from ..core.device import resolve_device
+from ..core.errors import DipError
 from ..core.metrics import hole_psnr, psnr, ssim
 from .runs import Run, fit_overrides, load_problem
-from .store import environment
+from .store import ResultStore, environment
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,19 @@ def fetch_data(runs: list[Run]) -> None:
             names += [r.image] + ([data.EXAMPLES[r.image]] if r.mask == "file" and data.EXAMPLES.get(r.image) else [])
     if names:
         data.fetch(list(dict.fromkeys(names)))
+
+
+def prepare(runs: list[Run], store: ResultStore, budget_seconds: float | None) -> list[Run]:
+    """The runners' common start: refuse a bad budget, then take the runs without a valid record,
+    check their folders are writable, fetch their data and remove what interrupted runs left."""
+    if budget_seconds is not None and not budget_seconds >= 0:
+        raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
+    todo = store.missing(runs)
+    if todo:
+        store.check_writable(todo)
+        fetch_data(todo)
+        store.clean_leftovers(todo)
+    return todo
 
 
 def estimate_seconds(missing: list[Run], stored: list[tuple[Run, dict[str, Any]]]) -> float | None:

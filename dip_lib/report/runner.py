@@ -27,6 +27,7 @@ from .compute import (
     execute,
     execute_batch,
     fetch_data,
+    prepare,
     prior_seconds,
 )
 from ..core.device import resolve_device
@@ -68,12 +69,9 @@ def run_all(
         with open_client(workers, scheduler, device_type, dashboard=False) as client:
             return run_all_dask(runs, store, client, budget_seconds, batch, progress)
     outcome = Outcome()
-    todo = store.missing(runs)
+    todo = prepare(runs, store, budget_seconds)
     if not todo:
         return outcome
-    store.check_writable(todo)
-    fetch_data(todo)
-    store.clean_leftovers(todo)
     size = batch_size(batch)
     groups = batches(todo, size)
     started, rate = time.perf_counter(), 0.0  # rate: the slowest measured seconds per prior second so far
