@@ -129,21 +129,20 @@ def test_a_claim_waiting_for_runs_is_partial_and_names_them():
     only_deep = claims.score({}, partial={"claims": ("3 of 90 missing", deep)}).set_index("claim")
     assert only_deep.loc["5. Deeper is better"]["verdict"] == claims.PARTIAL
     assert only_deep.loc["6. Skip connections hurt shallow nets"]["verdict"] == claims.NO_DATA  # not waiting
-    no_skip = [r for r in runs if r.label.startswith("depth") and not r.skip and r.depth not in SHALLOW][:3]
-    only_no_skip = claims.score({}, partial={"claims": ("3 of 90 missing", no_skip)}).set_index("claim")
-    assert only_no_skip.loc["5. Deeper is better"]["verdict"] == claims.NO_DATA  # its slope reads skip runs only
 
 
 def test_the_claims_plan_computes_the_runs_that_decide_a_claim_first():
     """Claim 3's pairs, then the shallow depths with and without skips for every seed and image (claim 6),
-    then the other depths with skips (claim 5), then the rest; every run once."""
+    then the other depths with skips (claim 5); every run once, and no run that no claim reads (the
+    deeper nets without skips)."""
     runs = plan("claims", "quick")
     depth = [r for r in runs if r.label.startswith("depth")]
     assert all(r.label.endswith("text mask") for r in runs[: len(runs) - len(depth)])
-    tiers = [0 if r.depth in SHALLOW else 1 if r.skip else 2 for r in depth]
-    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2}
+    tiers = [0 if r.depth in SHALLOW else 1 for r in depth]
+    assert tiers == sorted(tiers) and set(tiers) == {0, 1}
+    assert all(r.skip for r in depth if r.depth not in SHALLOW)
     assert {r.seed for r in depth[: tiers.count(0)]} == {0, 1, 2}
-    assert len({r.run_id for r in runs}) == len(runs) == 90
+    assert len({r.run_id for r in runs}) == len(runs) == 60
 
 
 def test_the_seed_reports_table1_mean_is_its_resized_images():

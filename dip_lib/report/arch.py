@@ -5,11 +5,19 @@ The sweep's tables come from ``plots.arch_tables``."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ..core.errors import DipError
+from ..core.imageio import atomic_write_bytes, load_image, save_image
 from .facts import DASH, listing, num, side
-from .runs import Profile, Run, widths
+from .runs import Profile, Run, spec_hash, widths
 from .scores import FLAT_DB, LATE_SHARE
+
+if TYPE_CHECKING:  # the store imports torch, which the CLI's parser (it imports the registry) must not
+    from .store import ResultStore
 
 MASK = "text-seed"
 
@@ -145,3 +153,92 @@ def scale_facts(prof: Profile) -> dict[str, Any]:
         "masks": listing(prof.sweep_masks),
         "seeds": listing(prof.seeds_sweep),
     }
+
+
+
+# ------------------------------------------------- the prior itself: computed once and stored, never at render
+
+PRIOR_SEED = 0
+PRIOR_IN_CHANNELS = 32
+
+
+def prior_archs(prof: Profile) -> dict[str, Any]:
+    """The architectures whose untrained outputs page 02 shows: the three narrowest widths at depth 5
+    with skips, and the shallowest and the deepest depth with and without skips."""
+    from ..core.presets import sweep_net  # torch: not at import time
+
+    archs = {f"filters={f}": sweep_net(f, 5, True) for f in prof.filters[:3]}
+    for d in (prof.depths[0], prof.depths[-1]):
+        for s in (True, False):
+            archs[f"depth={d}, {'skip' if s else 'no skip'}"] = sweep_net(prof.depth_width, d, s)
+    return archs
+
+
+def prior_spec(prof: Profile, samples: int) -> dict[str, Any]:
+    """What the stored untrained outputs depend on (their folder is named by its hash): the networks,
+    the side (the deepest net needs 2^depth + 1 px), the samples and seeds, torch's minor version;
+    always fp32 on one CPU thread, so the bytes do not depend on the machine that renders the page."""
+    import torch
+
+    return {
+        "archs": {k: asdict(v) for k, v in prior_archs(prof).items()},
+        "size": max(min(prof.kate_size or 512, 128), 2 ** prof.depths[-1] + 1),
+        "samples": samples,
+        "seed": PRIOR_SEED,
+        "in_channels": PRIOR_IN_CHANNELS,
+        "numerics": {"device": "cpu", "precision": "fp32", "threads": 1},
+        "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2]),
+    }
+
+
+def prior_folder(store: ResultStore, prof: Profile, samples: int) -> Path:
+    """results/<profile>/arch-prior/<hash of the spec>/: one PNG per sample and an index.json."""
+    return store.root / prof.name / "arch-prior" / spec_hash(prior_spec(prof, samples))[:16]
+
+
+def _compute_prior(prof: Profile, samples: int, folder: Path) -> None:
+    """Each architecture's output f(z) for random weights and a random z, stretched to [0, 1] (raw
+    outputs sit near 0.5), saved as 8-bit PNGs; the index is written last, so a killed computation
+    leaves no index and is redone."""
+    import torch
+
+    from ..core.inputs import noise_input
+    from ..core.nets import SkipNet
+    from .store import dumps
+
+    spec = prior_spec(prof, samples)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = []
+        for r, (name, cfg) in enumerate(prior_archs(prof).items()):
+            files = []
+            for k in range(samples):
+                torch.manual_seed(PRIOR_SEED + k)
+                net = SkipNet(replace(cfg, in_channels=PRIOR_IN_CHANNELS, out_channels=3))
+                z = noise_input(PRIOR_IN_CHANNELS, spec["size"], spec["size"], seed=PRIOR_SEED + k)
+                with torch.no_grad():
+                    out = net(z)[0].numpy()
+                out = (out - out.min()) / max(1e-8, float(out.max() - out.min()))
+                files.append(f"{r}-{k}.png")
+                save_image(folder / files[-1], out)
+            rows.append({"name": name, "files": files})
+    finally:
+        torch.set_num_threads(threads)
+    atomic_write_bytes(folder / "index.json", dumps({"spec": spec, "rows": rows}))
+
+
+def prior_outputs(prof: Profile, store: ResultStore, samples: int = 3, compute: bool = False):
+    """The stored untrained outputs as ``plots.image_grid`` rows (name, [(title, (C, H, W))]); with
+    ``compute`` they are computed first when missing. None when they are not stored."""
+    folder = prior_folder(store, prof, samples)
+    if compute and not (folder / "index.json").exists():
+        _compute_prior(prof, samples, folder)
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        return [
+            (row["name"], [(f"sample {k}", load_image(folder / f)) for k, f in enumerate(row["files"])])
+            for row in index["rows"]
+        ]
+    except (OSError, ValueError, KeyError, DipError):
+        return None

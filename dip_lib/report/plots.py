@@ -288,27 +288,9 @@ def arch_outputs(records: Records, store: ResultStore, mask: str):
     return image_grid(rows, size=2.4)
 
 
-def prior_samples(configs: dict[str, Any], size: int, n: int = 3, seed: int = 0, in_channels: int = 32):
-    """What each architecture outputs from random input with random weights (no fitting)."""
-    from dataclasses import replace
-
-    import torch
-
-    from ..core.inputs import noise_input
-    from ..core.nets import SkipNet
-
-    rows = []
-    for name, cfg in configs.items():
-        panels = []
-        for k in range(n):
-            torch.manual_seed(seed + k)
-            net = SkipNet(replace(cfg, in_channels=in_channels, out_channels=3))
-            with torch.no_grad():
-                out = net(noise_input(in_channels, size, size, seed=seed + k))[0].numpy()
-            out = (out - out.min()) / max(1e-8, float(out.max() - out.min()))  # stretch: raw outputs sit near 0.5
-            panels.append((f"sample {k}", out))
-        rows.append((name, panels))
-    return image_grid(rows, size=1.8)
+def prior_grid(rows):
+    """The stored untrained outputs (``arch.prior_outputs``), one row per architecture; None: none stored."""
+    return image_grid(rows, size=1.8) if rows else None
 
 
 # ---------------------------------------------------------------- optimiser sweep

@@ -129,6 +129,7 @@ def render(
         failed = [f"{exp}/{r.run_id}: {why}" for exp, o in outcomes.items() for r, why in o.failed]
         if failed:
             log.error("%d runs failed (not stored): %s", len(failed), "; ".join(failed))
+    _check_data()
     final.parent.mkdir(parents=True, exist_ok=True)
     with _locked(final):
         _remove_leftovers(final)
@@ -145,6 +146,17 @@ def render(
         finally:
             shutil.rmtree(out, ignore_errors=True)
     return final / index.name
+
+
+def _check_data() -> None:
+    """The pages draw their ground-truth panels and error maps from the images, which the project
+    downloads rather than commits: refuse in one line, before any page, when they cannot be had."""
+    from ..core import data
+
+    try:
+        data.fetch("all")
+    except DipError as exc:
+        raise DipError(f"the report draws its ground truths from the images, and {exc}") from None
 
 
 def _notebook_results(results: Path, root: Path, final: Path) -> str:

@@ -39,8 +39,8 @@ FIG2_TARGETS = ("image", "noisy", "shuffled", "noise")  # the paper's Fig. 2: wh
 Pairs = tuple[tuple[str, Any], ...]
 
 
-# the depths that claim 6 calls shallow and deep
-SHALLOW, DEEP = (2, 3), (6, 7, 8)
+# the depths that claim 6 calls shallow
+SHALLOW = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -333,13 +333,13 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return _hash(spec(self))[:16]
+        return spec_hash(spec(self))[:16]
 
     @property
     def problem_id(self) -> str:
         """Hash of what defines the corrupted image (shared by methods and seeds)."""
         keys = ("image", "source", "crop", "resize", "mask", "missing", "mask_seed", "target")
-        return _hash({k: getattr(self, k) for k in keys})[:12]
+        return spec_hash({k: getattr(self, k) for k in keys})[:12]
 
     @property
     def depth(self) -> int:
@@ -356,7 +356,8 @@ class Run:
         return skips is None or any(skips)
 
 
-def _hash(obj: Any) -> str:
+def spec_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (the ids of runs and of other stored results)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
