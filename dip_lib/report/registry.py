@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from . import arch, claims, cost, figures, optim, table1
 from ..core.errors import DipError
+from . import arch, claims, cost, fig8, figures, optim, table1
 from .runs import Profile, Run, get_profile, numerics_for
 
 
@@ -39,9 +39,10 @@ REGISTRY: dict[str, Experiment] = {
     )
 }
 # plans run on request only, not by a profile's ``reproduce``: the paper profile's native-size
-# Table-1 runs on a CPU (bf16), shown on Table 1's page
+# Table-1 runs on a CPU (bf16), shown on Table 1's page, and Fig. 8's large holes (the claims page)
 EXTRA: dict[str, Experiment] = {
-    "table1-cpu": Experiment("table1-cpu", "Table 1 at native size on a CPU", None, table1.plan_native, numerics=False)
+    "table1-cpu": Experiment("table1-cpu", "Table 1 at native size on a CPU", None, table1.plan_native, numerics=False),
+    "fig8": Experiment("fig8", "Fig. 8: large holes, the original's five networks", None, fig8.plan, numerics=False),
 }
 EXPERIMENTS = tuple(REGISTRY)
 EXTRA_PLANS = tuple(EXTRA)

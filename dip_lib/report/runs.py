@@ -39,6 +39,7 @@ FIG2_TARGETS = ("image", "noisy", "shuffled", "noise")  # the paper's Fig. 2: wh
 Pairs = tuple[tuple[str, Any], ...]
 
 
+HOLES = "holes-library"  # large holes at library's scale on any image (``library_holes``)
 # the depths that claim 6 calls shallow
 SHALLOW = (2, 3)
 
@@ -302,7 +303,7 @@ class Run:
     method: str = "dip"  # dip | biharmonic | csc
     crop: int | None = None  # center-crop side
     resize: int | None = None  # resize to this side (square images)
-    mask: str = "bernoulli"  # bernoulli | text-<recipe> | file | none
+    mask: str = "bernoulli"  # bernoulli | text-<recipe> | file | holes-library | none
     missing: float = 0.5
     mask_seed: int = 0
     target: str = "image"  # what is fitted: image | noisy | shuffled | noise (Fig. 2)
@@ -531,6 +532,17 @@ def _fig2_target(image: np.ndarray, target: str, seed: int) -> np.ndarray:
     raise DipError(f"unknown target {target!r}; known: {', '.join(FIG2_TARGETS)}")
 
 
+def library_holes(shape: tuple[int, int]) -> np.ndarray:
+    """Large holes for any image (the ``holes-library`` mask): the original library mask's center
+    square, resized to ``shape`` so that a pixel is known only where every library pixel under it was.
+    Deterministic; about 18% missing, in blobs and strokes of library's scale (1, H, W)."""
+    from ..core import data
+    from ..core.masks import resize_mask
+
+    _, library = data.load_example("library")
+    return resize_mask(center_crop(library, min(library.shape[-2:])), shape, margin=0)
+
+
 def load_problem(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth (C, H, W) and mask (1 or C, H, W) of a run, float32."""
     from ..core import data
@@ -563,6 +575,8 @@ def load_problem(run: Run) -> tuple[np.ndarray, np.ndarray]:
         if file_mask is None:
             raise DipError(f"{run.image} has no mask file")
         mask = file_mask
+    elif run.mask == HOLES:
+        mask = library_holes((h, w))
     elif run.mask == "none":
         mask = np.ones((1, h, w), np.float32)
     else:

@@ -1,0 +1,69 @@
+"""The paper's Fig. 8, large-hole inpainting, as the paper runs it: the original ``inpainting.ipynb``'s
+five networks (presets ``fig8-skip6``, ``fig8-skip4``, ``fig8-skip2``, ``fig8-unet``, ``fig8-resnet``)
+at their own recipes, at native size, on library with its own mask (704x448) and on the four 256 px
+Table-1 images with library's holes (``runs.library_holes``), three seeds, on the CPU numerics that
+passed the parity rule (bf16 autocast, channels_last, one thread); biharmonic on the same masks.
+For claim 3, the depth-6 hourglass with 4 skip channels per level beside it on those four images,
+under library's holes and under Table 1's 50% Bernoulli masks (the same problems as Table 1's).
+The rules these runs decide are registered in ``data/claims_registration.json``.
+
+A plan of the paper profile that a CPU reaches (like ``table1-cpu``), run on request:
+``python -m dip_lib reproduce --profile paper --only fig8 --workers 2``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runs import CPU_BF16_NUMERICS, HOLES, TABLE1_CPU_IMAGES, Profile, Run
+
+NETS = ("fig8-skip2", "fig8-skip4", "fig8-skip6", "fig8-unet", "fig8-resnet")
+SEEDS = (0, 1, 2)
+DEPTH6_SKIPS = (("channels_skip", (4,) * 6),)  # claim 3: the one change, skip channels as table1-paper's
+# (image, source, mask): the 256 px images first (about 30 core-minutes for the five nets), then
+# library (about 2 core-hours: its ResNet alone takes 70 minutes)
+IMAGES = tuple((image, "table1", HOLES) for image in TABLE1_CPU_IMAGES) + (("library", "dip", "file"),)
+
+
+def _bernoulli(prof: Profile) -> dict[str, dict[str, Any]]:
+    """Table 1's problem (50% Bernoulli, its mask seed) for each 256 px image."""
+    from .table1 import plan as table1_plan
+
+    return {
+        r.image: dict(mask=r.mask, missing=r.missing, mask_seed=r.mask_seed)
+        for r in table1_plan(prof)
+        if r.method == "biharmonic" and r.image in TABLE1_CPU_IMAGES
+    }
+
+
+def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """The biharmonic peers, then seed by seed: the five networks on each image (the cheap 256 px images
+    first), then claim 3's depth-6 hourglass with and without skips on Table 1's Bernoulli masks and
+    with skips on the holes (its holes run without skips is ``fig8-skip6`` itself)."""
+    base = dict(experiment="fig8", profile=prof.name, log_every=prof.log_every)
+    bernoulli = _bernoulli(prof)
+    runs = [
+        Run(image=image, source=source, mask=mask, method="biharmonic", preset="", label="biharmonic", **base)
+        for image, source, mask in IMAGES
+    ]
+    dip = dict(numerics=CPU_BF16_NUMERICS, **base)
+    for seed in seeds or SEEDS:
+        for image, source, mask in IMAGES:
+            for preset in NETS:
+                runs.append(Run(image=image, source=source, mask=mask, preset=preset, seed=seed, label=preset, **dip))
+        for image in TABLE1_CPU_IMAGES:
+            for net, label in (((), "fig8-skip6"), (DEPTH6_SKIPS, "fig8-skip6 + skips")):
+                runs.append(
+                    Run(image=image, preset="fig8-skip6", net=net, seed=seed, label=label, **bernoulli[image], **dip)
+                )
+            runs.append(
+                Run(
+                    image=image,
+                    mask=HOLES,
+                    preset="fig8-skip6",
+                    net=DEPTH6_SKIPS,
+                    seed=seed,
+                    label="fig8-skip6 + skips",
+                    **dip,
+                )
+            )
+    return runs

@@ -1,0 +1,67 @@
+"""Fig. 8 at the paper's setting: the plan of the five networks on large holes at native size, the
+holes mask, and the claims' registration that these runs decide (registered before them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dip_lib.report import fig8
+from dip_lib.report.registry import plan
+from dip_lib.report.runs import HOLES, TABLE1_CPU_IMAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_fig8_plan_runs_each_network_on_each_image_and_seed_once():
+    runs = plan("fig8", "paper")
+    dip = [r for r in runs if r.method == "dip"]
+    assert len({r.run_id for r in runs}) == len(runs)
+    for preset in fig8.NETS:
+        mine = [r for r in dip if r.preset == preset and not r.net and r.mask != "bernoulli"]
+        assert {(r.image, r.seed) for r in mine} == {(i, s) for i, _, _ in fig8.IMAGES for s in fig8.SEEDS}
+    assert all(r.crop is None and r.resize is None for r in runs)  # native size
+    assert {r.mask for r in dip if r.image == "library"} == {"file"}
+    first_library = next(k for k, r in enumerate(dip) if r.image == "library")
+    assert all(r.seed == 0 for r in dip[:first_library])  # the cheap images of seed 0 come first
+
+
+def test_claim_3_changes_only_the_skip_channels_on_the_same_problems():
+    runs = [r for r in plan("fig8", "paper") if r.preset == "fig8-skip6"]
+    by = {(r.image, r.mask, r.seed, bool(r.net)): r for r in runs}
+    for image in TABLE1_CPU_IMAGES:
+        for mask in ("bernoulli", HOLES):
+            a, b = by[(image, mask, 0, False)], by[(image, mask, 0, True)]
+            assert a.problem_id == b.problem_id and dict(b.net) == {"channels_skip": (4,) * 6}
+    table1 = {r.image: r.problem_id for r in plan("table1", "paper") if r.method == "biharmonic"}
+    assert all(by[(i, "bernoulli", 0, False)].problem_id == table1[i] for i in TABLE1_CPU_IMAGES)
+
+
+def test_the_holes_mask_is_library_scale_and_deterministic(shared_data, monkeypatch):
+    monkeypatch.setenv("DIP_DATA_MIRROR", str(shared_data))
+    from dip_lib.report.runs import library_holes
+
+    a, b = library_holes((256, 256)), library_holes((256, 256))
+    assert a.shape == (1, 256, 256) and (a == b).all() and set(np.unique(a)) == {0.0, 1.0}
+    assert 0.15 < 1 - a.mean() < 0.30
+
+
+def test_every_registered_claim_reads_planned_runs():
+    reg = json.loads((ROOT / "data" / "claims_registration.json").read_text())
+    assert [c["id"] for c in reg["claims"]] == [1, 2, 3, 4, 5, 6] and reg["min_images"] >= 4
+    for claim in reg["claims"]:
+        assert claim["question"].endswith("?") and claim["thresholds"] and claim["rule"]
+        for sel in claim["runs"]:
+            planned = plan(sel["experiment"], sel["profile"])
+            keep = [
+                r
+                for r in planned
+                if all(
+                    getattr(r, k) in (v if isinstance(v, list) else [v])
+                    for k, v in sel.items()
+                    if k not in ("experiment", "profile")
+                )
+            ]
+            assert keep, (claim["id"], sel)
