@@ -6,6 +6,7 @@ Masks are float32 arrays of shape (1, H, W) (pixelwise, broadcast over channels)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +94,28 @@ def user_text_mask(shape: tuple[int, int], text: str) -> np.ndarray:
     step = h / (len(lines) + 1)
     items = [(line, size, (w // 16, round(step * (k + 1) - size / 2))) for k, line in enumerate(lines)]
     return text_mask(shape, items)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int], margin: int | None = None) -> np.ndarray:
+    """Resize a (C, H, W) {0, 1} mask to ``shape`` (h, w) so that a pixel is known only when every source
+    pixel under it, widened by ``margin`` source pixels, was known: an anti-aliased image resize blends
+    each output pixel from about that far (default: the blur of ``imageio.resize_longer_side``), so no
+    known pixel takes colour from a hole."""
+    c, big_h, big_w = mask.shape
+    h, w = shape
+    if (big_h, big_w) == (h, w):
+        return mask
+    if margin is None:
+        # skimage's anti-aliasing sigma is (scale - 1) / 2 source pixels: two sigmas, and one for the interpolation
+        margin = 1 + math.ceil(max(0.0, max(big_h / h, big_w / w) - 1))
+    holes = np.pad((mask < 0.5).cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))  # holes in [0, y) x [0, x)
+
+    def edges(n: int, big: int) -> tuple[np.ndarray, np.ndarray]:
+        k = np.arange(n)
+        lo = np.floor(k * big / n).astype(int) - margin
+        hi = np.ceil((k + 1) * big / n).astype(int) + margin
+        return np.clip(lo, 0, big), np.clip(hi, 0, big)
+
+    (y0, y1), (x0, x1) = edges(h, big_h), edges(w, big_w)
+    count = holes[:, y1][:, :, x1] - holes[:, y0][:, :, x1] - holes[:, y1][:, :, x0] + holes[:, y0][:, :, x0]
+    return (count == 0).astype(np.float32)
