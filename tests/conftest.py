@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,21 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def data_files() -> None:
+    """The registry's images in the data cache (fetched from ``DIP_DATA_MIRROR``, ``../shared/data``
+    or the public URLs); a test that draws on them is skipped, with the reason, when they cannot be had."""
+    from dip_lib.core import data
+    from dip_lib.core.errors import DipError
+
+    shared = REPO_ROOT.parent / "shared" / "data"
+    env = {} if os.environ.get("DIP_DATA_MIRROR") or not shared.is_dir() else {"DIP_DATA_MIRROR": str(shared)}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        try:
+            data.fetch("all")
+        except DipError as exc:
+            pytest.skip(f"the images cannot be had here: {exc}")

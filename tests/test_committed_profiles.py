@@ -71,7 +71,10 @@ def test_opening_a_notebook_in_jupyterlab_leaves_the_tree_clean():
         spec = json.loads(nb.read_text())["metadata"]["kernelspec"]
         assert spec == {"display_name": kernel["display_name"], "language": kernel["language"], "name": "python3"}
     if shutil.which("git") and (ROOT / ".git").exists():
-        for path in ("notebooks/.ipynb_checkpoints/02_architecture_sweep-checkpoint.ipynb", "outputs/explorer_output.png"):
+        for path in (
+            "notebooks/.ipynb_checkpoints/02_architecture_sweep-checkpoint.ipynb",
+            "outputs/explorer_output.png",
+        ):
             assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
 
 

@@ -28,7 +28,7 @@ def test_notebooks_are_committed_clean():
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_smoke(name, smoke_results, tmp_path):
+def test_notebook_smoke(name, smoke_results, tmp_path, data_files):
     from dip_lib.report.render import execute_notebook
 
     out = tmp_path / name
@@ -42,7 +42,7 @@ def test_notebook_smoke(name, smoke_results, tmp_path):
     assert out.exists()
 
 
-def test_report_without_results_lists_missing_runs(tmp_path):
+def test_report_without_results_lists_missing_runs(tmp_path, data_files):
     """`make report` on an empty results folder fails naming the missing runs, computing nothing."""
     import subprocess
     import sys

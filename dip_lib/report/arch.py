@@ -23,7 +23,9 @@ MASK = "text-seed"
 
 
 def _text_iterations() -> int:
-    from ..core.presets import get_preset  # presets imports torch: not at import time (the CLI's parser imports the registry)
+    from ..core.presets import (
+        get_preset,
+    )  # presets imports torch: not at import time (the CLI's parser imports the registry)
 
     return get_preset("text").iterations
 
@@ -153,7 +155,6 @@ def scale_facts(prof: Profile) -> dict[str, Any]:
         "masks": listing(prof.sweep_masks),
         "seeds": listing(prof.seeds_sweep),
     }
-
 
 
 # ------------------------------------------------- the prior itself: computed once and stored, never at render

@@ -240,8 +240,7 @@ def _point_facts(p: Point | None, prefix: str) -> dict[str, Any]:
 
 def choice_facts(choice: Choice | None, baseline: Point | None = None) -> dict[str, Any]:
     """One panel's choice for notebook 06's Markdown: the best point (``ref_*``), the cheapest within
-    the tolerance (``pick_*``), the compute ratio between them and whether it meets ``MIN_SAVING``,
-    and the recipe as the main experiment runs it (``base_*``) with the pick's PSNR change over it."""
+    the tolerance (``pick_*``), the compute ratio between them, and the recipe as the main experiment runs it (``base_*``) with the pick's PSNR change over it."""
     ref, pick = (choice.reference, choice.point) if choice else (None, None)
     return {
         **_point_facts(ref, "ref_"),
@@ -249,8 +248,6 @@ def choice_facts(choice: Choice | None, baseline: Point | None = None) -> dict[s
         **_point_facts(baseline, "base_"),
         "tolerance": f"{choice.tolerance_db:g}" if choice else DASH,
         "saving": num(choice.saving if choice else None, ".1f"),
-        "goal": f"{MIN_SAVING:g}",
-        "met": ("yes" if choice.met else "no") if choice else DASH,
         "pick_change": num(pick.psnr - ref.psnr if choice else None, "+.2f"),
         "over_base": num(pick.psnr - baseline.psnr if choice and baseline else None, "+.2f"),
     }

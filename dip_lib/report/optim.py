@@ -82,10 +82,13 @@ def sweep_facts(df) -> dict[str, Any]:
 
 
 def drop_facts(records: Records) -> dict[str, Any]:
-    """Falls of the clean PSNR by more than 1 dB between two consecutive checks, over all runs, and
-    the output images the runs keep (the bottoms of their three deepest multi-check falls)."""
+    """Falls of the clean PSNR of the output a run holds (``plots.held_psnr``: an iterate the guard
+    rejected is not one) by more than 1 dB between two consecutive checks, over all runs, and the output
+    images the runs keep (the bottoms of their three deepest multi-check falls)."""
+    from .plots import held_psnr
+
     return {
-        "falls": sum(len(interval_drops(x["history"]["iteration"], x["history"]["psnr_clean"])) for _, x in records),
+        "falls": sum(len(interval_drops(x["history"]["iteration"], held_psnr(x["history"]))) for _, x in records),
         "kept": sum(len(x.get("drops") or ()) for _, x in records),
     }
 

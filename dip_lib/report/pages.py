@@ -153,6 +153,124 @@ def peak_facts(records: Records) -> dict[str, Any]:
 # ---------------------------------------------------------------- architecture and optimiser
 
 
+def masked_psnr(rec: dict[str, Any]) -> float | None:
+    """The PSNR of the masked input itself (what a method must beat to have restored anything)."""
+    return number(rec["summary"].get("masked_psnr"))
+
+
+def fitted(records: Records) -> tuple[Records, Records]:
+    """(shown, dropped): the DIP runs whose final output ends above their masked input, and those that
+    end at or below it. A net that ends below its own input has not fitted the image; its PSNR measures
+    nothing about the architecture, so it is not shown as evidence (the page says which were dropped)."""
+    shown, dropped = [], []
+    for r, x in records:
+        final, masked = final_psnr(x), masked_psnr(x)
+        below = r.method == "dip" and final is not None and masked is not None and final <= masked
+        (dropped if below else shown).append((r, x))
+    return shown, dropped
+
+
+def dropped_facts(dropped: Records) -> dict[str, Any]:
+    """What the page says about the runs ``fitted`` dropped: how many, which settings, their final
+    PSNR range and their masked input's."""
+    labels = sorted({r.label for r, _ in dropped})
+    finals = [final_psnr(x) for _, x in dropped]
+    masked = sorted({round(masked_psnr(x), 2) for _, x in dropped})
+    return {
+        "n": len(dropped),
+        "settings": "; ".join(labels) or DASH,
+        "lo": num(min(finals) if finals else None),
+        "hi": num(max(finals) if finals else None),
+        "masked": ", ".join(f"{m:.2f}" for m in masked) or DASH,
+    }
+
+
+def clipped_sizes(records: Records) -> list[str]:
+    """The image sizes ('96x96') at which a run's mask reaches the image's edge: a text mask drawn for
+    a larger image whose lines run off it (the hole is then only the letters that fit)."""
+    out: dict[tuple, str] = {}
+    for run, _ in records:
+        key = (run.image, run.mask, run.resize, run.crop)
+        if key in out:
+            continue
+        _, mask = load_problem(run)
+        hole = np.asarray(mask).min(axis=0) < 0.5
+        edge = hole[0].any() or hole[-1].any() or hole[:, 0].any() or hole[:, -1].any()
+        out[key] = f"{hole.shape[1]}x{hole.shape[0]}" if edge else ""
+    return sorted({v for v in out.values() if v}, key=lambda v: int(v.split("x")[0]))
+
+
+def seed_sweep_facts() -> dict[str, Any]:
+    """The seed report's kate sweeps as published (``data/group71_kate_sweeps.csv``): its best width,
+    the width and best depth (with skips) of its depth sweep."""
+    from ..core.data import group71_kate_sweeps
+
+    rows = group71_kate_sweeps()
+    widths_ = [r for r in rows if r["sweep"] == "filters"]
+    depths = [r for r in rows if r["sweep"] == "depth" and str(r["skip"]) in ("yes", "True")]
+    w, d = max(widths_, key=lambda r: float(r["psnr"])), max(depths, key=lambda r: float(r["psnr"]))
+    return {
+        "best_width": w["filters"],
+        "best_width_psnr": num(float(w["psnr"])),
+        "depth_width": d["filters"],
+        "best_depth": d["depth"],
+    }
+
+
+def best_setting(records: Records, group, value) -> tuple[Any, float] | None:
+    """(setting, mean over its runs) of the setting ``group(run)`` with the highest mean ``value(rec)``."""
+    means = _means(records, group, value)
+    if not means:
+        return None
+    key = max(means, key=means.get)
+    return key, means[key]
+
+
+def iterate_facts(records: Records, group, fmt=str) -> dict[str, Any]:
+    """The best setting on the oracle (best check, needs the ground truth) and on the final output
+    (what a user without it keeps), each with its mean PSNR, and the final PSNR of the oracle's best:
+    what a seed-beside-ours sentence says about both iterates."""
+    on_oracle = best_setting(records, group, lambda x: number(oracle(x)))
+    on_final = best_setting(records, group, final_psnr)
+    if on_oracle is None or on_final is None:
+        return dict.fromkeys(("oracle_best", "oracle_psnr", "final_best", "final_psnr", "oracle_best_final"), DASH)
+    finals = _means(records, group, final_psnr)
+    return {
+        "oracle_best": fmt(on_oracle[0]),
+        "oracle_psnr": num(on_oracle[1]),
+        "final_best": fmt(on_final[0]),
+        "final_psnr": num(on_final[1]),
+        "oracle_best_final": num(finals.get(on_oracle[0])),
+    }
+
+
+# the settings a seed-beside-ours sentence compares: which runs, grouped how, named how
+_SWEEPS = {
+    "filters": (lambda r: not r.label.startswith("depth"), lambda r: r.filters),
+    "depth": (lambda r: r.label.startswith("depth"), lambda r: r.label),
+    "lr": (lambda r: r.guard is None, lambda r: r.label),  # the optimiser sweep without the seed's trial 3
+}
+
+
+def sweep_iterate_facts(records: Records, kind: str) -> dict[str, Any]:
+    """``iterate_facts`` for the width (``filters``) or depth part of the architecture sweep, or the
+    learning rates of the optimiser sweep (``lr``)."""
+    keep, group = _SWEEPS[kind]
+    return iterate_facts([(r, x) for r, x in records if keep(r)], group)
+
+
+def _means(records: Records, group, value) -> dict[Any, float]:
+    """{setting: mean of ``value`` over its runs}."""
+    from .scores import by
+
+    out = {}
+    for key, rows in by(records, group).items():
+        vals = [v for v in (value(x) for _, x in rows) if v is not None]
+        if vals:
+            out[key] = float(np.mean(vals))
+    return out
+
+
 def arch_people(df, kind: str) -> Table:
     """The filters or depth table for readers (without the helper column)."""
     if df is None or df.empty:
@@ -193,8 +311,10 @@ def optim_people(df) -> Table:
             columns={"best PSNR": "oracle PSNR (dB)", "best it": "oracle iteration", "final PSNR": "final PSNR (dB)"}
         ),
         f"kate, text-seed mask; PSNR in dB, {PM.strip()} the sample standard deviation (ddof 1) over the "
-        f"n seeds; drops > 1 dB is the mean number per run of falls of the clean PSNR by more than 1 dB between "
-        "two consecutive checks, and the largest drop the deepest such fall.",
+        f"n seeds; drops > 1 dB is the mean number per run of falls of the clean PSNR of the output the run holds "
+        "by more than 1 dB between two consecutive checks, and the largest drop the deepest such fall; guard "
+        "restores: the mean number per run of checks whose iterate the guard rejected, restoring the last good "
+        "weights (the final PSNR is that of the weights kept).",
     )
 
 
@@ -222,6 +342,139 @@ def compute_total(loaded: dict[str, Loaded]) -> tuple[int, float]:
     walls = [number(x["summary"].get("wall_time")) for L in loaded.values() for _, x in L.records]
     walls = [w for w in walls if w is not None]
     return len(walls), sum(walls) / 3600
+
+
+# ---------------------------------------------------------------- the compute of the report
+
+
+def compute_rows(loaded: dict[str, Loaded], native: Records = ()) -> list[dict[str, Any]]:
+    """One row per experiment (and one for the paper-scale Table-1 runs ``native``), from the stored
+    records: runs stored of planned, DIP and peer runs, hours (the sum of the runs' wall times, as
+    ``compute_total``), core-hours or GPU-hours (wall time times the threads a CPU run used; a GPU
+    run's wall time), the devices and numerics as the records' environment and config name them."""
+    entries = [(get_experiment(e).title, L.profile, L.records, L.coverage["planned"]) for e, L in loaded.items()]
+    if native:
+        entries.append((get_experiment("table1-cpu").title, "paper", list(native), len(plan("table1-cpu", "paper"))))
+    out = []
+    for title, profile, records, planned in entries:
+        core = gpu = 0.0
+        devices, numerics = set(), set()
+        for run, x in records:
+            wall = number(x["summary"].get("wall_time")) or 0.0
+            env, num_cfg = x.get("environment") or {}, x["config"].get("numerics") or {}
+            if env.get("device") == "cuda":
+                gpu += wall / 3600
+            else:
+                core += wall * (num_cfg.get("threads") or 1) / 3600
+            devices.add(env.get("device_name") or DASH)
+            if run.method == "dip":
+                threads = num_cfg.get("threads", DASH)
+                numerics.add(f"{num_cfg.get('precision', DASH)}, {threads} thread{'' if threads == 1 else 's'}")
+        n, hours = compute_total({title: Loaded(title, profile, [], records, {})})
+        out.append(
+            {
+                "experiment": title,
+                "profile": profile,
+                "runs": n,
+                "planned": planned,
+                "DIP runs": sum(r.method == "dip" for r, _ in records),
+                "hours": hours,
+                "core-hours": core,
+                "GPU-hours": gpu,
+                "devices": "; ".join(sorted(devices)) or DASH,
+                "DIP numerics": "; ".join(sorted(numerics)) or DASH,
+            }
+        )
+    return out
+
+
+def report_compute(
+    profile: str, store: ResultStore | None = None, device: str | None = None, seeds: Iterable[int] | None = None
+) -> list[dict[str, Any]]:
+    """``compute_rows`` of every experiment of ``profile`` as stored (nothing computed), with the
+    paper-scale Table-1 runs stored on a CPU."""
+    from .registry import EXPERIMENTS
+    from .table1_cpu import load as load_native
+
+    store = store or ResultStore()
+    loaded = {e: load(e, profile, store, device=device, seeds=seeds) for e in EXPERIMENTS}
+    return compute_rows(loaded, load_native(store))
+
+
+RECIPES = ("table1-paper", "table1-seed", "text")
+
+
+def recipes_people() -> Table:
+    """The recipes as the library's presets hold them (read from the original repository's notebooks;
+    the seed's choice for ``table1-seed``): the hyperparameters at full scale, before a profile
+    narrows the nets or shortens the budget."""
+    import pandas as pd
+
+    from ..core.presets import get_preset
+
+    rows = []
+    for name in RECIPES:
+        p = get_preset(name)
+        rows.append(
+            {
+                "recipe": name,
+                "source": p.description.split(":")[0],
+                "depth": len(p.net.channels_down),
+                "filters": p.net.channels_down[0],
+                "skip channels": p.net.channels_skip[0],
+                "upsampling": p.net.upsample_mode,
+                "input": f"{p.input_kind}, {p.net.in_channels} ch",
+                "optimiser": f"{p.optimizer}, lr {p.lr:g}",
+                "iterations": p.iterations,
+                "input noise std": f"{p.reg_noise_std:g}",
+                "guard": "on" if p.guard else "off",
+            }
+        )
+    return Table(
+        pd.DataFrame(rows),
+        "The recipes at full scale, as dip_lib.core.presets holds them; each page's scale note says how its profile "
+        "narrows the nets and shortens the budgets.",
+    )
+
+
+def compute_people(rows: list[dict[str, Any]]) -> Table:
+    """The compute table for readers, a total row last."""
+    import pandas as pd
+
+    if not rows:
+        return Table(pd.DataFrame(), "no stored runs yet")
+    df = pd.DataFrame(rows)
+    total = {
+        "experiment": "total",
+        "profile": "",
+        **{c: df[c].sum() for c in ("runs", "planned", "DIP runs", "hours", "core-hours", "GPU-hours")},
+        "devices": "",
+        "DIP numerics": "",
+    }
+    df = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+    df["runs"] = [f"{r} of {p}" for r, p in zip(df["runs"], df["planned"])]
+    return Table(
+        df.drop(columns="planned").round(2),
+        "Every stored run, per experiment, from its record: hours is the sum of the runs' wall times; core-hours "
+        "multiply a CPU run's wall time by the threads it used, GPU-hours add a GPU run's; devices as the records' "
+        "environment names them.",
+    )
+
+
+def compute_facts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The totals the landing page cites: the runs and hours of the profile's experiments, of the
+    paper-scale rows, and the GPU-hours of all (zero says that no run used a GPU)."""
+    mine = [r for r in rows if r["profile"] != "paper" or all(x["profile"] == "paper" for x in rows)]
+    other = [r for r in rows if r not in mine]
+    return {
+        "runs": sum(r["runs"] for r in mine),
+        "hours": num(sum(r["hours"] for r in mine), ".1f"),
+        "native_runs": sum(r["runs"] for r in other),
+        "native_hours": num(sum(r["hours"] for r in other), ".1f"),
+        "gpu_hours": num(sum(r["GPU-hours"] for r in rows), ".1f"),
+        "gpu_runs": "no" if not any(r["GPU-hours"] for r in rows) else "some",
+        "devices": "; ".join(sorted({d for r in rows for d in r["devices"].split("; ") if d != DASH})) or DASH,
+    }
 
 
 # ---------------------------------------------------------------- figures
@@ -280,7 +533,14 @@ def table1_zoom(records: Records, store: ResultStore) -> tuple[Any, dict[str, An
         peer = _first(records, image=image, method=method)
         if peer:
             panels.append((f"{method}: {peer[1]['summary']['final_psnr']:.2f} dB", store.image(peer[0], "final")))
-    return zoom_compare(gt, panels), {"image": display_names().get(image, image), "seed": a[0].seed}
+    fig = zoom_compare(gt, panels)
+    return fig, {"image": display_names().get(image, image), "seed": a[0].seed, **box_facts(fig.zoom_box)}
+
+
+def box_facts(box: tuple[int, int, int]) -> dict[str, Any]:
+    """Where a zoom box lies, for the caption's words: its rows and columns (0-based, inclusive)."""
+    top, left, side = box
+    return {"rows": f"{top}-{top + side - 1}", "cols": f"{left}-{left + side - 1}", "side": side}
 
 
 def arch_zoom(records: Records, store: ResultStore, mask: str = "text-seed"):
@@ -298,19 +558,34 @@ def arch_zoom(records: Records, store: ResultStore, mask: str = "text-seed"):
     return zoom_compare(gt, panels)
 
 
-def optim_zoom(records: Records, store: ResultStore):
-    """The best and the worst optimiser's final outputs, zoomed, with error maps (None: too few runs)."""
-    sel = [(r, x) for r, x in records if oracle(x) is not None]
+def final_psnr(rec: dict[str, Any]) -> float | None:
+    """The final output's PSNR (the output the run returns)."""
+    return number(rec["summary"].get("final_psnr"))
+
+
+def extremes(records: Records, value=final_psnr) -> tuple[tuple[Run, dict], tuple[Run, dict]] | None:
+    """(best, worst) run by ``value`` (a record's PSNR on one iterate): the figure that shows them shows
+    that same iterate. None: fewer than two runs with a value."""
+    sel = [(r, x) for r, x in records if value(x) is not None]
     if len(sel) < 2:
+        return None
+    return max(sel, key=lambda rx: value(rx[1])), min(sel, key=lambda rx: value(rx[1]))
+
+
+def optim_zoom(records: Records, store: ResultStore):
+    """The best and the worst run of the sweep on the final output, shown at their final outputs,
+    zoomed, with error maps (None: too few runs)."""
+    pair = extremes(records, final_psnr)
+    if pair is None:
         return None
     from .plots import zoom_compare
 
-    best, worst = max(sel, key=lambda rx: oracle(rx[1])), min(sel, key=lambda rx: oracle(rx[1]))
+    best, worst = pair
     gt, _ = load_problem(best[0])
     panels = [("masked input", store.image(best[0], "observed"))]
     panels += [
-        (f"{r.label}, final\nseed {r.seed}: {x['summary']['final_psnr']:.2f} dB", store.image(r, "final"))
-        for r, x in (best, worst)
+        (f"{tag}: {r.label}, final\nseed {r.seed}: {final_psnr(x):.2f} dB", store.image(r, "final"))
+        for tag, (r, x) in (("best", best), ("worst", worst))
     ]
     return zoom_compare(gt, panels)
 

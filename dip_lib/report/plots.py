@@ -58,6 +58,29 @@ def _legend_below(fig, ax, ncol: int) -> None:
         fig.tight_layout(rect=(0, min(0.3, 0.35 * rows / fig.get_size_inches()[1]), 1, 1))  # about 0.35 in a row
 
 
+def held_psnr(history: dict[str, Any]) -> list[float]:
+    """The clean output's PSNR of the weights a run holds after each check. At a check where the
+    destabilisation guard restored the last good weights (``restored``), the history's ``psnr_clean``
+    is that of the iterate the guard threw away; the run goes on from the last good check, so its
+    output there is the last good check's (the record's final PSNR is the last value of this series)."""
+    out, held = [], np.nan
+    for p, restored in zip(history["psnr_clean"], history.get("restored") or [False] * len(history["psnr_clean"])):
+        if not restored:
+            held = np.nan if p is None else p
+        out.append(held)
+    return out
+
+
+def rejected(history: dict[str, Any]) -> tuple[list[int], list[float]]:
+    """The checks whose iterate the guard threw away, and that iterate's clean PSNR."""
+    pts = [
+        (i, p)
+        for i, p, r in zip(history["iteration"], history["psnr_clean"], history.get("restored") or ())
+        if r and p is not None
+    ]
+    return [i for i, _ in pts], [p for _, p in pts]
+
+
 def _pd():
     import pandas as pd
 
@@ -90,34 +113,77 @@ def peers_timing(records: Records):
     return pd.DataFrame(rows).round(2)
 
 
+def _legend_top(fig, axes, ncol: int) -> None:
+    """One legend for the figure, at its top under the title (where the eye starts), off the data:
+    every label of every panel once."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if not seen:
+        fig.tight_layout()
+        return
+    height = fig.get_size_inches()[1]
+    title = 0.45 / height if getattr(fig, "_suptitle", None) else 0.0
+    rows = int(np.ceil(len(seen) / ncol))
+    fig.legend(
+        list(seen.values()),
+        list(seen),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - title),
+        ncol=min(ncol, len(seen)),
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 1 - title - 0.3 * rows / height))
+
+
+# a recipe's colour and a seed's line style: two recipes and two seeds stay four lines a reader tells
+# apart (two hues far apart on Okabe & Ito's palette, solid against dashed)
+RECIPE_COLOURS = {"table1-paper": OKABE_ITO[0], "table1-seed": OKABE_ITO[3]}
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def recipe_seed_style(run: Run) -> dict[str, Any]:
+    """The line of one run in a figure of several recipes and seeds: colour by recipe, style by seed."""
+    colour = RECIPE_COLOURS.get(run.preset, OKABE_ITO[2])
+    return {"color": colour, "ls": SEED_STYLES[run.seed % len(SEED_STYLES)]}
+
+
+def _curve(ax, rec: dict[str, Any], label: str | None = None, **style) -> None:
+    """One run's PSNR against iteration: the output the run holds at each check (``held_psnr``) and,
+    where the guard threw an iterate away, that iterate as a faint cross."""
+    h = rec["history"]
+    (line,) = ax.plot(h["iteration"], held_psnr(h), lw=1, label=label, **style)
+    its, ps = rejected(h)
+    if its:
+        ax.plot(its, ps, "x", ms=2.5, alpha=0.35, color=line.get_color())
+        ax.plot([], [], "x", ms=4, color="0.4", label="iterate the guard rejected")  # the legend's one entry
+
+
 @styled
-def psnr_curves(records: Records, group, title: str, ncols: int = 3, label=None):
-    """One panel per group value, one line per run: PSNR (ground truth) vs iteration; one legend below."""
+def psnr_curves(records: Records, group, title: str, ncols: int = 3, label=None, style=None):
+    """One panel per group value, one line per run: PSNR (ground truth) of the output the run holds
+    vs iteration (``_curve``); ``style(run)``: the line's colour and style; one legend at the top."""
     groups = _by(records, group)
     n = len(groups)
     ncols = min(ncols, n) or 1
     nrows = int(np.ceil(n / ncols)) or 1
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(PAGE_INCHES / 3 * ncols, 2.7 * nrows + 0.5), squeeze=False, sharey=True
+        nrows, ncols, figsize=(PAGE_INCHES / 3 * ncols, 2.7 * nrows + 1.0), squeeze=False, sharey=True
     )
     for ax, (key, rows) in zip(axes.flat, groups.items()):
-        for run, rec in rows:
-            h = rec["history"]
-            ax.plot(
-                h["iteration"],
-                [np.nan if p is None else p for p in h["psnr_clean"]],
-                lw=1,
-                label=label(run) if label else None,
-            )
+        for run, rec in sorted(rows, key=lambda rx: (rx[0].preset, rx[0].seed)):
+            _curve(ax, rec, label(run) if label else None, **(style(run) if style else {}))
         ax.set_title(str(key))
         ax.set_xlabel("iteration")
         ax.set_ylabel("PSNR (dB)")
     for ax in axes.flat[n:]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
     if label:
-        _legend_below(fig, axes.flat[0], ncol=4)
+        _legend_top(fig, axes.flat[:n], ncol=5)
+    else:
+        fig.tight_layout()
     return fig
 
 
@@ -136,7 +202,8 @@ def image_grid(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], size: float
                 name, img = panels[j]
                 img = np.clip(img, 0, 1)
                 ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{title}\n{name}" if j == 0 else name, fontsize=10)
+                # the row's title once, on its first panel, unless that panel's own title already says it
+                ax.set_title(f"{title}\n{name}" if j == 0 and title and title not in name else name, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -170,6 +237,22 @@ def table1_grid(
     return image_grid(rows, size=size) if rows else None
 
 
+def zoom_box(gt: np.ndarray, outputs: list[np.ndarray], side: int | None = None) -> tuple[int, int, int]:
+    """(top, left, side): the square of ``side`` px (default a third of the image's side) where the
+    methods' outputs differ most: the largest spread (max minus min over ``outputs``) of their mean
+    absolute error inside the square, from the error maps. With fewer than two outputs, where the
+    one output errs most."""
+    h, w = gt.shape[-2:]
+    side = min(h, w, side or max(8, min(h, w) // 3))
+    errs = np.stack([np.abs(np.clip(o, 0, 1) - gt).mean(axis=0) for o in outputs]) if outputs else np.zeros((1, h, w))
+    # the mean error of every side x side square, per output, from an integral image
+    c = np.pad(errs.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+    sums = c[:, side:, side:] - c[:, :-side, side:] - c[:, side:, :-side] + c[:, :-side, :-side]
+    score = sums.max(axis=0) - sums.min(axis=0) if len(sums) > 1 else sums[0]
+    top, left = np.unravel_index(int(np.argmax(score)), score.shape)
+    return int(top), int(left), side
+
+
 @styled
 def zoom_compare(
     gt: np.ndarray,
@@ -177,16 +260,16 @@ def zoom_compare(
     box: tuple[int, int, int] | None = None,
     size: float = 3.2,
     vmax_error: float = 0.25,
+    compare: int = 1,
 ):
     """Three rows for judging a restoration: the whole images, a zoomed crop (the box drawn on the
     first), and the absolute error against ``gt`` (mean over channels). box: (top, left, side);
-    default a centred square of a third of the side."""
+    default ``zoom_box`` over the panels from index ``compare`` on (the methods, not the masked input):
+    where the methods differ most."""
     from matplotlib.patches import Rectangle
 
-    h, w = gt.shape[-2:]
     if box is None:
-        side = max(8, min(h, w) // 3)
-        box = ((h - side) // 2, (w - side) // 2, side)
+        box = zoom_box(gt, [img for _, img in panels[compare:]])
     top, left, side = box
     items = [("ground truth", gt), *panels]
     size = min(size, 0.9 * PAGE_INCHES / len(items))  # the colour bar takes the last tenth
@@ -210,6 +293,7 @@ def zoom_compare(
     fig.subplots_adjust(left=0.02, right=0.9, top=0.93, bottom=0.02, wspace=0.08, hspace=0.2)
     if im is not None:  # in its own axis, so the error maps keep the size of the images above them
         fig.colorbar(im, cax=fig.add_axes((0.92, 0.04, 0.012, 0.26)), label="absolute error")
+    fig.zoom_box = box  # where the zoom is, for the page's words and the tests
     return fig
 
 
@@ -276,14 +360,20 @@ def arch_outputs(records: Records, store: ResultStore, mask: str):
     if not sel:
         return None
     gt, _ = load_problem(sel[0][0])
-    rows.append(("input", [("ground truth", gt), ("masked", store.image(sel[0][0], "observed"))]))
+    rows.append(("", [("ground truth", gt), ("masked", store.image(sel[0][0], "observed"))]))
     for kind in ("filters", "depth"):
         group = [(r, x) for r, x in sel if r.label.startswith("depth") == (kind == "depth")]
         group.sort(key=lambda rx: (not rx[0].skip, rx[0].depth, rx[0].filters or 0))
         for start in range(0, len(group), 4):  # four to a row: outputs large enough to see their artefacts
             chunk = group[start : start + 4]
-            rows.append(
-                (kind, [(f"{r.label}\nseed {r.seed}: {oracle(x):.1f} dB", store.image(r, "best")) for r, x in chunk])
+            rows.append(  # each panel names its setting: no row title to repeat it
+                (
+                    "",
+                    [
+                        (f"{r.label}, oracle\nseed {r.seed}: {oracle(x):.1f} dB", store.image(r, "best"))
+                        for r, x in chunk
+                    ],
+                )
             )
     return image_grid(rows, size=2.4)
 
@@ -305,7 +395,8 @@ def optim_table(records: Records):
         ms = float(np.median([x["summary"]["ms_per_iteration"] for _, x in recs]))
         # every fall > 1 dB between consecutive checks of the clean PSNR, from the history (the
         # record's "drops" keep images of the three deepest falls only)
-        drops = [d for _, x in recs for d in interval_drops(x["history"]["iteration"], x["history"]["psnr_clean"])]
+        # of the output the run holds (``held_psnr``): an iterate the guard rejected is not a drop the run took
+        drops = [d for _, x in recs for d in interval_drops(x["history"]["iteration"], held_psnr(x["history"]))]
         biggest = max((d[2] for d in drops), default=0.0)
         hole = _mean_std(hole_psnr(x) for _, x in recs)
         rows.append(
@@ -318,6 +409,7 @@ def optim_table(records: Records):
                 "final PSNR": fmt(*final),
                 "best - final (dB)": best[0] - final[0],
                 "drops > 1 dB": len(drops) / len(recs),
+                "guard restores": float(np.mean([x["summary"].get("guard_restores") or 0 for _, x in recs])),
                 "largest drop (dB)": biggest,
                 "ms / iteration": ms,
                 "device": recs[0][1]["environment"]["device_name"],
@@ -328,28 +420,21 @@ def optim_table(records: Records):
 
 @styled
 def optim_curves(records: Records):
-    """Small multiples: one panel per optimiser setting, one line per seed (a shared PSNR axis)."""
+    """Small multiples: one panel per optimiser setting, one line per seed (a shared PSNR axis): the
+    output the run holds at each check, the iterates the guard rejected as faint crosses."""
     groups = _by(records, lambda r: r.label)
     ncols = min(3, len(groups)) or 1
     nrows = int(np.ceil(len(groups) / ncols)) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_INCHES, 2.8 * nrows + 0.5), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_INCHES, 2.8 * nrows + 0.9), squeeze=False, sharey=True)
     for ax, (label, rows) in zip(axes.flat, groups.items()):
         for run, rec in sorted(rows, key=lambda rx: rx[0].seed):
-            h = rec["history"]
-            ax.plot(
-                h["iteration"],
-                [np.nan if p is None else p for p in h["psnr_clean"]],
-                lw=0.9,
-                color=OKABE_ITO[run.seed % len(OKABE_ITO)],
-                label=f"seed {run.seed}",
-            )
+            _curve(ax, rec, f"seed {run.seed}", color=OKABE_ITO[run.seed % len(OKABE_ITO)])
         ax.set_title(label)
         ax.set_xlabel("iteration (L-BFGS: evaluation)" if "lbfgs" in label else "iteration")
         ax.set_ylabel("PSNR (dB)")
     for ax in axes.flat[len(groups) :]:
         ax.axis("off")
-    fig.tight_layout()
-    _legend_below(fig, axes.flat[0], ncol=4)
+    _legend_top(fig, axes.flat[: len(groups)], ncol=4)
     return fig
 
 
@@ -443,33 +528,47 @@ def kate_figure(records: Records, store: ResultStore):
     return image_grid([("kate", panels)], size=3.2)
 
 
-@styled
-def cost_quality(panels: list[tuple[str, list, list, Any]]):
-    """Clean-output PSNR against training compute (GFLOP per fit, log scale) as small multiples: per
-    problem set ``(title, points, front, choice)`` and recipe, one panel of its widths at its usual
-    learning rate and, where it has others, one of its learning rates at those widths; one line per
-    (width, lr) through its iteration budgets. Every panel shows its problem set's Pareto front (grey);
-    the reference (best point) and the cheap choice are marked where they lie."""
+def cost_cells(panels: list[tuple[str, list, list, Any]]) -> list[tuple[str, list, list, list, Any]]:
+    """The panels of ``cost_quality``: per problem set ``(title, points, front, choice)`` and recipe,
+    one cell of its widths at its usual learning rate and, where it has others, one of its learning
+    rates at those widths, as (title, points shown, all points, front, choice, (y low, y high)). A
+    cell's front is the problem set's Pareto front where at least one of the front's points is a point
+    of the cell inside its PSNR range, else empty: a front drawn where none of its points lie would read
+    as a line of the cell's own runs."""
     cells = []
     for title, pts, fr, choice in panels:
+        top = max(p.psnr for p in pts)
+        ylim = (max(top - 12, min(p.psnr for p in pts) - 0.5), top + 0.5)
         for recipe in sorted({p.recipe for p in pts}):
             mine = [p for p in pts if p.recipe == recipe]
             lrs = [p.lr for p in mine]
             usual = max(set(lrs), key=lrs.count)
-            cells.append(
-                (f"{title}\n{recipe}: widths at lr {usual:g}", [p for p in mine if p.lr == usual], pts, fr, choice)
-            )
+            subsets = [(f"{title}\n{recipe}: widths at lr {usual:g}", [p for p in mine if p.lr == usual])]
             others = {p.width for p in mine if p.lr != usual}
             if others:
                 label = ", ".join(str(w) for w in sorted(others))
-                sel = [p for p in mine if p.width in others]
-                cells.append((f"{title}\n{recipe}: learning rates at {label} filters", sel, pts, fr, choice))
+                subsets.append(
+                    (f"{title}\n{recipe}: learning rates at {label} filters", [p for p in mine if p.width in others])
+                )
+            for name, shown in subsets:
+                on = fr if any(p in shown and ylim[0] <= p.psnr <= ylim[1] for p in fr) else []
+                cells.append((name, shown, pts, on, choice, ylim))
+    return cells
+
+
+@styled
+def cost_quality(panels: list[tuple[str, list, list, Any]]):
+    """Clean-output PSNR against training compute (GFLOP per fit, log scale) as small multiples
+    (``cost_cells``); one line per (width, lr) through its iteration budgets. A cell shows its problem
+    set's Pareto front (grey) where some of the front's points are its own; the reference (best point)
+    and the cheap choice are marked where they lie."""
+    cells = cost_cells(panels)
     if not cells:
         return None
     ncols = 2
     nrows = int(np.ceil(len(cells) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_INCHES, 4.4 * nrows), squeeze=False)
-    for ax, (title, shown, pts, fr, choice) in zip(axes.flat, cells):
+    for ax, (title, shown, pts, fr, choice, ylim) in zip(axes.flat, cells):
         lines: dict[tuple, list] = {}
         for p in shown:
             lines.setdefault((p.width, p.lr), []).append(p)
@@ -478,7 +577,8 @@ def cost_quality(panels: list[tuple[str, list, list, Any]]):
             ax.plot(
                 [p.gflop for p in ps], [p.psnr for p in ps], marker=".", ms=4, lw=1.2, label=f"{width} f, lr {lr:g}"
             )
-        ax.plot([p.gflop for p in fr], [p.psnr for p in fr], color="0.3", lw=4, alpha=0.2, label="Pareto front")
+        if fr:
+            ax.plot([p.gflop for p in fr], [p.psnr for p in fr], color="0.3", lw=4, alpha=0.2, label="Pareto front")
         if choice is not None:
             ref, pick = choice.reference, choice.point
             ax.axhline(ref.psnr - choice.tolerance_db, color="0.4", lw=0.8, ls=":")
@@ -490,8 +590,7 @@ def cost_quality(panels: list[tuple[str, list, list, Any]]):
         ax.set_xlabel("training compute per fit (GFLOP, log)")
         ax.set_ylabel("clean-output PSNR (dB)")
         ax.set_title(title)
-        top = max(p.psnr for p in pts)
-        ax.set_ylim(max(top - 12, min(p.psnr for p in pts) - 0.5), top + 0.5)
+        ax.set_ylim(*ylim)
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     for ax in axes.flat[len(cells) :]:

@@ -5,6 +5,9 @@ The runs are the paper profile's ``table1-paper`` runs of house, peppers, camera
 as the paper profile's) on the CPU's bf16 numerics, with the two peers at native size. The paper's
 notebook reports the output after its last iteration, so the final output is the number set beside
 the paper's; the oracle (the best check) and ES-WMV (no-reference early stopping) are shown beside it.
+ES-WMV's value is, by the page's definition, the clean output's PSNR at the first check at or after the
+iterate the rule chose, read from the run's history (``eswmv_psnr``); the guard's restores are shown
+beside it, and the hardware is named as each record's environment names it (``devices``).
 """
 
 from __future__ import annotations
@@ -42,8 +45,36 @@ class Summary:
     farthest: tuple[str, float] | None
     beats_papyan: int  # images whose final output beats Papyan et al.'s published value
     hours: float  # wall time of the DIP runs, summed
-    device: str  # the CPU's name
+    device: str  # the CPUs as the records name them, with their images where they differ
     numerics: str
+
+
+def eswmv_psnr(rec: dict[str, Any]) -> float | None:
+    """ES-WMV's PSNR by its stated definition: the clean output's PSNR at the first check at or after
+    the iterate the rule chose, from the run's history (None: the rule chose nothing)."""
+    it = (rec.get("eswmv") or {}).get("iteration")
+    h = rec.get("history") or {}
+    if it is None or not h.get("iteration"):
+        return None
+    for i, p in zip(h["iteration"], h["psnr_clean"]):
+        if i >= it:
+            return p
+    return None
+
+
+def devices(records: Records) -> str:
+    """The hardware of the DIP runs as their records name it: 'AMD EPYC (house, peppers) and Intel(R)
+    Xeon(R) Processor (montage, cameraman)', or one name when all ran on one kind."""
+    from ..core.data import TABLE1_ORDER
+
+    label = dict(TABLE1_ORDER)
+    by: dict[str, list[str]] = {}
+    for run, rec in records:
+        if run.method == "dip":
+            by.setdefault(rec["environment"]["device_name"], []).append(label.get(run.image, run.image))
+    if len(by) == 1:
+        return next(iter(by))
+    return " and ".join(f"{name} ({', '.join(images)})" for name, images in by.items())
 
 
 def rows(records: Records) -> list[dict[str, Any]]:
@@ -67,7 +98,9 @@ def rows(records: Records) -> list[dict[str, Any]]:
                 "final": s["final_psnr"],
                 "oracle": s["oracle_psnr"],
                 "oracle_iteration": s["oracle_iteration"],
-                "eswmv": es.get("psnr"),
+                "eswmv": eswmv_psnr(rec),
+                "eswmv_iteration": es.get("iteration"),
+                "restores": s.get("guard_restores"),
                 "paper": pub.get("dip_psnr"),
                 "papyan": pub.get("papyan_psnr"),
                 "biharmonic": peers.get((run.image, "biharmonic")),
@@ -98,7 +131,7 @@ def summary(records: Records) -> Summary:
         farthest=max(diffs, key=lambda d: abs(d[1])) if diffs else None,
         beats_papyan=sum(r["final"] > r["papyan"] for r in have if r["papyan"] is not None),
         hours=sum(r["hours"] for r in rs),
-        device=rs[0]["_device"] if rs else "",
+        device=devices(records),
         numerics=", ".join(f"{k} {v}" for k, v in numerics.items() if k != "device"),
     )
 
@@ -119,6 +152,7 @@ def table(records: Records):
                 "DIP oracle": r["oracle"],
                 "oracle iteration": r["oracle_iteration"],
                 "DIP ES-WMV": r["eswmv"],
+                "guard restores": r["restores"],
                 "paper DIP": r["paper"],
                 "final - paper": None if r["paper"] is None else r["final"] - r["paper"],
                 "paper Papyan": r["papyan"],
@@ -129,9 +163,12 @@ def table(records: Records):
             for r in rs
         ]
     )
-    mean = {c: df[c].mean() for c in df.columns if c not in ("image", "seed", "oracle iteration", "hours")}
+    mean = {
+        c: df[c].mean() for c in df.columns if c not in ("image", "seed", "oracle iteration", "guard restores", "hours")
+    }
     df = pd.concat([df, pd.DataFrame([{"image": f"mean ({len(df)} images)", "seed": "", **mean}])], ignore_index=True)
-    df["oracle iteration"] = [("" if v is None or v != v else f"{int(v)}") for v in df["oracle iteration"]]
+    for col in ("oracle iteration", "guard restores"):
+        df[col] = [("" if v is None or v != v else f"{int(v)}") for v in df[col]]
     return df.round(2)
 
 
@@ -140,6 +177,7 @@ def facts(records: Records) -> dict[str, Any]:
     s = summary(records)
     return {
         "images": s.images,
+        "of_table": s.of_table,
         "final": num(s.mean_final),
         "paper": num(s.mean_paper),
         "diff": num(s.mean_diff, "+.2f"),
@@ -150,5 +188,6 @@ def facts(records: Records) -> dict[str, Any]:
         "beats": s.beats_papyan,
         "hours": num(s.hours if s.images else None, ".1f"),
         "device": s.device or DASH,
+        "restores": ", ".join(f"{r['restores']} ({r['image']})" for r in rows(records)) or DASH,
         "numerics": s.numerics or DASH,
     }
