@@ -34,13 +34,18 @@ def _results_dir(text: str) -> Path:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from .core.nets import describe_net
     from .core.presets import PRESETS
 
-    print(f"{'preset':<16}{'params (1 ch)':>15}{'params (3 ch)':>15}  iterations  lr      description")
+    print(
+        f"{'preset':<16}{'params (1 ch)':>15}{'params (3 ch)':>15}  {'network':<25}{'input':<12}"
+        "iterations  lr      description"
+    )
     for p in PRESETS.values():
+        z = f"{p.input_kind} x{p.net.in_channels}"
         print(
-            f"{p.name:<16}{p.param_count(1):>15,}{p.param_count(3):>15,}  {p.iterations:>10}  {p.lr:<7g} "
-            f"{p.description}"
+            f"{p.name:<16}{p.param_count(1):>15,}{p.param_count(3):>15,}  {describe_net(p.net):<25}{z:<12}"
+            f"{p.iterations:>10}  {p.lr:<7g} {p.description}"
         )
     return 0
 
@@ -81,8 +86,9 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="compute on the existing Dask cluster at ADDRESS "
-        "(tcp://host:port), e.g. SLURM workers started with dask-jobqueue",
+        help="compute on the existing Dask cluster at ADDRESS, e.g. SLURM workers started with dask-jobqueue: "
+        "tls://host:port with your TLS credentials in the dask config (distributed.comm.tls.*); "
+        "an unencrypted tcp:// address only on this machine (127.0.0.1, e.g. an SSH tunnel)",
     )
 
 
@@ -104,44 +110,70 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("inpaint", help="inpaint one image")
-    p.add_argument("image", type=Path)
+    p = sub.add_parser(
+        "inpaint",
+        help="inpaint one image",
+        description="Inpaint one image with a Deep Image Prior fit. Without --size, --max-minutes or --no-budget "
+        "the largest size whose estimate fits 10 minutes on this machine is chosen.",
+    )
+    p.add_argument("image", type=Path, help="the image (PNG, JPEG, TIFF, BMP, ...; 8 or 16 bits)")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--mask", type=Path, help="mask file, white = known (the image is the corrupted one)")
+    g.add_argument(
+        "--mask",
+        type=Path,
+        help="mask file of the image's size, white = known, black = hole (the image is the damaged one)",
+    )
     g.add_argument("--bernoulli", type=float, metavar="P", help="drop a fraction P of pixels (image = ground truth)")
     g.add_argument("--text", help="text to write over the image, or recipe:seed (image = ground truth)")
+    p.add_argument("--invert-mask", action="store_true", help="the mask's white pixels are the holes")
     p.add_argument("--per-channel", action="store_true", help="Bernoulli draw per channel, as the original")
-    p.add_argument("--preset", default="text")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--preset", default="text", help="the recipe (see `presets`; default: %(default)s)")
+    p.add_argument("--iterations", type=int, metavar="N", help="iterations of the fit (default: the preset's)")
+    p.add_argument("--lr", type=float, help="Adam's learning rate (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the network, its input and the mask (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
     p.add_argument(
         "--threads",
         type=_positive_int,
         metavar="N",
-        help="CPU threads of the fit (default: the cores this process may use; recorded in --history)",
+        help="CPU threads of the fit, at most the usable cores (default: the cores this process may use; "
+        "recorded in --history)",
     )
-    p.add_argument("--size", type=_positive_int, help="resize so the longer side is N px")
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        metavar="N",
+        help="resize (the mask too) so the longer side is N px (default: the largest that fits the time budget)",
+    )
     p.add_argument("--crop", action="store_true", help="center-crop to a multiple of 2^depth, as the original")
-    p.add_argument("--stop", choices=["none", "es-wmv"], default="none", help="no-reference early stopping")
+    p.add_argument(
+        "--stop", choices=["none", "es-wmv"], default="none", help="no-reference early stopping (default: %(default)s)"
+    )
     p.add_argument(
         "--checkpointing", action="store_true", help="recompute activations in backward: less memory, ~30%% slower"
     )
-    p.add_argument(
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
         "--max-minutes",
         type=float,
         metavar="M",
-        help="fit the largest size (longer side) that the estimate says takes at most M minutes here",
+        help="fit the largest size (longer side) that the estimate says takes at most M minutes here "
+        "(default without --size: 10)",
     )
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--history", type=Path)
-    p.add_argument("--masked", type=Path)
+    budget.add_argument(
+        "--no-budget",
+        action="store_true",
+        help="no time budget: fit the full (or --size) size however long the estimate says it takes",
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="the inpainted image (format by extension)")
+    p.add_argument("--history", type=Path, help="JSON file: configuration, versions and curves (default: none)")
+    p.add_argument("--masked", type=Path, help="also write the masked input here (default: none)")
     p.add_argument(
         "--resume-dir",
         type=Path,
         metavar="DIR",
-        help="save the fit's state here every 5 min; the same command continues an interrupted fit",
+        help="save the fit's state here every 5 min and on Ctrl-C; the same command continues an interrupted fit "
+        "(default: none)",
     )
     p.set_defaults(func=_handler("inpaint:cmd_inpaint"))
 
@@ -228,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--selfcheck", action="store_true", help="CUDA graphs / channels_last / fit_many against the plain loop instead"
+    )
+    g.add_argument(
+        "--threads-under-load",
+        action="store_true",
+        help="ms/iteration with 1 and the default threads, idle and beside a CPU burner, per OpenMP wait policy "
+        "(first preset, first size; default 64 px) instead",
     )
     p.add_argument("--parity-iterations", type=_positive_int, help="iterations per parity fit (default 300)")
     p.add_argument("--parity-seeds", type=_positive_int, default=3, help="parity: seeds 0..N-1 per image (default 3)")

@@ -15,6 +15,7 @@ ipywidgets is imported lazily; images are (C, H, W) float32 in [0, 1] as everywh
 
 from __future__ import annotations
 
+import html
 import io
 import logging
 import threading
@@ -77,6 +78,11 @@ def default_save_path() -> Path:
 
     root = Path(dip_lib.__file__).resolve().parent.parent
     return (root if (root / "pyproject.toml").is_file() else Path.cwd()) / "outputs" / "explorer_output.png"
+
+
+def _error_html(exc: BaseException) -> str:
+    """The status line of an error: its text escaped (a path or an upload's name may hold HTML)."""
+    return f"<span style='color:#b00'>error: {html.escape(str(exc))}</span>"
 
 
 def _eta(seconds: float) -> str:
@@ -405,6 +411,7 @@ class Explorer:
         from .core.imageio import mask_from_bytes, resize_longer_side
 
         img, example_mask = self._load_image()
+        source_shape = img.shape[1:]
         kind = self.mask_kind.value
         if kind == "example":
             if example_mask is None:
@@ -418,7 +425,8 @@ class Explorer:
             return img, masks.bernoulli_mask(shape, float(self.fraction.value), seed=self.seed), img
         if kind == "text":
             return img, masks.user_text_mask(shape, self.text.value), img
-        mask = mask_from_bytes(self._uploaded(self.mask_upload), shape)
+        # the image's own size, resized with it: known only where every source pixel was
+        mask = masks.resize_mask(mask_from_bytes(self._uploaded(self.mask_upload), source_shape), shape)
         return img, mask, None  # with a mask file the image is the corrupted one: no ground truth
 
     # ------------------------------------------------------------ running
@@ -427,7 +435,7 @@ class Explorer:
         try:
             action()
         except (DipError, ValueError) as exc:  # bad choices (e.g. a network override the input cannot feed)
-            self.status.value = f"<span style='color:#b00'>error: {exc}</span>"
+            self.status.value = _error_html(exc)
 
     def run(self, block: bool = False) -> None:
         """Start a fit with the current choices (in a background thread unless ``block``)."""
@@ -448,6 +456,11 @@ class Explorer:
             progress=False,
             log_every=self.log_every,
         )
+        from .core import estimate
+        from .core.nets import SkipConfig
+
+        if isinstance(net.cfg, SkipConfig):  # the command line's check: refused here, not by the OOM killer
+            estimate.check_memory(net.cfg, h, w, cfg)
         observed = img * mask
         self.problem = (img, mask, gt)
         self.history = {"iteration": [], "psnr": [], "psnr_observed": []}
@@ -490,7 +503,7 @@ class Explorer:
         res = self.result
         if self.error is not None:
             self._clear()  # no half-finished pictures beside an error
-            self.status.value = f"<span style='color:#b00'>error: {self.error}</span>"
+            self.status.value = _error_html(self.error)
         elif res is not None:
             # the final output is the last check (iteration = iterations run), so curve, status and snapshot agree
             h = res.history
@@ -591,5 +604,6 @@ class Explorer:
         except OSError as exc:  # e.g. the disk is full, or the folder changed since the check
             raise DipError(f"cannot save {target}: {exc.strerror or exc}") from None
         target = target.resolve()
-        self.status.value = "; ".join(x for x in (self.summary, f"saved {self.snapshot_label.value} to {target}") if x)
+        saved = f"saved {self.snapshot_label.value} to {target}"
+        self.status.value = html.escape("; ".join(x for x in (self.summary, saved) if x))
         return target

@@ -1,12 +1,14 @@
 """``python -m dip_lib inpaint``: one image, one fit, its outputs; nothing lost, nothing half-written.
 
-Everything that can be refused is refused before the fit (paths, free space, memory, time); the
-fit's thread count is fixed (``--threads``, default: the cores this process may use) and recorded
-with the configuration, seed and library versions in ``--history``. After the fit, an output that
-cannot be written is written to a fallback file, named in one line on stderr; Ctrl-C writes the
-best output so far as ``<output>.partial.<ext>`` and exits 130. With ``--resume-dir`` the fit's
-whole state is saved there every 5 minutes and the same command continues an interrupted fit
-bit-identically (``dip_lib.core.resume``); the state is removed once every output is written.
+Everything that can be refused is refused before the fit (paths, an output on an input, free space,
+memory, time: without --size a fit must fit a budget of minutes); the fit's thread count is fixed at
+start (``--threads``, default: the usable cores idle then) and recorded with the configuration, seed
+and library versions in ``--history``. After the fit, an output that cannot be written is written to
+a fallback file, named in one line on stderr; Ctrl-C (or SIGTERM) writes the best output so far as
+``<output>.partial-<iteration>.<ext>`` and exits 130 (143). With ``--resume-dir`` the fit's whole
+state is saved there every 5 minutes and on Ctrl-C, and the same command continues an interrupted
+fit (bit-identically at the same thread count, ``dip_lib.core.resume``); the state is removed once
+every output is written.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -31,17 +34,8 @@ PNG_OVERHEAD = 64 * 1024  # header and zlib's worst case beyond the raw 8-bit pi
 HISTORY_BYTES_PER_CHECK = 400  # eight numbers per check as JSON, rounded up
 
 
-def default_threads() -> int:
-    """OMP_NUM_THREADS when it is set, else the cores this process may run on (its affinity); never
-    the cores idle right now, so that the same command gives the same numbers whatever else the
-    machine is doing."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+DEFAULT_BUDGET_MIN = 10.0  # without --size, --max-minutes or --no-budget a fit is chosen to take at most this
+MAX_FIT_S = 24 * 3600  # a fit estimated longer starts only with --no-budget
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -60,22 +54,55 @@ def check_args(args: argparse.Namespace) -> None:
         raise DipError("--text is empty")
     if args.threads is not None and args.threads <= 0:
         raise DipError(f"--threads must be positive, got {args.threads}")
-    if args.size and args.mask:
-        raise DipError("--size cannot be combined with --mask (the mask would no longer match)")
+    if args.invert_mask and args.mask is None:
+        raise DipError("--invert-mask needs --mask")
     for flag, path in _outputs(args):
         check_writable(path, flag)
     image_format(args.output)
     if args.masked is not None:
         image_format(args.masked)
     named = [p.resolve() for _, p in _outputs(args)]
-    if len(set(named)) < len(named) or args.image.resolve() in named:
-        raise DipError("--output, --history, --masked and the input image must be different files")
+    if len(set(named)) < len(named):
+        raise DipError("--output, --history and --masked must be different files")
     if not args.image.is_file():
         raise DipError(f"file not found: {args.image}" if not args.image.exists() else f"not a file: {args.image}")
     if args.resume_dir is not None:
         if args.resume_dir.exists() and not args.resume_dir.is_dir():
             raise DipError(f"--resume-dir {args.resume_dir} is not a folder")
         check_writable(args.resume_dir / "state.pt", "--resume-dir")
+    check_inputs_kept(args)
+
+
+def check_inputs_kept(args: argparse.Namespace) -> None:
+    """Refuse (one line) any output that could land on the image or the mask: the same path after
+    resolving links, the same file under another name (a hard link), a partial output's name
+    (``<output>.partial-<iteration>``) or a saved state's (``--resume-dir``/inpaint-*.pt)."""
+    inputs = [("the input image", args.image)] + ([("the mask", args.mask)] if args.mask is not None else [])
+    for what, source in inputs:
+        for flag, path in _outputs(args):
+            if _same_file(path, source):
+                raise DipError(f"{flag} {path} is {what}: it would be overwritten; write the output elsewhere")
+        if _same_file(source.parent, args.output.parent) and _is_partial_name(source.name, args.output):
+            raise DipError(
+                f"{what} {source} has the name of a partial output of -o {args.output} (written on Ctrl-C); "
+                "rename it or write the output elsewhere"
+            )
+        in_states = args.resume_dir is not None and _same_file(source.parent, args.resume_dir)
+        if in_states and source.name.startswith("inpaint-") and source.suffix == ".pt":
+            raise DipError(f"{what} {source} has the name of a saved state in --resume-dir; give another folder")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _is_partial_name(name: str, output: Path) -> bool:
+    return name.startswith(f"{output.stem}.partial") and name.endswith(output.suffix)
 
 
 def _outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -128,11 +155,11 @@ def target_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, in
 
 
 def preflight(preset, shape: tuple[int, int, int], cfg, args: argparse.Namespace) -> tuple[int, int]:
-    """Before a fit of an image of ``shape`` (C, H, W, after --size): with --max-minutes, the
-    largest size whose estimate fits the budget (refused, naming what would fit, when none does);
-    without it, refuse (DipError) when the memory estimate exceeds what the machine has and print
-    the estimate (naming the largest size that fits in 15 minutes when it is longer). Returns the
-    (h, w) to fit."""
+    """Before a fit of an image of ``shape`` (C, H, W, after --size): within a time budget (--max-minutes,
+    or DEFAULT_BUDGET_MIN without --size and --no-budget), the largest size whose estimate fits it
+    (refused, naming what would fit, when none does); with --size, refuse a fit estimated beyond
+    MAX_FIT_S unless --no-budget, else print the estimate (naming the largest size that fits in 15
+    minutes when it is longer). The memory estimate is checked first. Returns the (h, w) to fit."""
     from .core import estimate as est
     from .core.device import resolve_device
     from .core.inputs import make_input
@@ -146,6 +173,9 @@ def preflight(preset, shape: tuple[int, int, int], cfg, args: argparse.Namespace
     if min(h, w) < need:
         raise DipError(f"image is {w}x{h} but {preset.name!r} at depth {net_cfg.depth} needs at least {need}x{need}")
     device = resolve_device(cfg.device).type
+    minutes = args.max_minutes
+    if minutes is None and not args.size and not args.no_budget:
+        minutes = DEFAULT_BUDGET_MIN
     if args.max_minutes is None:
         est.check_memory(net_cfg, h, w, cfg)  # at once: nothing allocated yet
     else:  # memory first: never calibrate (or resize) at a size the machine cannot hold
@@ -159,25 +189,29 @@ def preflight(preset, shape: tuple[int, int, int], cfg, args: argparse.Namespace
     rate = est.calibrate_time(
         net_cfg, h, w, cfg, lambda hh, ww: make_input(preset.input_kind, net_cfg.in_channels, hh, ww, 0)
     )
-    if args.max_minutes is not None:
-        budget = args.max_minutes * 60
+    if minutes is not None:
+        where = f"in {minutes:g} min" if args.max_minutes is not None else f"in the default budget of {minutes:g} min"
+        budget = minutes * 60
         side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, budget, cfg)
         if side is None:
+            anyway = "" if args.max_minutes is not None else "; --no-budget starts it anyway"
             raise DipError(
-                f"no size of preset {preset.name!r} fits in {args.max_minutes:g} min at {cfg.iterations} iterations "
-                f"on {device}: {_what_fits(preset, net_cfg, c, h, w, cfg, rate, budget)}"
+                f"no size of preset {preset.name!r} fits {where} at {cfg.iterations} iterations "
+                f"on {device}: {_what_fits(preset, net_cfg, c, h, w, cfg, rate, budget)}{anyway}"
             )
         if side < max(h, w):
-            if args.mask:
-                raise DipError(
-                    f"--max-minutes {args.max_minutes:g} needs --size {side}, which cannot be combined with --mask"
-                )
             h, w = est.scaled_shape(h, w, side)
         e = est.estimate(net_cfg, h, w, cfg.iterations, cfg, rate)
         assert e.seconds <= budget, "largest_side_within chose a size beyond the budget"
-        print(f"--max-minutes {args.max_minutes:g}: chose --size {max(h, w)} ({w}x{h}), {est.describe(e, device)}")
+        label = f"--max-minutes {minutes:g}" if args.max_minutes is not None else f"budget {minutes:g} min (default)"
+        print(f"{label}: chose --size {max(h, w)} ({w}x{h}), {est.describe(e, device)}", flush=True)
         return h, w
     e = est.estimate(net_cfg, h, w, cfg.iterations, cfg, rate)
+    if e.seconds > MAX_FIT_S and not args.no_budget:
+        raise DipError(
+            f"this fit would take about {est.fmt_seconds(e.seconds)} on {device}, more than {MAX_FIT_S // 3600} h: "
+            "lower --size or --iterations, or add --no-budget to start it anyway"
+        )
     suggestion = None
     if e.seconds > est.LONG_FIT_S:
         side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, est.LONG_FIT_S, cfg)
@@ -243,8 +277,15 @@ def _fast_hint(c: int, h: int, w: int, cfg) -> str:
     e = est.estimate(net_cfg, h, w, fcfg.iterations, fcfg, rate)
     return (
         f"hint: --preset fast ({fast.description}) would take about {est.fmt_seconds(e.seconds)} here; "
-        "what it gives up: report/quick/06_cost_quality.html"
+        f"what it gives up: {_report_page('06_cost_quality.html')}"
     )
+
+
+def _report_page(name: str) -> str:
+    """A page of the quick report, as a path from the current folder (absolute when that is shorter)."""
+    page = Path(__file__).resolve().parent.parent / "report" / "quick" / name
+    rel = os.path.relpath(page)
+    return rel if len(rel) <= len(str(page)) else str(page)
 
 
 class KeepBest:
@@ -276,8 +317,40 @@ class KeepBest:
         self.iteration, self._best = state["iteration"], state["best"]
 
 
-def partial_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.partial{output.suffix}")
+def partial_path(output: Path, iteration: int) -> Path:
+    """Named by iteration: a rerun interrupted earlier never replaces a partial that got further."""
+    return output.with_name(f"{output.stem}.partial-{iteration}{output.suffix}")
+
+
+class Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM during the fit. With a saved state the first one asks the fit to
+    save it at the end of the iteration and stop; without one, or the second time, the fit stops at
+    once (KeyboardInterrupt). ``code``: the exit status the signal asks for (130 or 143)."""
+
+    def __init__(self, saved) -> None:
+        self.saved = saved
+        self.signum: int | None = None
+
+    def __enter__(self) -> Interrupts:
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, _frame) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if first and self.saved is not None:
+            self.saved.interrupt()
+            print("stopping: saving the fit's state after this iteration (again to stop at once)", flush=True)
+            return
+        raise KeyboardInterrupt
+
+    @property
+    def code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
 
 
 def write_or_fallback(path: Path, write) -> Path | None:
@@ -310,12 +383,13 @@ def resume_key(args: argparse.Namespace, cfg, net_cfg, shape: tuple[int, int, in
     if args.mask is not None:
         h.update(args.mask.read_bytes())
     what = {
-        "mask": [args.bernoulli, args.text, args.per_channel],
+        "mask": [args.bernoulli, args.text, args.per_channel, args.invert_mask],
         "shape": list(shape),
         "crop": args.crop,
         "stop": args.stop,
         "net": asdict(net_cfg),
-        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        # not the threads, chosen by the load at start: a rerun on a quieter machine still continues
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "threads")},
     }
     h.update(json.dumps(what, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
@@ -362,6 +436,12 @@ def _versions() -> dict[str, str]:
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     check_args(args)  # before torch is imported
+    from .core.device import default_threads, usable_cores
+
+    cores = usable_cores()
+    if args.threads is not None and args.threads > cores:
+        print(f"--threads {args.threads}: this process may use {cores} cores; using {cores}", flush=True)
+        args.threads = cores
 
     from .core import masks, resume
     from .core.device import resolve_device
@@ -373,7 +453,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         resize_longer_side,
         save_image,
     )
-    from .core.metrics import psnr
+    from .core.metrics import masked_psnr, psnr
     from .core.presets import get_preset
     from .core.solver import fast_config, fit
     from .report.store import dumps
@@ -381,6 +461,20 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     device = resolve_device(args.device)
     img = load_image(args.image)
+    user_mask = None
+    if args.mask:
+        user_mask = load_mask(args.mask, img.shape[1:])  # the image's size: it is resized and cropped with it
+        if args.invert_mask:
+            user_mask = 1 - user_mask
+        check_mask(user_mask, args)
+        missing = 1 - float(user_mask.mean())
+        if missing > 0.5 and not args.invert_mask:
+            print(
+                f"warning: mask {args.mask} marks {missing:.0%} of the pixels missing; white = known, black = hole "
+                "(--invert-mask if your holes are white)",
+                file=sys.stderr,
+                flush=True,
+            )
     depth = 2**preset.net.depth
     c = img.shape[0]
     h, w = target_shape(img.shape, args.size)
@@ -389,23 +483,28 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     # the recipe with the levers measured fast here (bf16 autocast in channels_last on a CPU with
     # native bf16: it passed the parity rule), on a fixed number of threads
     cfg = preset.fit_config(seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
-    threads = (args.threads or default_threads()) if device.type == "cpu" else None
+    threads = None
+    if device.type == "cpu":
+        threads = args.threads or default_threads()
+        if threads < cores and not args.threads:
+            print(f"other processes load the CPU: fitting on {threads} of {cores} cores (--threads to choose)")
     cfg = replace(fast_config(cfg), checkpointing=args.checkpointing, threads=threads)
     chosen_shape = preflight(preset, (c, h, w), cfg, args)  # refuses or shrinks before anything is allocated
     check_free_space(output_bytes(args, (c, *chosen_shape), cfg.iterations, cfg.log_every))
     side = max(chosen_shape) if chosen_shape != (h, w) else args.size
     if side:
         img = resize_longer_side(img, side)
+    if user_mask is not None:  # known only where every source pixel was: no hole bleeds into a known pixel
+        user_mask = masks.resize_mask(user_mask, img.shape[1:])
     if args.crop:
         img = center_crop_multiple(img, depth)
+        user_mask = None if user_mask is None else center_crop_multiple(user_mask, depth)
     net, z, _ = preset.setup(img.shape, seed=args.seed)
     c, h, w = img.shape
 
     ground_truth = None
-    if args.mask:
-        mask = load_mask(args.mask, (h, w))
-        if not mask.any():
-            raise DipError(f"mask {args.mask} is all black: no pixel is known (white = known)")
+    if user_mask is not None:
+        mask = user_mask
     elif args.bernoulli is not None:
         mask = masks.bernoulli_mask((h, w), args.bernoulli, seed=args.seed, channels=c if args.per_channel else 1)
         ground_truth = img
@@ -415,6 +514,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     else:
         mask = masks.user_text_mask((h, w), args.text)
         ground_truth = img
+    check_mask(mask, args)
     observed = img * mask
 
     keep = KeepBest()
@@ -429,20 +529,22 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         saved = resume.SavedState(args.resume_dir / f"inpaint-{key}.pt", key=key, every_s=resume.EVERY_S)
         if saved.path.exists():
             print(f"continuing the fit saved in {saved.path}", flush=True)
+    interrupts = Interrupts(saved)
     try:
-        result = fit(net, z, observed, mask, cfg, ground_truth=ground_truth, callbacks=callbacks, resume=saved)
+        with interrupts:
+            result = fit(net, z, observed, mask, cfg, ground_truth=ground_truth, callbacks=callbacks, resume=saved)
     except KeyboardInterrupt:
         again = f"; the same command continues it from {saved.path}" if saved and saved.path.exists() else ""
         if keep.output is None:
             print(f"error: interrupted before the first check: no output to save{again}", file=sys.stderr)
-            return 130
-        target = partial_path(args.output)
+            return interrupts.code
+        target = partial_path(args.output, keep.iteration)
         where = write_or_fallback(target, lambda p: save_image(p, keep.output)) or target
         print(
             f"error: interrupted; wrote the best output so far (iteration {keep.iteration}) to {where}{again}",
             file=sys.stderr,
         )
-        return 130
+        return interrupts.code
     except MemoryError:
         raise DipError("out of memory during the fit: try a smaller --size or --checkpointing") from None
     except RuntimeError as exc:
@@ -459,7 +561,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if args.history:
         payload = dumps(history_payload(args, preset, cfg, net.cfg, result, device, (c, h, w)))
         failed.append(write_or_fallback(args.history, lambda p: atomic_write_bytes(p, payload)))
-    threads_note = f", {cfg.threads} threads" if cfg.threads else ""
+    threads_note = f", {cfg.threads} thread{'s' if cfg.threads != 1 else ''}" if cfg.threads else ""
     print(
         f"preset {preset.name}, {w}x{h}x{c}, {result.iterations_run} iterations on {result.device}{threads_note} "
         f"in {result.wall_time:.1f} s"
@@ -470,15 +572,30 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
             f"final PSNR {result.final_psnr:.2f} dB, best PSNR {result.best_psnr:.2f} dB at iteration "
             f"{result.best_iteration} (the output for the clean input at each check)"
         )
-        if chosen is not result.final:
-            when = f"stopped at {es.stop_iteration}" if es.stop_iteration is not None else "never triggered"
-            print(
-                f"es-wmv {when}; its output (iteration {es.best_iteration}) has PSNR "
-                f"{psnr(ground_truth, chosen):.2f} dB"
-            )
+    else:  # a user's mask: no ground truth, but the output must still agree with what is known
+        print(f"known pixels: output vs masked input PSNR {masked_psnr(img, chosen, mask):.2f} dB")
+    if chosen is not result.final:
+        when = (
+            f"stopped the fit at iteration {es.stop_iteration}" if es.stop_iteration is not None else "ran to the end"
+        )
+        quality = f" (PSNR {psnr(ground_truth, chosen):.2f} dB)" if ground_truth is not None else ""
+        print(f"es-wmv {when}; the output written is its pick, iteration {es.best_iteration}{quality}")
     if any(f is not None for f in failed):
         return 1
     if saved is not None:
         saved.remove()
     print(f"wrote {args.output}")
     return 0
+
+
+def check_mask(mask: np.ndarray, args: argparse.Namespace) -> None:
+    """Refuse (one line) a mask that hides no pixel, or every pixel."""
+    if args.bernoulli is not None:
+        flag = f"--bernoulli {args.bernoulli:g}"
+    else:
+        flag = f"--text {args.text!r}" if args.text is not None else f"mask {args.mask}"
+    if mask.all():
+        raise DipError(f"{flag} hides no pixel of this image: nothing to inpaint")
+    if not mask.any():
+        known = "is all black: no pixel is known (white = known)" if args.mask is not None else "leaves no pixel known"
+        raise DipError(f"{flag} {known}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import struct
 import time
 from pathlib import Path
 
@@ -42,9 +43,12 @@ def _explorer(iterations: int, **kw) -> Explorer:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _upload(widget, arr: np.ndarray) -> None:
+def _upload(widget, arr: np.ndarray | bytes) -> None:
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    if isinstance(arr, bytes):
+        buf.write(arr)
+    else:
+        Image.fromarray(arr).save(buf, format="PNG")
     content = buf.getvalue()
     widget.value = (
         {
@@ -222,3 +226,39 @@ def test_save_refuses_bad_targets_in_one_line(tmp_path):
     ex.save_path.value = str(tmp_path / "ok.png")
     ex.save_button.click()
     assert (tmp_path / "ok.png").is_file() and f"to {tmp_path / 'ok.png'}" in ex.status.value
+
+
+def test_a_corrupt_upload_an_html_path_and_a_fit_too_large_show_in_the_status(tmp_path, monkeypatch):
+    from dip_lib.core import estimate
+
+    ex = _explorer(5)
+    ex.source.value = "upload"
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, format="TIFF")
+    tif = buf.getvalue()
+    at = tif.find(struct.pack("<HHI", 273, 4, 1))  # StripOffsets, given type ASCII: Pillow raises TypeError
+    _upload(ex.upload, tif[:at] + struct.pack("<HH", 273, 2) + tif[at + 4 :])
+    ex.run_button.click()  # never escapes the handler
+    assert ex.status.value.count("error: ") == 1 and not ex.running
+    ex.source.value = "given"
+    monkeypatch.setattr(estimate, "available_memory_bytes", lambda: 0)
+    ex.run_button.click()
+    assert "of memory but" in ex.status.value and not ex.running and ex.result is None
+    monkeypatch.undo()
+    ex.run(block=True)
+    ex.save_path.value = str(tmp_path / "<b>bold</b>.png")
+    ex.save_button.click()
+    assert "<b>" not in ex.status.value and "&lt;b&gt;bold&lt;/b&gt;" in ex.status.value
+
+
+def test_an_uploaded_mask_is_resized_with_its_image():
+    ex = _explorer(5)
+    ex.source.value = "upload"
+    _upload(ex.upload, np.full((64, 96), 128, np.uint8))
+    m = np.full((64, 96), 255, np.uint8)
+    m[30:34, 10:80] = 0
+    ex.mask_kind.value = "file"
+    _upload(ex.mask_upload, m)
+    img, mask, _ = ex.build_problem()
+    assert img.shape[1:] == mask.shape[1:] == (21, 32)
+    assert 0 < (mask == 0).mean() < 0.5

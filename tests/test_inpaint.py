@@ -63,16 +63,17 @@ def test_max_minutes_keeps_the_chosen_fit_within_the_budget(photo, tmp_path, mon
     assert m and int(m[1]) < 512 and (m[2] is None or int(m[2]) <= 5)
 
 
-def test_a_long_default_fit_names_the_largest_size_within_15_minutes(photo, tmp_path, monkeypatch, capsys):
+def test_a_long_fit_without_budget_names_the_largest_size_within_15_minutes(photo, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(est, "calibrate_time", lambda *a, **k: est.Rate(flops=2000e9, warmup_s=0.0, shape=(64, 64)))
     monkeypatch.setattr(solver, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    main(["inpaint", str(photo), "--bernoulli", "0.5", "--preset", "table1-paper", "-o", str(tmp_path / "o.png")])
+    args = ["inpaint", str(photo), "--bernoulli", "0.5", "--preset", "table1-paper", "--no-budget"]
+    main([*args, "-o", str(tmp_path / "o.png")])
     printed = capsys.readouterr().out
     m = re.search(r"^estimate: about .*; --size (\d+) would take about (\d+) min", printed, re.MULTILINE)
     assert m and int(m[1]) < 512 and int(m[2]) <= 15, printed
     # with no size under 15 min it says so, with the smallest size's time
     monkeypatch.setattr(est, "calibrate_time", lambda *a, **k: SLOW)
-    main(["inpaint", str(photo), "--bernoulli", "0.5", "--preset", "table1-paper", "-o", str(tmp_path / "o.png")])
+    main([*args, "-o", str(tmp_path / "o.png")])
     assert re.search(r"no smaller --size fits in 15 min: --size 128 would take about", capsys.readouterr().out)
 
 
@@ -148,9 +149,10 @@ def test_ctrl_c_writes_the_best_output_so_far_as_partial_and_exits_130(small, tm
 
     monkeypatch.setattr(solver, "fit", interrupted_fit)
     out = tmp_path / "out.png"
-    assert main(["inpaint", str(small), "--bernoulli", "0.5", "--preset", "table1-paper", "-o", str(out)]) == 130
+    args = ["inpaint", str(small), "--bernoulli", "0.5", "--preset", "table1-paper", "--no-budget"]
+    assert main([*args, "-o", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    partial = tmp_path / "out.partial.png"
+    partial = tmp_path / "out.partial-10.png"  # named by iteration: never replaces one that got further
     assert len(err) == 1 and "iteration 10" in err[0] and str(partial) in err[0]
     assert np.allclose(imageio.load_image(partial), 0.25, atol=1 / 255) and not out.exists()
 
@@ -159,10 +161,12 @@ def test_threads_are_fixed_and_the_history_records_how_the_numbers_were_made(sma
     from dip_lib.core import device
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(device, "other_cpu_load", lambda: 50.0)  # a loaded machine changes nothing
-    assert inpaint.default_threads() == len(__import__("os").sched_getaffinity(0))
+    monkeypatch.setattr(device, "other_cpu_load", lambda: 0.0)
+    assert device.default_threads() == len(__import__("os").sched_getaffinity(0))
+    monkeypatch.setattr(device, "other_cpu_load", lambda: 50.0)  # a loaded machine: one thread, no collapse
+    assert device.default_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert inpaint.default_threads() == 1
+    assert device.default_threads() == 1
     h = tmp_path / "h.json"
     args = ["inpaint", str(small), "--bernoulli", "0.5", "--preset", "table1-paper", "--iterations", "2", "--seed", "3"]
     assert main([*args, "-o", str(tmp_path / "o.png"), "--history", str(h)]) == 0
@@ -227,7 +231,9 @@ def _key_args(path, seed):
     from dip_lib.core.presets import get_preset
 
     p = get_preset("table1-seed")
-    ns = argparse.Namespace(image=path, mask=None, bernoulli=0.5, text=None, per_channel=False, crop=False, stop="none")
+    ns = argparse.Namespace(
+        image=path, mask=None, bernoulli=0.5, text=None, per_channel=False, invert_mask=False, crop=False, stop="none"
+    )
     return ns, p.fit_config(seed=seed), p.net_config(3), (3, 64, 64)
 
 

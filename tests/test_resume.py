@@ -121,7 +121,7 @@ def test_an_unwritable_state_folder_does_not_stop_the_fit(tmp_path, caplog):
     assert result.iterations_run == 60 and "cannot save the fit's state" in caplog.text
 
 
-def test_reproduce_resumes_a_killed_run_and_removes_its_state(tmp_path, monkeypatch):
+def test_reproduce_resumes_a_killed_run_and_removes_its_state(tmp_path, monkeypatch, data_files):
     """``run_all`` on a store: a run killed after saving its state is resumed by the next call and
     gives the record an uninterrupted run gives; the state goes once the run is stored."""
     from dip_lib.report.registry import plan

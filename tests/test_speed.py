@@ -422,3 +422,31 @@ def test_deadline_stops_all_problems_of_a_chunk_at_one_iteration():
     assert not d.on_check(state(1, 5.9))
     assert d.on_check(state(2, 6.1))  # the first problem's check ends the chunk here ...
     assert d.on_check(state(2, 6.0))  # ... and the others' checks at the same iteration too
+
+
+def test_bench_checks_its_arguments_before_any_timing(tmp_path, capsys, monkeypatch):
+    from dip_lib.core import estimate as est
+    from dip_lib.speed import bench
+
+    monkeypatch.setattr(bench, "bench", lambda *a, **k: pytest.fail("benchmarked before the checks"))
+    monkeypatch.setattr(bench, "machine_info", lambda *a, **k: pytest.fail("benchmarked before the checks"))
+    (tmp_path / "afile").write_text("")
+    for argv, why in (
+        (["--out", str(tmp_path / "afile" / "b.json")], "is not a folder"),
+        (["--chunk-budget", "nan"], "--chunk-budget must be a finite number"),
+        (["--chunk-budget", "-1"], "--chunk-budget must be a finite number"),
+        (["--sizes", "30000"], "out of range"),
+    ):
+        assert main(["bench", "--device", "cpu", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err, err
+    monkeypatch.setattr(est, "available_memory_bytes", lambda: 2**30)
+    assert main(["bench", "--device", "cpu", "--sizes", "4096"]) == 2
+    assert "of memory but" in capsys.readouterr().err
+
+
+def test_bench_json_is_strict():
+    from dip_lib.speed.bench import finite_json
+
+    text = json.dumps(finite_json({"a": [1.0, float("nan"), np.float32("inf")], "b": "x"}), allow_nan=False)
+    assert json.loads(text) == {"a": [1.0, None, None], "b": "x"}

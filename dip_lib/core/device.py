@@ -77,6 +77,27 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when it is set, else the usable cores that other processes leave idle now (at
+    least 1; recorded in --history): an OpenMP op waits for its slowest thread, so one thread on a
+    busy core stalls them all (2 threads beside one CPU burner ran 3-12x slower than 1 here)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores, others = usable_cores(), other_cpu_load()
+    if others is None:
+        return cores
+    return max(1, min(cores, int((os.cpu_count() or cores) - others + 0.5)))
+
+
 def other_cpu_load(window: float = 0.25) -> float | None:
     """Cores' worth of CPU time that other processes (and, in a VM, the hypervisor's steal) used
     during ``window`` seconds, from /proc/stat minus this process's own time; None off Linux."""

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .errors import DipError
-from .nets import SkipConfig, SkipNet, conv_flops, count_params, min_size
+from .nets import SkipConfig, build_net, conv_flops, count_params, min_size
 from .solver import FitConfig, fit
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def activation_elements_per_pixel(net_cfg: SkipConfig) -> float:
 
 def _elements_per_pixel(net_cfg: SkipConfig) -> float:
     side = max(min_size(net_cfg), 2**net_cfg.depth * 8)
-    net = SkipNet(net_cfg)
+    net = build_net(net_cfg)
     total = 0
 
     def hook(_module, _inp, out) -> None:
@@ -100,7 +100,7 @@ def _elements_per_pixel(net_cfg: SkipConfig) -> float:
 @functools.lru_cache(maxsize=64)  # the size searches call it once per candidate side
 def param_count(net_cfg: SkipConfig) -> int:
     with torch.device("meta"):
-        return count_params(SkipNet(net_cfg))
+        return count_params(build_net(net_cfg))
 
 
 def peak_memory_bytes(net_cfg: SkipConfig, height: int, width: int, mode: str = "fp32") -> int:
@@ -297,7 +297,7 @@ def calibrate_time(
     """Time ``iterations`` + 1 iterations of ``cfg`` for this network on this machine at the
     calibration shape. ``make_input(h, w)`` builds the network input."""
     h, w = calibration_shape(net_cfg, height, width)
-    net = SkipNet(net_cfg)
+    net = build_net(net_cfg)
     per, warm, busy = measure_rate(net, make_input(h, w), cfg, iterations)
     return Rate(flops=iteration_gflop(net_cfg, h, w) * 1e9 / per, warmup_s=warm, shape=(h, w), busy=busy)
 
@@ -354,7 +354,14 @@ def fmt_seconds(s: float) -> str:
 
 
 def fmt_bytes(b: float) -> str:
-    return f"{b / 2**30:.1f} GB" if b >= 2**30 else f"{max(1, round(b / 2**20))} MB"
+    """Bytes in the unit that shows them: 1.5 GB, 300 MB, 4.2 MB, 12 KB."""
+    if b >= 2**30:
+        return f"{b / 2**30:.1f} GB"
+    if b >= 10 * 2**20:
+        return f"{round(b / 2**20)} MB"
+    if b >= 2**20:
+        return f"{b / 2**20:.1f} MB"
+    return f"{max(1, round(b / 2**10))} KB"
 
 
 def describe(est: Estimate, device: str, suggestion: tuple[int, float] | None = None) -> str:

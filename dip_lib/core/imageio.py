@@ -8,11 +8,13 @@ honoured (transparent = hole, see ``load_mask``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,23 +39,56 @@ _CONVERT = {
 }
 
 
-def _read(source: Path | io.BytesIO, name: str) -> Image.Image:
-    """Open and decode ``source`` completely; decompression bombs (Pillow's warning too) are refused."""
+def _read(source: Path | bytes, name: str) -> tuple[Image.Image, Image.Image | None]:
+    """Open and decode ``source`` completely; decompression bombs (Pillow's warning too) are refused.
+    Returns the image and, for a 16-bit RGB(A) PNG, the low bytes of its samples (see ``_low_bytes``)."""
+
+    def fresh():
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(source)
+        with _pillow_warnings(name):
+            img = fresh()
+            low = _low_bytes(img, fresh)
             img.load()
     except UnidentifiedImageError:
         raise DipError(f"not an image file: {name}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DipError(f"image {name} is too large: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DipError(f"cannot read image {name} (truncated or corrupt): {exc}") from None
-    return img
+    except Exception as exc:  # a corrupt file makes Pillow's decoders raise almost anything (struct.error, TypeError)
+        raise DipError(f"cannot read image {name} (truncated or corrupt): {_why(exc)}") from None
+    return img, low
 
 
-def _open(path: Path) -> Image.Image:
+@contextlib.contextmanager
+def _pillow_warnings(name: str) -> Iterator[None]:
+    """Decompression bomb warnings raise; Pillow's other warnings about a file (a corrupt tag it skips)
+    are logged on one line each instead of printed with their source line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+    for w in {str(w.message).strip() for w in caught}:
+        log.warning("%s: %s", name, w)
+
+
+def _why(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0][:200] or type(exc).__name__
+
+
+def _low_bytes(img: Image.Image, reopen) -> Image.Image | None:
+    """Pillow decodes a 16-bit RGB(A) PNG to 8 bits, its samples' high bytes; decoding the same data
+    as little-endian gives the low bytes (the PNG filters work on whole samples either way)."""
+    tile = img.tile[0] if img.format == "PNG" and len(img.tile) == 1 else None
+    if tile is None or tile.args not in ("RGB;16B", "RGBA;16B"):
+        return None
+    low = reopen()
+    low.tile = [tile._replace(args=tile.args.replace(";16B", ";16L"))]
+    low.load()
+    return low
+
+
+def _open(path: Path) -> tuple[Image.Image, Image.Image | None]:
     path = Path(path)
     if not path.exists():
         raise DipError(f"file not found: {path}")
@@ -66,8 +101,8 @@ def _upright(img: Image.Image, name: str) -> None:
     """Turn ``img`` in place as its EXIF orientation says (idempotent: the tag is removed)."""
     try:
         ImageOps.exif_transpose(img, in_place=True)
-    except (OSError, SyntaxError, ValueError, TypeError) as exc:
-        raise DipError(f"cannot read the EXIF orientation of {name}: {exc}") from None
+    except Exception as exc:  # corrupt EXIF raises struct.error, TypeError, ...
+        raise DipError(f"cannot read the EXIF orientation of {name}: {_why(exc)}") from None
 
 
 def _declared_bits(img: Image.Image) -> int | None:
@@ -110,10 +145,26 @@ def _float(img: Image.Image, name: str) -> tuple[np.ndarray, int]:
     return arr, 1
 
 
-def _channels(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | None, int]:
+def _channels(img: Image.Image, name: str, low: Image.Image | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
     """(colour float32 (C, H, W) in [0, 1] with C = 1 or 3, alpha float32 (H, W) in [0, 1] or None,
-    the stored value read as 1), upright as a viewer shows ``img``; DipError for a mode it cannot read."""
+    the stored value read as 1), upright as a viewer shows ``img``; DipError for a mode it cannot read
+    or any other decoding error. ``low``: the low bytes of a 16-bit RGB(A) PNG's samples."""
+    try:
+        with _pillow_warnings(name):
+            return _decode(img, name, low)
+    except DipError:
+        raise
+    except Exception as exc:  # lazy decoding (tags, conversions) of a corrupt file
+        raise DipError(f"cannot read image {name} (corrupt): {_why(exc)}") from None
+
+
+def _decode(img: Image.Image, name: str, low: Image.Image | None) -> tuple[np.ndarray, np.ndarray | None, int]:
     _upright(img, name)
+    if low is not None:
+        _upright(low, name)
+        arr = (np.asarray(img, dtype=np.float32) * 256 + np.asarray(low, dtype=np.float32)) / 65535.0
+        arr = arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr[:3]), (arr[3] if img.mode == "RGBA" else None), 65535
     target = ("RGBA" if "transparency" in img.info else "RGB") if img.mode == "P" else _CONVERT.get(img.mode)
     if target:
         try:
@@ -134,14 +185,15 @@ def _channels(img: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | Non
     raise DipError(f"cannot read {name}: image mode {mode!r} is not supported; save it as 8- or 16-bit gray or RGB")
 
 
-def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
+def pil_to_array(img: Image.Image, name: str = "image", low: Image.Image | None = None) -> np.ndarray:
     """PIL image -> float32 (C, H, W) in [0, 1]: gray stays 1 channel, colour becomes RGB (3).
 
     ``img`` is first turned in place as its EXIF orientation says. An alpha channel is ignored: the
     stored colours are used as if every pixel were opaque (a warning when some are not); holes
     belong in a mask. 16-bit is scaled by 65535, float images are taken in [0, 1] (or [0, 255]).
+    ``low``: the low bytes of a 16-bit RGB(A) PNG's samples (``_read``).
     """
-    colour, alpha, _ = _channels(img, name)
+    colour, alpha, _ = _channels(img, name, low)
     if alpha is not None and (alpha < 1).any():
         log.warning("%s has transparent pixels; ignoring its alpha channel (give holes as a mask)", name)
     return colour
@@ -149,12 +201,14 @@ def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as float32 (C, H, W) in [0, 1] (see ``pil_to_array``)."""
-    return pil_to_array(_open(Path(path)), name=str(path))
+    img, low = _open(Path(path))
+    return pil_to_array(img, str(path), low)
 
 
 def image_from_bytes(content: bytes, name: str = "uploaded image") -> np.ndarray:
     """``load_image`` for the bytes of an image file (an upload)."""
-    return pil_to_array(_read(io.BytesIO(content), name), name)
+    img, low = _read(bytes(content), name)
+    return pil_to_array(img, name, low)
 
 
 def _to_mask(img: Image.Image, name: str, shape: tuple[int, int] | None) -> np.ndarray:
@@ -187,12 +241,12 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
     opaque pixel is also a hole where it is black, unless every opaque pixel has the same colour.
     Raises DipError if its size differs from ``shape`` (H, W) or if it is not binary.
     """
-    return _to_mask(_open(Path(path)), f"mask {path}", shape)
+    return _to_mask(_open(Path(path))[0], f"mask {path}", shape)
 
 
 def mask_from_bytes(content: bytes, shape: tuple[int, int] | None = None, name: str = "uploaded mask") -> np.ndarray:
     """``load_mask`` for the bytes of a mask file (an upload)."""
-    return _to_mask(_read(io.BytesIO(content), name), name, shape)
+    return _to_mask(_read(bytes(content), name)[0], name, shape)
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:

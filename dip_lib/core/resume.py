@@ -40,6 +40,12 @@ class SavedState:
         self.path, self.key, self.every_s = Path(path), str(key), float(every_s)
         self._last = time.monotonic()
         self.saves = 0
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Save at the end of the current iteration (``due``), then stop the fit (KeyboardInterrupt):
+        a Ctrl-C keeps the progress since the last save."""
+        self._interrupted = True
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this fit, or None (nothing saved, or discarded as stale or foreign)."""
@@ -62,11 +68,12 @@ class SavedState:
         return None
 
     def due(self) -> bool:
-        return time.monotonic() - self._last >= self.every_s
+        return self._interrupted or time.monotonic() - self._last >= self.every_s
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` atomically (a temp file in the same folder, fsynced, then renamed). A
-        failed write (a full disk, a folder this process cannot write) stops the saving, not the fit."""
+        failed write (a full disk, a folder this process cannot write) stops the saving, not the fit.
+        After ``interrupt`` it then raises KeyboardInterrupt."""
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,13 +85,15 @@ class SavedState:
         except OSError as exc:
             log.warning("cannot save the fit's state to %s (%s); it goes on without saving", self.path, exc)
             self.every_s = float("inf")
-            return
+        else:
+            self._last = time.monotonic()
+            self.saves += 1
+            log.info("saved the fit's state at iteration %d to %s", state["problem"]["it"], self.path)
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-        self._last = time.monotonic()
-        self.saves += 1
-        log.info("saved the fit's state at iteration %d to %s", state["problem"]["it"], self.path)
+        if self._interrupted:
+            raise KeyboardInterrupt
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -915,6 +915,86 @@ def _print_table(payload: dict[str, Any]) -> None:
         print(json.dumps(payload["selfcheck"]["checks"], default=lambda x: round(x, 4))[:2000])
 
 
+MAX_SIDE = 4096  # a bench image beyond this is a typo (``--sizes 30000`` allocated until killed)
+
+
+def check_args(args: argparse.Namespace, device: torch.device) -> None:
+    """Refuse, before any timing, what would fail or make no sense after it: an --out that cannot be
+    written, a non-finite or negative --chunk-budget, sizes out of range or beyond the memory."""
+    from ..core import estimate
+    from ..core.imageio import check_writable
+    from ..core.nets import SkipConfig
+
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    if args.chunk_budget is not None and not 0 <= args.chunk_budget < float("inf"):
+        raise DipError(f"--chunk-budget must be a finite number of seconds >= 0, got {args.chunk_budget}")
+    for size in args.sizes or []:
+        if not 8 <= size <= MAX_SIDE:
+            raise DipError(f"--sizes: {size} px is out of range (8..{MAX_SIDE})")
+    for name in args.presets:
+        net = get_preset(name).net_config(3)
+        if device.type == "cpu" and isinstance(net, SkipConfig):
+            side = max(args.sizes or default_sizes(device))
+            k = args.batch or 1
+            need = k * (estimate.peak_memory_bytes(net, side, side) - estimate.BASE_BYTES) + estimate.BASE_BYTES
+            avail = estimate.available_memory_bytes()
+            if avail is not None and need - estimate.BASE_BYTES > avail:
+                raise DipError(
+                    f"--sizes {side} with {name!r} needs about {estimate.fmt_bytes(need)} of memory but "
+                    f"{estimate.fmt_bytes(avail)} is available"
+                )
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (a timing that failed) as None: strict JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def _cell_ms(preset_name: str, size: int, threads: int, seconds: float) -> float:
+    """ms per iteration of the ``inpaint`` fit (fast_config, a check per iteration) of a bench image at
+    ``threads`` threads, timed over about ``seconds``."""
+    v = Variant("inpaint", "fit with fast_config", fast=True, log_every=1, overrides={"threads": threads})
+    return run_chunk(v, get_preset(preset_name), size, torch.device("cpu"), 10**6, seconds)["ms"]
+
+
+def threads_under_load(preset_name: str = "table1-paper", size: int = 64, seconds: float = 3.0) -> dict[str, Any]:
+    """ms per iteration with 1 thread and with ``inpaint``'s default threads, idle and beside one
+    CPU-burning process, under each OpenMP wait policy (libgomp's default, which spins, and PASSIVE,
+    which did not help here): each cell in a fresh process, since OpenMP reads the policy once."""
+    from ..core.device import default_threads
+
+    threads = sorted({1, default_threads()})
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    code = (
+        "import sys; from dip_lib.speed.bench import _cell_ms; "
+        "print(_cell_ms(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))"
+    )
+    rows = []
+    for load in ("idle", "one burner"):
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load != "idle" else None
+        try:
+            for policy in ("default", "PASSIVE"):
+                for t in threads:
+                    run_env = env if policy == "default" else {**env, "OMP_WAIT_POLICY": policy}
+                    argv = [sys.executable, "-c", code, preset_name, str(size), str(t), str(seconds)]
+                    out = subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=600, check=True)
+                    ms = float(out.stdout.split()[-1])
+                    rows.append({"load": load, "omp_wait_policy": policy, "threads": t, "ms_per_iteration": ms})
+                    print(f"{load:<11} OMP_WAIT_POLICY={policy:<8} threads={t}: {ms:8.1f} ms/it", flush=True)
+        finally:
+            if burner is not None:
+                burner.kill()
+                burner.wait()
+    return {"threads_under_load": {"preset": preset_name, "size": size, "seconds_per_cell": seconds, "rows": rows}}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..core.imageio import atomic_write_bytes
 
@@ -925,14 +1005,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as exc:
         raise DipError(f"device {args.device!r} is not usable: {exc}") from None
-    for name in args.presets:
-        get_preset(name)
+    check_args(args, device)
     threads = tuple(args.threads or [1])
     budget = (5.0 if device.type == "cpu" else None) if args.chunk_budget is None else (args.chunk_budget or None)
     t0 = time.perf_counter()
     info = machine_info(device)
     sizes = args.sizes or default_sizes(device)
-    if args.parity:
+    if args.threads_under_load:
+        if device.type != "cpu":
+            raise DipError("--threads-under-load measures CPU threads: add --device cpu")
+        print(f"{info['cpu']}, {info['cpu_count']} cores: ms per iteration of {args.presets[0]} at {sizes[0]} px")
+        payload = threads_under_load(args.presets[0], sizes[0])
+    elif args.parity:
         if device.type != "cpu":
             raise DipError("--parity runs on the CPU (GPU parity: results/bench-gpu-h200-parity.json)")
         from .parity import measure_parity
@@ -992,7 +1076,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     }
     _print_table(payload)
     if args.out:
-        atomic_write_bytes(args.out, (json.dumps(payload, indent=1, default=float) + "\n").encode())
+        text = json.dumps(finite_json(payload), indent=1, default=float, allow_nan=False)
+        atomic_write_bytes(args.out, (text + "\n").encode())
         print(f"wrote {args.out} in {payload['total_s']:.0f} s")
     return 0
 
