@@ -605,7 +605,8 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         title="6. Skip connections hurt shallow nets",
-        paper="skip connections help deep networks (hourglass vs skip)",
+        paper='Fig. 8 (library, large holes): the skip connections of a U-Net or a ResNet are "highly detrimental" '
+        "against an hourglass without them",
         seed="skips hurt shallow networks (depth 2: {g71_skip2:+.2f} dB without them) and help deep ones",
         question=f"At depths {' and '.join(map(str, SHALLOW))}, does removing the skips raise PSNR?",
         rule=f"no-skip - skip best PSNR, mean over depths {'/'.join(map(str, SHALLOW))}, per image and seed: "

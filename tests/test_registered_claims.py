@@ -1,0 +1,88 @@
+"""The claims at the paper's setting: the image is the unit (seeds averaged within it), intervals over
+images, fewer than min_images images described not decided, a claim waits for every run it reads,
+and a rule registered or changed after its runs were stored is flagged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dip_lib.report import registered
+from dip_lib.report.claims import NOT_SUPPORTED, PARTIAL, SUPPORTED
+from dip_lib.report.registry import plan
+
+ROOT = Path(__file__).resolve().parents[1]
+FIG8 = plan("fig8", "paper")
+
+
+def rec(hole: float, date: str = "2030-01-01T00:00:00+00:00") -> dict:
+    return {"summary": {"final_hole_psnr": hole, "final_psnr": hole}, "history": {}, "environment": {"date": date}}
+
+
+def fig8_records(gain: float, images: tuple[str, ...] = ("house", "peppers", "cameraman", "montage", "library")):
+    """Every planned fig8 run of ``images``: fig8-skip6 ``gain`` dB above every other network, a seed
+    spread of 1 dB around it, biharmonic 5 dB below."""
+    out = []
+    for r in FIG8:
+        if r.image not in images:
+            continue
+        base = 20.0 + 2 * images.index(r.image) + r.seed - 1
+        if r.method == "biharmonic":
+            out.append((r, rec(base - 5)))
+        else:
+            out.append((r, rec(base + (gain if r.preset == "fig8-skip6" and not r.net else 0.0))))
+    return out
+
+
+def test_seeds_are_averaged_within_an_image_and_the_interval_is_over_images():
+    claim = next(c for c in registered.registration()["claims"] if c["id"] == 5)
+    contrasts, _, values = registered.measures(claim, {"fig8": fig8_records(1.0)})
+    assert [c.effect.n for c in contrasts] == [5, 5]  # 5 images, not 15 image x seed pairs
+    assert all(c.effect.mean == pytest.approx(1.0) and c.k == 5 for c in contrasts)
+    assert values.n["house"] == 3 and values.sd["house"] == pytest.approx(1.0)
+
+
+def test_a_claim_is_decided_either_way_only_when_all_its_runs_are_stored():
+    stored = {r.run_id for r in FIG8} | {r.run_id for r in plan("table1-cpu", "paper")}
+    for gain, verdict in ((1.0, SUPPORTED), (-1.0, NOT_SUPPORTED)):
+        out = {s.id: s for s in registered.score({"fig8": fig8_records(gain)}, stored)}
+        assert out[5].verdict == out[6].verdict == verdict, out[5].evidence
+        assert "higher on" in out[5].evidence and out[5].scale.startswith("native size; 3001 iterations; 5 images")
+    waiting = {s.id: s for s in registered.score({"fig8": fig8_records(1.0)}, stored - {FIG8[-1].run_id})}
+    assert waiting[5].verdict == PARTIAL and len(waiting[5].missing) == 1
+
+
+def test_fewer_than_min_images_is_described_not_decided():
+    claim = next(c for c in registered.registration()["claims"] if c["id"] == 6)
+    contrasts, _, _ = registered.measures(claim, {"fig8": fig8_records(3.0, images=("house", "peppers", "library"))})
+    assert registered._verdict(contrasts, 0.0, 4) == registered.DESCRIBED
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_rule_changed_after_its_runs_were_stored_is_flagged(tmp_path):
+    (tmp_path / "data").mkdir()
+    reg = registered.registration()
+    path = tmp_path / registered.REGISTRATION
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "start")
+    path.write_text(json.dumps(reg))
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "register")
+    first = registered.registered_at(tmp_path)
+    reg["claims"][4]["thresholds"] = {"depth_db": 0.5}  # claim 5's rule changes
+    reg["claims"][5]["question"] = reg["claims"][5]["question"].replace("On", "For")  # wording only
+    path.write_text(json.dumps(reg))
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "change")
+    after = registered.registered_at(tmp_path)
+    assert after[6] == first[6] and after[5][0] != first[5][0]
+    stored = {r.run_id for r in FIG8}
+    old = [(r, {**x, "environment": {"date": "2000-01-01T00:00:00+00:00"}}) for r, x in fig8_records(1.0)]
+    out = {s.id: s for s in registered.score({"fig8": old}, stored, root=tmp_path)}
+    assert out[5].flagged and out[6].flagged  # both registered after runs dated 2000
+    new = {s.id: s for s in registered.score({"fig8": fig8_records(1.0)}, stored, root=tmp_path)}
+    assert not new[5].flagged and new[5].registered.startswith(after[5][0])
