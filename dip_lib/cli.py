@@ -127,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text", help="text to write over the image, or recipe:seed (image = ground truth)")
     p.add_argument("--invert-mask", action="store_true", help="the mask's white pixels are the holes")
     p.add_argument("--per-channel", action="store_true", help="Bernoulli draw per channel, as the original")
-    p.add_argument("--preset", default="text", help="the recipe (see `presets`; default: %(default)s)")
+    p.add_argument(
+        "--preset",
+        help="the recipe (see `presets`; default: text, or fast when text fits no size in the default budget)",
+    )
     p.add_argument("--iterations", type=int, metavar="N", help="iterations of the fit (default: the preset's)")
     p.add_argument("--lr", type=float, help="Adam's learning rate (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the network, its input and the mask (default: 0)")

@@ -34,6 +34,7 @@ PNG_OVERHEAD = 64 * 1024  # header and zlib's worst case beyond the raw 8-bit pi
 HISTORY_BYTES_PER_CHECK = 400  # eight numbers per check as JSON, rounded up
 
 
+DEFAULT_PRESET = "text"  # without --preset; the fast one when it fits no size in the default budget
 DEFAULT_BUDGET_MIN = 10.0  # without --size, --max-minutes or --no-budget a fit is chosen to take at most this
 MAX_FIT_S = 24 * 3600  # a fit estimated longer starts only with --no-budget
 
@@ -154,6 +155,10 @@ def target_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, in
     return (h, w) if not size else scaled_shape(h, w, size)
 
 
+class NoSizeFits(DipError):
+    """No size of the preset fits the time budget."""
+
+
 def preflight(preset, shape: tuple[int, int, int], cfg, args: argparse.Namespace) -> tuple[int, int]:
     """Before a fit of an image of ``shape`` (C, H, W, after --size): within a time budget (--max-minutes,
     or DEFAULT_BUDGET_MIN without --size and --no-budget), the largest size whose estimate fits it
@@ -195,7 +200,7 @@ def preflight(preset, shape: tuple[int, int, int], cfg, args: argparse.Namespace
         side = est.largest_side_within(net_cfg, h, w, cfg.iterations, rate, budget, cfg)
         if side is None:
             anyway = "" if args.max_minutes is not None else "; --no-budget starts it anyway"
-            raise DipError(
+            raise NoSizeFits(
                 f"no size of preset {preset.name!r} fits {where} at {cfg.iterations} iterations "
                 f"on {device}: {_what_fits(preset, net_cfg, c, h, w, cfg, rate, budget)}{anyway}"
             )
@@ -458,7 +463,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from .core.solver import fast_config, fit
     from .report.store import dumps
 
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset or DEFAULT_PRESET)
     device = resolve_device(args.device)
     img = load_image(args.image)
     user_mask = None
@@ -475,21 +480,33 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    depth = 2**preset.net.depth
     c = img.shape[0]
-    h, w = target_shape(img.shape, args.size)
-    if args.crop:
-        h, w = h - h % depth, w - w % depth
-    # the recipe with the levers measured fast here (bf16 autocast in channels_last on a CPU with
-    # native bf16: it passed the parity rule), on a fixed number of threads
-    cfg = preset.fit_config(seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
     threads = None
     if device.type == "cpu":
         threads = args.threads or default_threads()
         if threads < cores and not args.threads:
             print(f"other processes load the CPU: fitting on {threads} of {cores} cores (--threads to choose)")
-    cfg = replace(fast_config(cfg), checkpointing=args.checkpointing, threads=threads)
-    chosen_shape = preflight(preset, (c, h, w), cfg, args)  # refuses or shrinks before anything is allocated
+
+    def fit_plan(preset):
+        """The size before the budget and the recipe with the levers measured fast here (bf16 autocast in
+        channels_last on a CPU with native bf16: it passed the parity rule), on a fixed number of threads."""
+        depth = 2**preset.net.depth
+        h, w = target_shape(img.shape, args.size)
+        if args.crop:
+            h, w = h - h % depth, w - w % depth
+        cfg = preset.fit_config(seed=args.seed, iterations=args.iterations, lr=args.lr, device=str(device))
+        return depth, h, w, replace(fast_config(cfg), checkpointing=args.checkpointing, threads=threads)
+
+    depth, h, w, cfg = fit_plan(preset)
+    try:
+        chosen_shape = preflight(preset, (c, h, w), cfg, args)  # refuses or shrinks before anything is allocated
+    except NoSizeFits:
+        if args.preset is not None or args.iterations is not None:  # the user's own choice: refused as asked
+            raise
+        print(f"{DEFAULT_PRESET} fits no size in the default budget here: the fast preset instead", flush=True)
+        preset = get_preset("fast")
+        depth, h, w, cfg = fit_plan(preset)
+        chosen_shape = preflight(preset, (c, h, w), cfg, args)
     check_free_space(output_bytes(args, (c, *chosen_shape), cfg.iterations, cfg.log_every))
     side = max(chosen_shape) if chosen_shape != (h, w) else args.size
     if side:

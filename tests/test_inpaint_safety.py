@@ -267,3 +267,27 @@ def test_the_report_hint_is_a_path_from_the_current_folder(tmp_path, monkeypatch
     assert (tmp_path / page).resolve() == (
         inpaint.Path(inpaint.__file__).parents[1] / "report/quick/06_cost_quality.html"
     )
+
+
+def test_without_a_preset_the_fast_one_is_taken_when_text_fits_no_size_in_the_default_budget(
+    small, tmp_path, monkeypatch, capsys
+):
+    """The README's plain example runs in minutes: the text recipe when it fits the default budget,
+    the fast one when it does not; a preset the user named is refused instead."""
+    seen = []
+
+    def preflight(preset, shape, cfg, args):
+        seen.append(preset.name)
+        if preset.name == "text":
+            raise inpaint.NoSizeFits("no size of preset 'text' fits")
+        return shape[1:]
+
+    monkeypatch.setattr(inpaint, "preflight", preflight)
+    monkeypatch.setattr(solver, "fit", lambda *a, **k: pytest.fail("fitted"))  # stop before any fit
+    history = tmp_path / "h.json"
+    args = ["inpaint", str(small), "--text", "Hi", "-o", str(tmp_path / "o.png"), "--history", str(history)]
+    with pytest.raises(BaseException):  # the stubbed fit fails the run: what matters is the preset chosen
+        main(args)
+    assert seen == ["text", "fast"] and "the fast preset instead" in capsys.readouterr().out
+    seen.clear()
+    assert main([*args[:4], "--preset", "text", *args[4:]]) == 2 and seen == ["text"]
