@@ -1,5 +1,6 @@
 """reproduce on Dask: a 2-worker LocalCluster on loopback stores what the serial path stores, a killed
-worker loses nothing, Ctrl-C keeps what is finished and the resume is exact (tiny CPU runs)."""
+worker loses nothing, Ctrl-C keeps what is finished and the resume is exact (tiny CPU runs); the local
+cluster lets in only its owner (TLS), and --scheduler takes only a secured or a local address."""
 
 from __future__ import annotations
 
@@ -222,7 +223,101 @@ def test_ctrl_c_keeps_finished_runs_and_the_resume_is_exact(tmp_path, serial):
         assert comparable(store, r) == comparable(serial, r)
 
 
-def test_bad_worker_options_are_refused_in_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+OUTSIDER = """
+import os, sys
+from distributed import Client
+from distributed.security import Security
+kw = {"security": Security.temporary()} if sys.argv[2] == "own-cert" else {}
+try:
+    with Client(sys.argv[1], timeout=20, **kw) as c:
+        print("ran on", len(c.run(os.getpid)), "workers")
+except (OSError, TypeError) as exc:  # refused at the TLS handshake (a CommClosedError), or no TLS context at all
+    print("refused:", type(exc).__name__)
+"""
+
+
+def test_an_outside_client_cannot_run_code_on_the_local_cluster(client, tmp_path):
+    """The cluster of ``reproduce --workers N`` speaks TLS with credentials made for the run: another
+    process without them (a plain client, one over tcp://, one with a certificate of its own) is
+    refused; one given them (in its dask config) runs code, so the credentials are what keeps it out.
+    Each in a process of its own, as the attack came (and a refused client can break the next one's
+    event loop in the same process)."""
+    address = client.scheduler.address
+    assert address.startswith("tls://127.0.0.1:")
+    sec = client.security
+    insider = {
+        f"DASK_{key.upper().replace('.', '__').replace('-', '_')}": value
+        for key, value in _tls_config(tmp_path, sec.tls_ca_file, sec.tls_client_cert, sec.tls_client_key).items()
+    }
+    attempts = {
+        "plain": (address, "plain", {}),
+        "tcp": (address.replace("tls://", "tcp://"), "plain", {}),
+        "own certificate": (address, "own-cert", {}),
+        "the run's credentials": (address, "plain", insider),
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", OUTSIDER, addr, how],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **env},
+        )
+        for name, (addr, how, env) in attempts.items()
+    }
+    said = {name: p.communicate(timeout=120)[0].strip() for name, p in procs.items()}
+    assert said.pop("the run's credentials") == "ran on 2 workers"
+    assert all(line.startswith("refused:") for line in said.values()), said
+
+
+def _tls_config(tmp_path: Path, ca: str | None, cert: str | None, key: str | None) -> dict:
+    """The dask config of a user's TLS credentials (PEM files), as README's --scheduler section has it."""
+    config = {}
+    for name, pem in (("ca-file", ca), ("client.cert", cert), ("client.key", key)):
+        path = None
+        if pem is not None:
+            path = tmp_path / f"{name}.pem"
+            path.write_text(pem)
+        config[f"distributed.comm.tls.{name}"] = None if pem is None else str(path)
+    return config
+
+
+def test_a_tls_scheduler_is_used_with_the_credentials_in_the_dask_config(client, tmp_path):
+    import dask
+
+    sec = client.security  # the cluster's: here they play the user's credentials for a secured cluster
+    with dask.config.set(_tls_config(tmp_path, sec.tls_ca_file, sec.tls_client_cert, sec.tls_client_key)):
+        with open_client(scheduler=client.scheduler.address) as c:
+            assert c.submit(sum, [1, 2], pure=False).result() == 3
+
+
+def test_an_unsecured_scheduler_address_is_refused_in_one_line_before_any_work(tmp_path, capsys):
+    """Another host over plain tcp:// (or no scheme, which is tcp://) would let anyone who reaches it run
+    code as the user; tls:// without credentials cannot connect. Nothing is contacted or computed."""
+    import dask
+
+    from dip_lib.cli import main
+
+    base = ["reproduce", "--profile", "smoke", "--only", "optim", "--results-dir", str(tmp_path)]
+    unencrypted = "error: refusing the unencrypted scheduler address"
+    absent = _tls_config(tmp_path, None, None, None)  # the keys, each set to a file that is not there
+    cases = [
+        ("tcp://10.1.2.3:8786", {}, unencrypted),
+        ("node17:8786", {}, unencrypted),
+        ("tls://10.1.2.3:8786", dict.fromkeys(absent), "error: --scheduler tls://10.1.2.3:8786 needs"),
+        ("tls://10.1.2.3:8786", {k: str(tmp_path / "absent.pem") for k in absent}, "error: cannot read"),
+    ]
+    for address, config, why in cases:
+        t0 = time.perf_counter()
+        with dask.config.set(config):
+            assert main(base + ["--scheduler", address]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(why), (address, err)
+        assert time.perf_counter() - t0 < 5
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_bad_worker_options_are_refused_in_one_line_before_any_work(tmp_path, capsys, monkeypatch, data_files):
     from dip_lib.cli import main
     from dip_lib.report import cluster
 

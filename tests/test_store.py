@@ -1,15 +1,20 @@
-"""Records are validated on load, by type and range, and so are the images they name: an invalid
-one is reported once with its path and recomputed; a diverged fit is never stored."""
+"""Records are validated on load, by type, range and the fit's invariants, and so are the images
+they name, by size and checksum: an invalid one is reported once with its path and recomputed (the
+report shows it as missing); a diverged fit is never stored; leftovers are removed at every start; a
+results folder that is a file is one line."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dip_lib.core.errors import DipError
 from dip_lib.report import runner
@@ -108,6 +113,15 @@ BAD = {
     "not a PNG": (_set("images", "final", "x.txt"), "images.final is not the name of a PNG"),
     "absent PNG": (_set("images", "final", "absent.png"), "absent.png is missing"),
     "NaN token": (_set("summary", "final_psnr", float("nan")), "summary.final_psnr is nan"),
+    # what the fit guarantees by construction (oracle >= final) and the budget
+    "final above the oracle": (_set("summary", "final_psnr", 150.0), "summary.final_psnr 150.0 is above its oracle"),
+    "oracle not the history's": (_set("summary", "oracle_psnr", 150.0), "oracle_psnr 150.0 is not the best clean"),
+    "final not the history's": (_set("summary", "final_psnr", 1.0), "final_psnr 1.0 is not the last clean PSNR"),
+    "past the budget": (_set("summary", "iterations_run", 13), "iterations_run 13 is past the run's 12 iterations"),
+    "a check past the run": (_set("summary", "best_iteration", 99), "best_iteration 99 is past the 12 iterations run"),
+    "no checksum": (_pop("checksums", "ema"), "checksums does not name the images that images names"),
+    "bad checksum": (_set("checksums", "final", "sha256", "x"), "checksums.final.sha256 is 'x', not a sha256"),
+    "bad size": (_set("checksums", "final", "bytes", -1), "checksums.final.bytes is -1, not an integer"),
 }
 
 
@@ -133,6 +147,117 @@ def test_a_missing_png_is_named_and_the_run_recomputed(store, caplog):
     assert len(warnings) == 1 and str(png) in warnings[0] and str(store.path(TINY)) in warnings[0]
     out = runner.run_all([TINY], store, progress=False)
     assert out.computed == [TINY] and png.is_file() and store.exists(TINY)
+
+
+def test_a_restored_check_is_no_candidate_for_the_oracle(store):
+    """The guard discards a restored check's iterate: its clean PSNR, however high, is not the oracle's."""
+
+    def restore_a_better_check(rec):
+        rec["history"]["restored"][1] = True
+        rec["history"]["psnr_clean"][1] = rec["summary"]["oracle_psnr"] + 5
+
+    _rewrite(store, restore_a_better_check)
+    assert store.load(TINY)["history"]["restored"][1]
+
+
+def _image(store: ResultStore, run: Run, kind: str) -> Path:
+    return store.folder(run) / json.loads(store.path(run).read_text())["images"][kind]
+
+
+def _truncate(png: Path) -> None:
+    png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+
+
+def _decodes(png: Path) -> bool:
+    try:
+        with Image.open(png) as img:
+            img.load()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("damage", ["truncated", "replaced", "truncated, a record without checksums"])
+def test_a_damaged_png_is_reported_once_and_recomputed(store, damage, caplog):
+    """A truncated -final.png, or one replaced by another valid PNG (the peer's output), is found by its
+    size and checksum; in a record written before checksums were kept, by decoding it. It is reported
+    once with its path, however often the store is read, the report leaves the run out, and
+    ``run_all`` (``reproduce``) computes it again."""
+    png = _image(store, TINY, "final")
+    if damage == "replaced":
+        shutil.copyfile(_image(store, PEER, "final"), png)
+    else:
+        _truncate(png)
+    if "without checksums" in damage:
+        _rewrite(store, _pop("checksums"))
+    with caplog.at_level(logging.WARNING, logger="dip_lib.report.store"):
+        assert [store.exists(TINY) for _ in range(3)] == [False] * 3
+        assert runner.load_records([TINY, PEER], store, partial=True) == [(PEER, store.load(PEER))]
+        assert store.missing([TINY, PEER]) == [TINY]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(png) in warnings[0] and str(store.path(TINY)) in warnings[0], warnings
+    out = runner.run_all([TINY, PEER], store, progress=False)
+    assert out.computed == [TINY] and store.exists(TINY) and _decodes(png)
+
+
+def test_a_record_without_checksums_still_loads(store):
+    """Records stored before checksums were kept load when their images decode whole."""
+    _rewrite(store, _pop("checksums"))
+    assert "checksums" not in store.load(TINY) and store.exists(TINY)
+
+
+def test_a_damaged_shared_input_is_written_again_not_blessed(store):
+    """The masked input is shared by a problem's runs: when it is damaged, both runs are invalid; the
+    first one recomputed writes the input again (not kept and given a checksum as it is), which makes
+    the other's record whole again."""
+    png = _image(store, TINY, "observed")
+    assert png == _image(store, PEER, "observed")
+    _truncate(png)
+    assert store.missing([TINY, PEER]) == [TINY, PEER]
+    out = runner.run_all([TINY, PEER], store, progress=False)
+    assert out.computed == [TINY] and _decodes(png) and not store.missing([TINY, PEER])
+
+
+def test_invalid_records_are_reported_once_each_over_all_the_reads_of_a_reproduce(store, caplog):
+    """reproduce reads the store several times (what is missing, the time estimate, each runner's
+    start): each invalid record is one warning, not one per read."""
+    _rewrite(store, _set("summary", "final_psnr", 150.0))
+    _truncate(_image(store, PEER, "final"))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            store.missing([TINY, PEER])
+            runner.load_records([TINY, PEER], store, partial=True)
+            runner.coverage([TINY, PEER], store)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and str(store.path(TINY)) in warnings[0] and str(store.path(PEER)) in warnings[1]
+
+
+def test_leftovers_are_removed_at_every_start_not_only_when_a_run_is_missing(store):
+    """A temp file and an output PNG that no record claims, left by a killed run, are removed by the
+    next start even when every run is stored; a young one (a run computing now) is kept."""
+    folder = store.folder(TINY)
+    old = [folder / ".0123456789abcdef.json.x1.tmp", folder / "0123456789abcdef-final.png"]
+    young = folder / ".fedcba9876543210.json.x2.tmp"
+    for p in old + [young]:
+        p.write_bytes(b"x")
+    for p in old:
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    out = runner.run_all([TINY, PEER], store, progress=False)
+    assert not out.computed and not any(p.exists() for p in old) and young.exists()
+
+
+@pytest.mark.parametrize("where", ["the folder", "a parent"])
+def test_a_results_dir_that_is_a_file_is_one_line(tmp_path, capsys, caplog, where):
+    from dip_lib.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    results = afile if where == "the folder" else afile / "results"
+    with caplog.at_level(logging.WARNING):
+        assert main(["reproduce", "--profile", "smoke", "--only", "optim", "--results-dir", str(results)]) == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: the results folder {results} is not a folder: {afile} is a file"]
 
 
 @pytest.mark.parametrize("depth", [40, 100_000])

@@ -8,6 +8,11 @@ with ``compute.execute``/``execute_batch`` and sends back the records and images
 alone writes the store, as the serial path does (atomic, under the runs' locks), so workers need no
 shared filesystem, and a serial ``reproduce`` on the same store shares the work with this one.
 
+Security: a local cluster runs with TLS credentials made for the run (``Security.temporary``): its
+scheduler and workers accept only this client, so no other process on the machine can run code on
+them. A ``--scheduler`` address must be secured (``tls://``, with the user's credentials in the
+dask config ``distributed.comm.tls.*``) unless it is on this machine (``check_scheduler``).
+
 Faults: a worker that dies loses only the task it was running, which the scheduler runs again on
 another worker (a bounded number of times); a run that fails (a diverged fit) is reported and never
 stored; Ctrl-C keeps every run already saved and writes no partial file. This module is imported
@@ -17,6 +22,7 @@ only when more than one worker (or a scheduler) is asked for: the serial path ne
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -31,9 +37,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.errors import DipError
 from .compute import Outcome, batch_size, batches, execute, execute_batch, prepare, prior_seconds
 from .compute import describe as describe_run
-from ..core.errors import DipError
 from .runs import Run
 from .store import ResultStore
 
@@ -46,6 +52,7 @@ RETRIES = 2  # extra attempts of a task that raised something other than a DipEr
 ALLOWED_FAILURES = 2  # extra attempts of a task whose worker died under it (local clusters; others keep theirs)
 CONNECT_TIMEOUT_S = 30
 INSTALL_HINT = "pip install 'dip-inpainting[cluster]'"
+ENCRYPTED = ("tls", "wss")  # Dask's schemes with TLS; the others (tcp, ws, ucx) let anyone who reaches them in
 
 
 def dask_available() -> bool:
@@ -73,17 +80,60 @@ def auto_workers(device_type: str) -> int:
 # ---------------------------------------------------------------- the cluster
 
 
+def check_scheduler(address: str) -> None:
+    """Refuse, in one line, a scheduler that would let others run code as the user: an unencrypted
+    address (tcp://, the default scheme) to another host, or a tls:// one without the user's TLS
+    credentials in the dask config. An unencrypted one on this machine is taken (a local test
+    cluster, or an SSH tunnel's end)."""
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+        from distributed.security import Security
+    except ImportError:
+        raise DipError(f"running on several workers needs Dask: {INSTALL_HINT}") from None
+    try:
+        scheme, location = parse_address(address)
+        host = parse_host_port(location)[0] if scheme not in ENCRYPTED else ""
+    except ValueError as exc:
+        raise DipError(f"--scheduler {address!r} is not a Dask address: {exc}") from None
+    if scheme not in ENCRYPTED and not _on_this_machine(host):
+        raise DipError(
+            f"refusing the unencrypted scheduler address {address}: anyone who can reach it can run code as you; "
+            "use tls:// with your TLS credentials in the dask config, or an SSH tunnel to 127.0.0.1 (see README)"
+        )
+    if scheme in ENCRYPTED:
+        try:
+            secured = Security().get_connection_args("client")["ssl_context"] is not None
+        except (OSError, ValueError) as exc:  # a credential file that is absent or not PEM
+            raise DipError(f"cannot read the TLS credentials named in the dask config: {exc}") from None
+        if not secured:
+            raise DipError(
+                f"--scheduler {address} needs your TLS credentials in the dask config: distributed.comm.tls.ca-file, "
+                "distributed.comm.tls.client.cert and distributed.comm.tls.client.key (see README)"
+            )
+
+
+def _on_this_machine(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: resolving it would not say who else can reach it
+        return False
+
+
 @contextlib.contextmanager
 def open_client(
     workers: int | None = None, scheduler: str | None = None, device_type: str = "cpu", dashboard: bool = True
 ) -> Iterator[Client]:
-    """A Dask client: on the cluster at ``scheduler``, else on a new local cluster of ``workers``
-    single-threaded worker processes (loopback only), closed on exit."""
+    """A Dask client: on the cluster at ``scheduler`` (``check_scheduler``), else on a new local
+    cluster of ``workers`` single-threaded worker processes (loopback only, TLS with credentials
+    made for it), closed on exit."""
     try:
         from distributed import Client
     except ImportError:
         raise DipError(f"running on several workers needs Dask: {INSTALL_HINT}") from None
     if scheduler:
+        check_scheduler(scheduler)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -129,6 +179,12 @@ def _local_cluster(workers: int, device_type: str, dashboard: bool):
 
 
 def _start_local_cluster(workers: int, device_type: str, dashboard: bool):
+    from distributed.security import Security
+
+    try:  # TLS with a key and certificate that only this process and its workers hold
+        security = Security.temporary()
+    except ImportError:
+        raise DipError(f"a local Dask cluster needs cryptography for its TLS keys: {INSTALL_HINT}") from None
     kw: dict[str, Any] = dict(
         n_workers=workers,
         threads_per_worker=1,
@@ -137,6 +193,7 @@ def _start_local_cluster(workers: int, device_type: str, dashboard: bool):
         dashboard_address="127.0.0.1:8787" if dashboard else None,
         silence_logs=logging.ERROR,
         scheduler_kwargs={"allowed_failures": ALLOWED_FAILURES},
+        security=security,
     )
     if device_type == "cuda":
         try:  # one worker per GPU, each seeing only its own (CUDA_VISIBLE_DEVICES)

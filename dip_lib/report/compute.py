@@ -18,7 +18,7 @@ import torch
 from ..core.device import resolve_device
 from ..core.errors import DipError
 from ..core.metrics import hole_psnr, psnr, ssim
-from .runs import Run, fit_overrides, load_problem
+from .runs import HOLES, Run, fit_overrides, load_problem
 from .store import ResultStore, environment
 
 log = logging.getLogger(__name__)
@@ -323,6 +323,8 @@ def fetch_data(runs: list[Run]) -> None:
 
     names = list(dict.fromkeys(r.image for r in runs if r.source == "table1"))
     for r in runs:
+        if r.mask == HOLES:
+            names += ["library", data.EXAMPLES["library"]]
         if r.source == "dip":
             names += [r.image] + ([data.EXAMPLES[r.image]] if r.mask == "file" and data.EXAMPLES.get(r.image) else [])
     if names:
@@ -330,15 +332,16 @@ def fetch_data(runs: list[Run]) -> None:
 
 
 def prepare(runs: list[Run], store: ResultStore, budget_seconds: float | None) -> list[Run]:
-    """The runners' common start: refuse a bad budget, then take the runs without a valid record,
-    check their folders are writable, fetch their data and remove what interrupted runs left."""
+    """The runners' common start: refuse a bad budget, remove what interrupted runs left (at every
+    start: also when nothing is missing), then take the runs without a valid record, check their
+    folders are writable and fetch their data."""
     if budget_seconds is not None and not budget_seconds >= 0:
         raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
+    store.clean_leftovers(runs)
     todo = store.missing(runs)
     if todo:
         store.check_writable(todo)
         fetch_data(todo)
-        store.clean_leftovers(todo)
     return todo
 
 

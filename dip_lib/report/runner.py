@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 
+from ..core.device import resolve_device
+from ..core.errors import DipError
 from .compute import (
     Outcome,
     batch_size,
@@ -30,8 +32,6 @@ from .compute import (
     prepare,
     prior_seconds,
 )
-from ..core.device import resolve_device
-from ..core.errors import DipError
 from .registry import EXPERIMENTS, plan
 from .runs import Run, get_profile
 from .store import ResultStore
@@ -167,13 +167,11 @@ def load_records(
             )
     out, missing = [], []
     for r in runs:
-        try:
-            out.append((r, store.load(r)))
-        except FileNotFoundError:
+        rec = store.get(r)  # an invalid record is logged once per process, however often it is read
+        if rec is None:
             missing.append(r)
-        except DipError as exc:
-            log.warning("%s", exc)
-            missing.append(r)
+        else:
+            out.append((r, rec))
     if missing and not partial:
         listing = ", ".join(describe(r) for r in missing[:20])
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
@@ -233,6 +231,10 @@ def reproduce(
         raise DipError(f"--workers must be a positive integer, got {workers}")
     if workers not in (None, 1) and scheduler:
         raise DipError("--workers and --scheduler exclude each other: the cluster at --scheduler has its own workers")
+    if scheduler:
+        from .cluster import check_scheduler
+
+        check_scheduler(scheduler)  # an unsecured address is refused before any work
     if device is not None:
         device = resolve_device(device).type
     store = ResultStore(results_dir)

@@ -1,14 +1,17 @@
 """The results store: ``results/<profile>/<experiment>/<run-id>.json`` plus output PNGs.
 
 A record is written last and atomically, in strict JSON (no NaN tokens), and carries its run id,
-its resolved configuration and the store's schema version; a record that does not match its run
-(another run's file, an old schema, missing fields, a non-finite result) is invalid: it is reported
-with its path and recomputed by ``reproduce``. A lock file per run lets several processes share
-one store: whoever holds a run's lock computes it, the others move on.
+its resolved configuration, the store's schema version and the size and sha256 of each image it
+names; a record that does not match its run (another run's file, an old schema, missing fields, a
+non-finite result, an impossible one such as a final output above the oracle, an image that is
+missing, damaged or replaced) is invalid: it is reported once with its path and recomputed by
+``reproduce``, and the report shows its run as missing. A lock file per run lets several processes
+share one store: whoever holds a run's lock computes it, the others move on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -23,9 +26,11 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
+from PIL import Image
 
 from ..core.errors import DipError
-from ..core.imageio import atomic_write_bytes, load_image, save_image
+from ..core.imageio import atomic_write_bytes, load_image, save_image, to_uint8
+from ..core.presets import get_preset
 from .runs import Run, spec
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,10 @@ class ResultStore:
             raise DipError("the results folder is empty: name one (the default is results/ in the project root)")
         root = Path(root)
         self.root = root if root.is_absolute() else find_root() / root
+        # a file where the store should be would make every record look invalid: one line instead
+        found = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if found is not None and not found.is_dir():
+            raise DipError(f"the results folder {self.root} is not a folder: {found} is a file")
 
     def folder(self, run: Run) -> Path:
         return self.root / run.profile / run.experiment
@@ -90,26 +99,33 @@ class ResultStore:
     def resume_state(self, run: Run) -> Path:
         return self.resume_dir(run) / f"{run.run_id}.pt"
 
-    def exists(self, run: Run) -> bool:
-        """A valid record is stored for ``run``; an invalid one counts as missing (so ``reproduce``
-        recomputes it) and is logged with its path once per process, not at every call."""
+    def get(self, run: Run) -> dict[str, Any] | None:
+        """The run's valid record, or None; an invalid one counts as missing (so ``reproduce``
+        recomputes it and the report leaves it out) and is logged with its path once per process,
+        not at every call."""
         try:
-            self.load(run)
-            return True
+            return self.load(run)
         except InvalidRecord as exc:
             _warn_once(self.path(run), exc)
-            return False
         except FileNotFoundError:
-            return False
+            pass
+        return None
+
+    def exists(self, run: Run) -> bool:
+        """A valid record is stored for ``run`` (``get``)."""
+        return self.get(run) is not None
 
     def load(self, run: Run) -> dict[str, Any]:
         """The run's record; FileNotFoundError if none, InvalidRecord (naming the file) if it does not
-        belong to the run, is malformed, or names an image that is not beside it (``validate``)."""
+        belong to the run, is malformed or impossible, or names an image that is not beside it as it
+        was stored (``validate``)."""
         path = self.path(run)
         try:
             rec = json.loads(path.read_text())
         except FileNotFoundError:
             raise
+        except NotADirectoryError:  # a file where one of its folders should be: no record (check_writable says so)
+            raise FileNotFoundError(path) from None
         except RecursionError:  # json recurses once per nesting level
             raise InvalidRecord(f"invalid record {path} (nested too deeply): delete it to recompute") from None
         except (OSError, ValueError) as exc:
@@ -128,21 +144,27 @@ class ResultStore:
         return load_image(self.folder(run) / name)
 
     def save(self, run: Run, record: dict[str, Any], images: dict[str, np.ndarray | None]) -> None:
-        """Write the images, then the record (a run counts as stored only once all its files are there)."""
+        """Write the images, then the record naming each with its size and sha256 (a run counts as
+        stored only once all its files are there)."""
         problem = validate(record, run, images=False)
         if problem:
             raise DipError(f"refusing to store run {run.run_id}: {problem}")
         folder = self.folder(run)
         names: dict[str, str] = {}
+        sums: dict[str, dict[str, Any]] = {}
         try:
             for kind, arr in images.items():
                 if arr is None:
                     continue
                 name = f"inputs/{run.problem_id}.png" if kind == "observed" else f"{run.run_id}-{kind}.png"
-                if kind != "observed" or not (folder / name).exists():
+                # the problem's input is shared by its runs: kept when it holds these pixels, so that the
+                # checksums other records keep for it stay true; rewritten when it is absent or damaged
+                if kind != "observed" or not _holds(folder / name, arr):
                     save_image(folder / name, arr)
                 names[kind] = name
+                sums[kind] = _digest(folder / name)
             record["images"] = names
+            record["checksums"] = sums
             atomic_write_bytes(self.path(run), dumps(record))
         except OSError as exc:
             raise DipError(f"cannot write results to {folder}: {exc.strerror or exc}") from None
@@ -177,7 +199,8 @@ class ResultStore:
 
     def clean_leftovers(self, runs: Iterable[Run]) -> int:
         """Remove temp files and output PNGs that no stored record claims, older than ORPHAN_AGE_S
-        and with no process holding their run's lock; returns how many were removed."""
+        and with no process holding their run's lock; returns how many were removed. A removal that
+        fails (a read-only store) is skipped: leftovers are untidy, not wrong."""
         by_folder: dict[Path, set[str]] = {}
         for r in runs:
             by_folder.setdefault(self.folder(r), set())
@@ -239,6 +262,7 @@ KINDS: dict[str, tuple[Any, str]] = {
     "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "text": (lambda v: isinstance(v, str), "a string"),
+    "sha256": (lambda v: isinstance(v, str) and len(v) == 64 and set(v) <= set("0123456789abcdef"), "a sha256"),
     "object": (lambda v: isinstance(v, dict), "an object"),
 }
 TOP = {"schema": "count", "run_id": "text", "config": "object", "environment": "object", "wall_time": "nonneg"}
@@ -286,6 +310,7 @@ ESWMV_FIELDS = {
     "psnr_clean": "psnr?",
 }
 ESWMV_OPTIONAL = {"clean_iteration": "count"}
+CHECKSUM = {"bytes": "count", "sha256": "sha256"}
 DROP_FIELDS = {
     "start_iteration": "count",
     "bottom_iteration": "count",
@@ -380,16 +405,100 @@ def _bad_image_name(name: Any) -> str | None:
     return None
 
 
-def _check_images(images: Any, folder: Path | None) -> str | None:
-    """``images``: kind -> a safe file name; with ``folder``, each file must be there."""
+def _digest(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _holds(path: Path, arr: np.ndarray) -> bool:
+    """Whether the PNG at ``path`` decodes to ``arr`` as ``save_image`` would write it."""
+    try:
+        with Image.open(path) as img:
+            return np.array_equal(np.asarray(img), to_uint8(arr))
+    except Exception:  # absent, or damaged in any of the ways Pillow reports (OSError, SyntaxError, ...)
+        return False
+
+
+def _decoded_size(path: Path) -> tuple[int, int] | None:
+    """The size of the image at ``path`` once it is decoded whole, or None when it does not decode."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.size
+    except Exception:  # damaged in any of the ways Pillow reports (OSError, SyntaxError, ValueError, ...)
+        return None
+
+
+def _check_images(rec: dict[str, Any], folder: Path | None) -> str | None:
+    """``images``: kind -> a safe file name, each with its size and sha256 in ``checksums``; with
+    ``folder``, each file must be there as it was stored. A record written before checksums were
+    kept has none: its images must then decode whole and be of one size."""
+    images, sums = rec["images"], rec.get("checksums")
     if not isinstance(images, dict):
         return "images is not an object"
+    if sums is not None and (not isinstance(sums, dict) or set(sums) != set(images)):
+        return "checksums does not name the images that images names"
+    sizes: set[tuple[int, int]] = set()
     for kind, name in images.items():
         bad = _bad_image_name(name)
         if bad:
             return f"images.{kind} {bad}"
-        if folder is not None and not (folder / name).is_file():
-            return f"its {kind} image {folder / name} is missing"
+        bad = sums is not None and _check_fields(sums[kind], CHECKSUM, f"checksums.{kind}")
+        if bad:
+            return bad
+        if folder is None:
+            continue
+        path = folder / name
+        if not path.is_file():
+            return f"its {kind} image {path} is missing"
+        if sums is None:
+            size = _decoded_size(path)
+            if size is None:
+                return f"its {kind} image {path} does not decode"
+            sizes.add(size)
+            continue
+        try:
+            found = _digest(path)
+        except OSError as exc:
+            return f"its {kind} image {path} cannot be read ({exc.strerror or exc})"
+        if found["bytes"] != sums[kind]["bytes"]:
+            return f"its {kind} image {path} is {found['bytes']} bytes, not the {sums[kind]['bytes']} stored"
+        if found["sha256"] != sums[kind]["sha256"]:
+            return f"its {kind} image {path} does not match the sha256 stored"
+    if len(sizes) > 1:
+        return f"its images are of different sizes {sorted(sizes)}"
+    return None
+
+
+def _check_invariants(rec: dict[str, Any], run: Run) -> str | None:
+    """What a DIP fit guarantees by construction: the oracle (and best) PSNR is the best clean check
+    of the history (a restored check's iterate was discarded: not a candidate) and the final PSNR its
+    last, so oracle >= final; no iteration past the budget."""
+    s, h = rec["summary"], rec["history"]
+    if s["final_psnr"] > s["oracle_psnr"]:
+        return f"summary.final_psnr {s['final_psnr']} is above its oracle_psnr {s['oracle_psnr']}"
+    clean = [v for v, restored in zip(h["psnr_clean"], h["restored"]) if v is not None and not restored]
+    for key in ("oracle_psnr", "best_psnr"):
+        if not clean or s[key] != max(clean):
+            return f"summary.{key} {s[key]} is not the best clean PSNR of its history"
+    if s["final_psnr"] != h["psnr_clean"][-1]:
+        return f"summary.final_psnr {s['final_psnr']} is not the last clean PSNR of its history"
+    budget = run.iterations or get_preset(run.preset).iterations
+    if s["iterations_run"] > budget:
+        return f"summary.iterations_run {s['iterations_run']} is past the run's {budget} iterations"
+    es = rec["eswmv"]
+    steps = {
+        "summary.best_iteration": s["best_iteration"],
+        "summary.oracle_iteration": s["oracle_iteration"],
+        "summary.stopped_at": s["stopped_at"],
+        "history.iteration": max(h["iteration"]),
+        "eswmv.iteration": es["iteration"],
+        "eswmv.stop_iteration": es["stop_iteration"],
+        **{f"drops[{k}].bottom_iteration": d["bottom_iteration"] for k, d in enumerate(rec["drops"])},
+    }
+    for where, it in steps.items():
+        if it is not None and it > s["iterations_run"]:
+            return f"{where} {it} is past the {s['iterations_run']} iterations run"
     return None
 
 
@@ -397,8 +506,9 @@ def validate(rec: Any, run: Run, images: bool = True, folder: Path | None = None
     """Why ``rec`` is not a valid record of ``run`` (None when it is): it must be of this schema,
     run id and configuration, with every field of the right type and in a plausible range (PSNRs
     in [0, 200] dB, SSIM in [-1, 1], counts and times >= 0, no bools for numbers), the history's
-    lists of equal length, and ``images`` (required unless ``images`` is False) naming files
-    beside it, which must exist in ``folder`` when given."""
+    lists of equal length, a DIP run's summary consistent with its history and budget
+    (``_check_invariants``), and ``images`` (required unless ``images`` is False) naming files
+    beside it, which must be in ``folder`` as they were stored when it is given (``_check_images``)."""
     if not isinstance(rec, dict):
         return "not a JSON object"
     if _too_deep(rec, MAX_DEPTH):
@@ -420,10 +530,11 @@ def validate(rec: Any, run: Run, images: bool = True, folder: Path | None = None
             _check_fields(rec["summary"], DIP_SUMMARY, "summary")
             or _check_history(rec.get("history"))
             or _check_eswmv_drops(rec)
+            or _check_invariants(rec, run)
         )
         if problem:
             return problem
-    return _check_images(rec["images"], folder) if "images" in rec else None
+    return _check_images(rec, folder) if "images" in rec else None
 
 
 def environment(device: torch.device) -> dict[str, Any]:
