@@ -267,7 +267,7 @@ def test_the_landing_page_is_a_reproducibility_report():
 
 def test_the_compute_table_adds_up_to_the_profiles_total_and_names_the_devices():
     loaded = {e: pages.load(e, "quick", STORE) for e in ("table1", "arch")}
-    rows = pages.compute_rows(loaded, table1_cpu.load(STORE))
+    rows = pages.compute_rows(loaded, {"table1-cpu": table1_cpu.load(STORE)})
     n, hours = pages.compute_total(loaded)
     facts = pages.compute_facts(rows)
     assert facts["runs"] == n and facts["hours"] == f"{hours:.1f}"

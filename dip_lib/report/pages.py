@@ -347,14 +347,15 @@ def compute_total(loaded: dict[str, Loaded]) -> tuple[int, float]:
 # ---------------------------------------------------------------- the compute of the report
 
 
-def compute_rows(loaded: dict[str, Loaded], native: Records = ()) -> list[dict[str, Any]]:
-    """One row per experiment (and one for the paper-scale Table-1 runs ``native``), from the stored
-    records: runs stored of planned, DIP and peer runs, hours (the sum of the runs' wall times, as
-    ``compute_total``), core-hours or GPU-hours (wall time times the threads a CPU run used; a GPU
-    run's wall time), the devices and numerics as the records' environment and config name them."""
+def compute_rows(loaded: dict[str, Loaded], extra: dict[str, Records] | None = None) -> list[dict[str, Any]]:
+    """One row per experiment (and one per paper-scale plan run on request, ``extra``: {plan: records}),
+    from the stored records: runs stored of planned, DIP and peer runs, hours (the sum of the runs' wall
+    times, as ``compute_total``), core-hours or GPU-hours (wall time times the threads a CPU run used;
+    a GPU run's wall time), the devices and numerics as the records' environment and config name them."""
     entries = [(get_experiment(e).title, L.profile, L.records, L.coverage["planned"]) for e, L in loaded.items()]
-    if native:
-        entries.append((get_experiment("table1-cpu").title, "paper", list(native), len(plan("table1-cpu", "paper"))))
+    for name, records in (extra or {}).items():
+        if records:
+            entries.append((get_experiment(name).title, "paper", list(records), len(plan(name, "paper"))))
     out = []
     for title, profile, records, planned in entries:
         core = gpu = 0.0
@@ -392,13 +393,13 @@ def report_compute(
     profile: str, store: ResultStore | None = None, device: str | None = None, seeds: Iterable[int] | None = None
 ) -> list[dict[str, Any]]:
     """``compute_rows`` of every experiment of ``profile`` as stored (nothing computed), with the
-    paper-scale Table-1 runs stored on a CPU."""
-    from .registry import EXPERIMENTS
-    from .table1_cpu import load as load_native
+    paper-scale plans run on request (native-size Table 1 and Fig. 8 on a CPU)."""
+    from .registry import EXPERIMENTS, EXTRA_PLANS
 
     store = store or ResultStore()
     loaded = {e: load(e, profile, store, device=device, seeds=seeds) for e in EXPERIMENTS}
-    return compute_rows(loaded, load_native(store))
+    extra = {e: runner.load_records(plan(e, "paper"), store, partial=True) for e in EXTRA_PLANS}
+    return compute_rows(loaded, extra)
 
 
 RECIPES = ("table1-paper", "table1-seed", "text")

@@ -93,6 +93,10 @@ def planned(claim: dict[str, Any]) -> list[Run]:
 # ---------------------------------------------------------------- per-run values, per-image means
 
 
+def _images(n: int) -> str:
+    return f"{n} image{'' if n == 1 else 's'}"
+
+
 def hole_gap(rec: dict[str, Any]) -> float | None:
     """Best check's PSNR on the missing pixels minus the final output's (dB)."""
     h = rec.get("history") or {}
@@ -163,7 +167,7 @@ class Contrast:
         if not e.n:
             return f"{self.name}: no image yet"
         interval = f" [{e.lo:+.2f}, {e.hi:+.2f}]" if e.n > 1 else ""
-        return f"{self.name}: {e.mean:+.2f} dB{interval}, higher on {self.k} of {e.n} images"
+        return f"{self.name}: {e.mean:+.2f} dB{interval}, higher on {self.k} of {_images(e.n)}"
 
 
 # ---------------------------------------------------------------- the six claims' registered measures
@@ -267,7 +271,7 @@ def _scale(recs: Records) -> str:
     images = sorted({r.image for r in dip})
     seeds = sorted({r.seed for r in dip})
     return (
-        f"native size; {listing(its)} iterations; {len(images)} images ({listing(images)}); "
+        f"native size; {listing(its)} iterations; {_images(len(images))} ({listing(images)}); "
         f"seeds {listing(seeds)}; {dict(dip[0].numerics).get('precision', 'fp32')} on {dict(dip[0].numerics)['device']}"
     )
 
@@ -296,7 +300,7 @@ def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | N
         commit, when = at.get(claim["id"], ("not a git checkout", None))
         parts = [c.text() for c in contrasts] + ([note] if note else [])
         if values is not None:
-            parts.append(f"largest seed spread within an image {values.spread()}")
+            parts.append(f"largest spread (sd) among one image's runs {values.spread()}")
         out.append(
             Scored(
                 id=claim["id"],
@@ -325,22 +329,26 @@ def load(store) -> tuple[dict[str, Records], set[str]]:
 
 
 def table(scored: list[Scored]):
-    """The registered claims as a table for the page: claim, verdict, evidence, scale, registration."""
+    """The registered claims for the page: claim, verdict, scale, registration, runs missing, evidence."""
     import pandas as pd
 
-    return pd.DataFrame(
+    from .tables import Table
+
+    df = pd.DataFrame(
         [
             {
                 "claim": f"{s.id}. {s.title}",
                 "verdict": s.verdict,
-                "evidence (per image, seeds averaged)": s.evidence,
                 "scale": s.scale,
-                "registered": s.registered + (" (changed after its runs)" if s.flagged else ""),
+                "registered": s.registered + (" (after some of its runs)" if s.flagged else ""),
                 "runs missing": len(s.missing) or "none",
+                "evidence (per image, seeds averaged)": s.evidence,
             }
             for s in scored
         ]
     )
+    caption = "Each claim scored by its rule as registered in data/claims_registration.json."
+    return Table(df, caption, wrap_last=True, css="dip-claims")
 
 
 def facts(scored: list[Scored]) -> dict[str, Any]:
