@@ -44,3 +44,14 @@ def data_files() -> None:
             data.fetch("all")
         except DipError as exc:
             pytest.skip(f"the images cannot be had here: {exc}")
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    """A 64x64 RGB noise image file (the inpaint tests' input)."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    return path

@@ -30,13 +30,6 @@ def photo(tmp_path):
     return path
 
 
-@pytest.fixture
-def small(tmp_path):
-    path = tmp_path / "small.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
-    return path
-
-
 def no_fit(*a, **k):
     pytest.fail("a fit started")
 

@@ -26,13 +26,6 @@ def no_work(*a, **k):
 
 
 @pytest.fixture
-def small(tmp_path):
-    path = tmp_path / "small.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-@pytest.fixture
 def mask_file(tmp_path):
     m = np.full((64, 64), 255, np.uint8)
     m[20:30, 10:50] = 0
