@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ def test_notebooks_are_committed_clean():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
         assert "parameters" in code[0].metadata.get("tags", []), f"{name}: first code cell is not tagged 'parameters'"
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):  # a cell without an id gets a random one per run
+        cells = json.loads(path.read_text())["cells"]
+        assert all(c.get("id") for c in cells), f"{path.name}: a cell has no id, so every render would differ"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
