@@ -501,8 +501,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     try:
         chosen_shape = preflight(preset, (c, h, w), cfg, args)  # refuses or shrinks before anything is allocated
     except NoSizeFits:
-        if args.preset is not None or args.iterations is not None:  # the user's own choice: refused as asked
-            raise
+        if args.preset is not None or args.iterations is not None or args.max_minutes is not None:
+            raise  # the user's own recipe or budget: refused, naming what would fit
         print(f"{DEFAULT_PRESET} fits no size in the default budget here: the fast preset instead", flush=True)
         preset = get_preset("fast")
         depth, h, w, cfg = fit_plan(preset)

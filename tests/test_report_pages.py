@@ -12,6 +12,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from dip_lib.report import book, pages
 from dip_lib.report import runs as ex
+from dip_lib.report.facts import DASH
 from dip_lib.report.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,7 @@ def test_paste_fills_glue_roles_and_refuses_an_unknown_key(tmp_path):
     assert book.paste(text, tmp_path) == "4 of table1-paper, 4.0"
     with pytest.raises(DipError, match="glued no 'other'"):
         book.paste("{glue:text}`a.ipynb::other:s`", tmp_path)
+    assert book.paste("{glue:text}`b.ipynb::n:s`", tmp_path) == DASH  # a report without notebook b
 
 
 def test_check_page_catches_what_readers_should_not_see():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..core.errors import DipError
 from ..core.imageio import atomic_write_bytes
+from .facts import DASH
 
 STATIC = Path(__file__).resolve().parent / "templates" / "book"
 TITLE = "Deep Image Prior inpainting, reproduced"
@@ -80,11 +81,14 @@ def build(executed: list[Path], out: Path, profile: str, book: Path) -> Path:
             shutil.copy(nb, src / nb.name)
         for page in [*book.glob("*.md"), *book.glob("*.bib")]:  # the book's own pages and bibliography
             shutil.copy(page, src / page.name)
-        # a report of some notebooks (a test's) lists only those in its table of contents
+        # a report of some notebooks (a test's) lists only those in its table of contents, and shows a
+        # dash for a value glued from a notebook it does not hold (and no table from one)
         have = {nb.stem for nb in executed}
         lines = (book / "index.md").read_text(encoding="utf-8").splitlines(keepends=True)
-        keep = [ln for ln in lines if not (re.fullmatch(r"\d\d_\w+", ln.strip()) and ln.strip() not in have)]
-        (src / "index.md").write_text("".join(keep), encoding="utf-8")
+        keep = "".join(ln for ln in lines if not (re.fullmatch(r"\d\d_\w+", ln.strip()) and ln.strip() not in have))
+        keep = re.sub(r"```\{glue\} \w+\n:doc: (\d\d_\w+)\.ipynb\n```\n", lambda m: m[0] * (m[1] in have), keep)
+        keep = re.sub(r"\{glue:text\}`(\d\d_\w+)\.ipynb::[^`]+`", lambda m: m[0] if m[1] in have else DASH, keep)
+        (src / "index.md").write_text(keep, encoding="utf-8")
         warnings = io.StringIO()
         # docutils keeps its roles and directives in globals: a second build in one process (a test's)
         # gets a fresh set, as sphinx-build does
@@ -180,8 +184,9 @@ def glued(notebook: Path) -> dict[str, str]:
 
 def paste(text: str, folder: Path) -> str:
     """``text`` with its glue roles ({glue}`nb::key` and {glue:text}`nb::key:fmt`) replaced by the
-    values the executed notebooks in ``folder`` glued, as myst-nb's {glue:text} role shows them; a key
-    no notebook glued is an error, as it is in the Sphinx build."""
+    values the executed notebooks in ``folder`` glued, as myst-nb's {glue:text} role shows them (a dash
+    for a notebook the folder does not hold); a key its notebook did not glue is an error, as it is in
+    the Sphinx build."""
     from myst_nb.core.variables import format_plain_text
 
     cache: dict[str, dict[str, str]] = {}
@@ -190,9 +195,11 @@ def paste(text: str, folder: Path) -> str:
         doc = m["doc"]
         if doc is None:
             raise DipError(f"glue key {m['key']!r} names no notebook")
+        path = folder / f"{doc}.ipynb"
+        if not path.is_file():  # a report of some notebooks: a dash, as its landing page shows
+            return DASH
         if doc not in cache:
-            path = folder / f"{doc}.ipynb"
-            cache[doc] = glued(path) if path.is_file() else {}
+            cache[doc] = glued(path)
         if m["key"] not in cache[doc]:
             raise DipError(f"{doc}.ipynb glued no {m['key']!r}")
         return format_plain_text(cache[doc][m["key"]], m["fmt"] or "")

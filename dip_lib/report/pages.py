@@ -523,7 +523,7 @@ def table1_zoom(records: Records, store: ResultStore) -> tuple[Any, dict[str, An
         if a and b:
             break
     else:
-        return None, {"image": DASH, "seed": DASH}
+        return None, {"image": DASH, "seed": DASH, "rows": DASH, "cols": DASH, "side": DASH}
     from .plots import zoom_compare
 
     gt, _ = load_problem(a[0])
