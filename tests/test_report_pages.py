@@ -237,7 +237,7 @@ render("smoke", out_dir=Path(sys.argv[1]), results_dir=sys.argv[2], notebooks=pa
 
 
 @pytest.mark.slow
-def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path):
+def test_two_reports_at_once_and_a_failed_one_leave_a_whole_report(tmp_path, data_files):
     """Unique temp names and a folder swapped in whole: two renders at once both succeed, and a
     render that fails leaves the previous pages exactly as they were."""
     import subprocess
