@@ -92,10 +92,8 @@ def default_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    cores, others = usable_cores(), other_cpu_load()
-    if others is None:
-        return cores
-    return max(1, min(cores, int((os.cpu_count() or cores) - others + 0.5)))
+    cores, idle = usable_cores(), idle_cores()
+    return cores if idle is None else min(cores, idle)
 
 
 def other_cpu_load(window: float = 0.25) -> float | None:
@@ -123,12 +121,16 @@ def idle_cpu_threads() -> int | None:
     least 1), or None (torch's default) when that is all of them or cannot be measured. OpenMP ops
     wait for their slowest thread, so threads on busy cores stall every op: on this project's
     2-core machine under a load of 4-6, one thread ran 10x faster than two."""
-    cores = os.cpu_count() or 1
-    others = other_cpu_load()
-    if others is None:
+    free = idle_cores()
+    if free is None:
         return None
-    free = max(1, int(cores - others + 0.5))
-    return None if free >= min(cores, torch.get_num_threads()) else free
+    return None if free >= min(os.cpu_count() or 1, torch.get_num_threads()) else free
+
+
+def idle_cores() -> int | None:
+    """The machine's cores that other processes leave idle now (at least 1); None: not measurable."""
+    others = other_cpu_load()
+    return None if others is None else max(1, int((os.cpu_count() or 1) - others + 0.5))
 
 
 def _tf32_places() -> list[tuple[Any, str]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import DipError
 from ..core.imageio import atomic_write_bytes, load_image, save_image
 from .facts import DASH, listing, num, side
-from .runs import Profile, Run, spec_hash, widths
+from .runs import Profile, Run, spec_hash, torch_series, widths
 from .scores import FLAT_DB, LATE_SHARE
 
 if TYPE_CHECKING:  # the store imports torch, which the CLI's parser (it imports the registry) must not
@@ -179,8 +179,6 @@ def prior_spec(prof: Profile, samples: int) -> dict[str, Any]:
     """What the stored untrained outputs depend on (their folder is named by its hash): the networks,
     the side (the deepest net needs 2^depth + 1 px), the samples and seeds, torch's minor version;
     always fp32 on one CPU thread, so the bytes do not depend on the machine that renders the page."""
-    import torch
-
     return {
         "archs": {k: asdict(v) for k, v in prior_archs(prof).items()},
         "size": max(min(prof.kate_size or 512, 128), 2 ** prof.depths[-1] + 1),
@@ -188,7 +186,7 @@ def prior_spec(prof: Profile, samples: int) -> dict[str, Any]:
         "seed": PRIOR_SEED,
         "in_channels": PRIOR_IN_CHANNELS,
         "numerics": {"device": "cpu", "precision": "fp32", "threads": 1},
-        "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2]),
+        "torch": torch_series(),
     }
 
 

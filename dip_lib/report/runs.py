@@ -409,9 +409,16 @@ def spec(run: Run) -> dict[str, Any]:
         input=preset.input_kind,
         net=net,
         fit=cfg,
-        torch=".".join(torch.__version__.split("+")[0].split(".")[:2]),
+        torch=torch_series(),
     )
     return out
+
+
+def torch_series() -> str:
+    """torch's 'major.minor' (the part of its version that run ids and stored results name)."""
+    import torch
+
+    return ".".join(torch.__version__.split("+")[0].split(".")[:2])
 
 
 # the configuration fields that existed when this schema of run ids was fixed: always hashed. A field
