@@ -240,7 +240,8 @@ def _point_facts(p: Point | None, prefix: str) -> dict[str, Any]:
 
 def choice_facts(choice: Choice | None, baseline: Point | None = None) -> dict[str, Any]:
     """One panel's choice for notebook 06's Markdown: the best point (``ref_*``), the cheapest within
-    the tolerance (``pick_*``), the compute ratio between them, and the recipe as the main experiment runs it (``base_*``) with the pick's PSNR change over it."""
+    the tolerance (``pick_*``), the compute ratio between them, and the recipe as the main experiment
+    runs it (``base_*``) with the pick's PSNR change over it."""
     ref, pick = (choice.reference, choice.point) if choice else (None, None)
     return {
         **_point_facts(ref, "ref_"),

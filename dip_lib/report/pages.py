@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.presets import get_preset
 from . import runner
 from .compute import duration, estimate_seconds
 from .facts import DASH, NBSP, num, number
-from ..core.presets import get_preset
 from .registry import get_experiment, plan
 from .runs import Run, get_profile, load_problem
 from .scores import FLAT_DB, LATE_SHARE, oracle, oracle_iteration
@@ -329,11 +329,18 @@ def claims_people(verdicts) -> Table:
     return Table(df, "Computed from the stored results by each claim's rule (below).", wrap_last=True)
 
 
-def claims_sides(verdicts) -> Table:
-    """Each claim as the paper states it, as the seed report found it, and our verdict."""
+def claims_sides(verdicts, paper_setting=()) -> Table:
+    """Each claim as the paper states it, as the seed report found it, our verdict at the paper's setting
+    (``paper_setting``: ``registered.score``'s, by claim number) and our exploratory one at this scale."""
     df = verdicts[["claim", "paper", "seed", "verdict", "key"]].rename(
-        columns={"seed": "seed report (TU Delft group 71)", "verdict": "ours", "key": "our effect [90% CI] (n)"}
+        columns={
+            "seed": "seed report (TU Delft group 71)",
+            "verdict": "ours, reduced scale (exploratory)",
+            "key": "our effect [90% CI] (n), reduced scale",
+        }
     )
+    at = {s.id: s.verdict for s in paper_setting}
+    df.insert(3, "ours, at the paper's setting", [at.get(n, DASH) for n in range(1, len(df) + 1)])
     return Table(df, "The paper, the seed report and this report, claim by claim.", wrap_last=True, css="dip-claims")
 
 

@@ -568,7 +568,7 @@ def cost_quality(panels: list[tuple[str, list, list, Any]]):
     ncols = 2
     nrows = int(np.ceil(len(cells) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_INCHES, 4.4 * nrows), squeeze=False)
-    for ax, (title, shown, pts, fr, choice, ylim) in zip(axes.flat, cells):
+    for ax, (title, shown, _, fr, choice, ylim) in zip(axes.flat, cells):
         lines: dict[tuple, list] = {}
         for p in shown:
             lines.setdefault((p.width, p.lr), []).append(p)

@@ -21,8 +21,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..core.errors import DipError
-from .runner import reproduce
 from .registry import NOTEBOOKS
+from .runner import reproduce
 from .store import ResultStore, find_root
 
 log = logging.getLogger(__name__)

@@ -392,8 +392,6 @@ def spec(run: Run) -> dict[str, Any]:
         # the peer's implementation: its library's release series (as torch's for DIP runs)
         out[PEER_LIBRARY[run.method]] = _series(PEER_LIBRARY[run.method])
         return out
-    import torch
-
     from ..core.presets import get_preset
 
     preset = get_preset(run.preset)
