@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dip_lib.report import claims
+from dip_lib.report import claims, registered
 from dip_lib.report.registry import plan
 from dip_lib.report.runs import SHALLOW
 
@@ -86,18 +86,47 @@ def test_early_stopping_is_mixed_when_one_recipe_loses_its_best_and_another_does
     assert claims.early_stopping({"table1": kept}).verdict == claims.NOT_SUPPORTED
 
 
-def _depth_records(shallow_gain, unstable=False):
+def _depth_records(shallow_gain, unstable=False, images=4):
     """Claims-experiment depth runs whose no-skip nets beat skip nets by ``shallow_gain`` dB at the end;
-    ``unstable``: at half the budget the skip nets were still ahead."""
+    ``unstable``: at half the budget the skip nets were still ahead. The plan's images (kate, library)
+    are repeated under other names up to ``images`` images."""
     rng = np.random.default_rng(2)
     out = []
-    for r in plan("claims", "quick"):
-        if not r.label.startswith("depth"):
-            continue
-        end = 25 + 0.3 * r.depth + (0 if r.skip else shallow_gain) + rng.normal(0, 0.05)
-        half = end - (2.0 if (unstable and not r.skip) else 0.0)
-        out.append((r, record([20, half, half, end])))
+    for k in range(images // 2):
+        for r in plan("claims", "quick"):
+            if not r.label.startswith("depth"):
+                continue
+            r = replace(r, image=f"{r.image}{k}")
+            end = 25 + 0.3 * r.depth + (0 if r.skip else shallow_gain) + rng.normal(0, 0.05)
+            half = end - (2.0 if (unstable and not r.skip) else 0.0)
+            out.append((r, record([20, half, half, end])))
     return out
+
+
+def test_the_image_is_the_unit_and_seeds_are_replicates_within_it():
+    """Seeds are averaged within an image before the interval, which is taken over images: three seeds of
+    one image are one value, not three."""
+    e = claims.over_images([("a", 1.0), ("a", 3.0), ("a", 2.0), ("b", 4.0), ("c", 6.0), ("d", None)])
+    assert e.n == 3 and e.mean == pytest.approx(4.0) and e.text().endswith("(n = 3 images)")
+    assert claims.over_images([("a", 1.0), ("a", 2.0), ("a", 3.0)]).n == 1
+    assert claims.MIN_IMAGES == registered.registration()["min_images"]
+
+
+def test_fewer_images_than_the_minimum_are_described_not_decided():
+    """kate and library alone (the plan's two images) decide neither depth claim, however many seeds."""
+    for score in (claims.skips_hurt_shallow, claims.deeper_is_better):
+        s = score({"claims": _depth_records(1.0, images=2)})
+        assert s.verdict == claims.DESCRIBED and s.effect.n == 2 and s.standard == claims.TOO_FEW
+        assert "per image: kate0" in s.evidence and "over 3 seeds" in s.evidence
+    dip, _ = _table1_runs()
+    kate = [r for r in plan("claims", "quick") if r.label.endswith("text mask")]
+    both = [(r, record([20, 30, 31 if r.preset == "table1-paper" else 30.5])) for r in dip + kate]
+    s = claims.structure_fits_task({"table1": both[: len(dip)], "claims": both[len(dip) :]})
+    assert s.verdict == claims.DESCRIBED  # the text task has one image
+    df = claims.score({"claims": _depth_records(1.0, images=2)})
+    assert claims.tally(df)["described"] == 2
+    f = claims.section_facts(df, [])
+    assert f["c6_verdict"] == claims.DESCRIBED and f["c6_missing"].startswith("More images")
 
 
 def test_skips_hurt_shallow_nets_is_decided_either_way_and_only_when_the_budget_agrees():
@@ -207,3 +236,15 @@ def test_the_seed_reports_findings_are_set_beside_our_best_settings():
     assert f["width"] == claims.DASH and f["native_mean"] == claims.DASH
     assert f["g71"] == "35.00" and f["resized_images"] + f["other_images"] == 11
     assert f["trial3"] == "guard on with seed 0: 24.00 dB"
+
+
+def test_the_claims_table_sets_the_verdict_at_the_papers_setting_beside_the_exploratory_one():
+    from types import SimpleNamespace
+
+    from dip_lib.report import pages
+
+    df = pages.claims_sides(claims.score({}), [SimpleNamespace(id=6, verdict=claims.SUPPORTED)]).df
+    assert list(df["ours, at the paper's setting"]) == [claims.DASH] * 5 + [claims.SUPPORTED]
+    assert list(df.columns).index("ours, at the paper's setting") < list(df.columns).index(
+        "ours, reduced scale (exploratory)"
+    )

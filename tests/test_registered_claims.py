@@ -86,3 +86,13 @@ def test_a_rule_changed_after_its_runs_were_stored_is_flagged(tmp_path):
     assert out[5].flagged and out[6].flagged  # both registered after runs dated 2000
     new = {s.id: s for s in registered.score({"fig8": fig8_records(1.0)}, stored, root=tmp_path)}
     assert not new[5].flagged and new[5].registered.startswith(after[5][0])
+
+
+def test_the_page_shows_each_registered_statement_question_and_rule_with_its_thresholds():
+    """The paper's Fig. 8 wording is quoted as the paper has it, and each rule's thresholds are shown by
+    value, not only by name."""
+    scored = registered.score({"fig8": fig8_records(1.0)}, set())
+    df = registered.statements(scored).df.set_index("claim")
+    assert '"highly detrimental"' in df.loc["6. Skip connections hurt on large holes", "the paper"]
+    assert df.loc["1. Early stopping matters", "rule"].endswith("(gap_db = 1, jump_factor = 10)")
+    assert all(df["question"].str.endswith("?"))

@@ -23,14 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from .claims import NOT_SUPPORTED, PARTIAL, SUPPORTED, UNDECIDED, Effect, effect
+from .claims import DESCRIBED, NOT_SUPPORTED, PARTIAL, SUPPORTED, UNDECIDED, Effect, effect
 from .facts import DASH, listing, num
 from .runs import HOLES, Run
 from .scores import Records
 
 REGISTRATION = Path("data") / "claims_registration.json"
 RULE_FIELDS = ("metric", "rule", "thresholds", "runs")  # a change of these after the runs is flagged
-DESCRIBED = "described: too few images"
 PLANS = ("table1-cpu", "fig8")  # the paper profile's plans that a CPU reaches
 
 
@@ -253,6 +252,7 @@ class Scored:
     paper: str
     question: str
     rule: str
+    thresholds: dict[str, float]
     verdict: str
     evidence: str
     scale: str
@@ -308,6 +308,7 @@ def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | N
                 paper=claim["paper"],
                 question=claim["question"],
                 rule=claim["rule"],
+                thresholds=claim["thresholds"],
                 verdict=verdict,
                 evidence="; ".join(parts) + ".",
                 scale=_scale(recs),
@@ -348,6 +349,28 @@ def table(scored: list[Scored]):
         ]
     )
     caption = "Each claim scored by its rule as registered in data/claims_registration.json."
+    return Table(df, caption, wrap_last=True, css="dip-claims")
+
+
+def statements(scored: list[Scored]):
+    """What the paper states for each registered claim, the question the rule asks, and the rule, as
+    registered (``data/claims_registration.json``)."""
+    import pandas as pd
+
+    from .tables import Table
+
+    df = pd.DataFrame(
+        [
+            {
+                "claim": f"{s.id}. {s.title}",
+                "the paper": s.paper,
+                "question": s.question,
+                "rule": f"{s.rule} ({', '.join(f'{k} = {v:g}' for k, v in s.thresholds.items())})",
+            }
+            for s in scored
+        ]
+    )
+    caption = "The registered claims: the paper's statement (quoted where in quotation marks), question and rule."
     return Table(df, caption, wrap_last=True, css="dip-claims")
 
 
