@@ -353,17 +353,22 @@ def test_the_time_model_scales_the_flop_prior_by_the_stored_runs():
     assert per_it[0] >= compute.PRIOR_OVERHEAD_S["cpu"] and per_it[1] > 5 * per_it[0]  # the fixed cost, then FLOPs
 
 
-def test_the_estimate_of_an_experiment_with_nothing_stored_scales_from_the_profiles_other_runs(tmp_path):
-    """The machine's scale comes from every stored run of the profile, not only the chosen experiment's."""
+def _store_with(tmp_path: Path, folder: str, n: int) -> ResultStore:
+    """A store holding the first ``n`` committed records of ``results/<folder>``, each with the images it
+    names (a record is valid with them)."""
     import shutil
 
-    root = Path(__file__).resolve().parents[1] / "results" / "quick" / "table1"
-    (tmp_path / "quick" / "table1").mkdir(parents=True)
-    for f in sorted(root.glob("*.json"))[:3]:  # each record with the images it names (a record is valid with them)
+    root = Path(__file__).resolve().parents[1] / "results" / folder
+    for f in sorted(root.glob("*.json"))[:n]:
         for name in [f.name, *json.loads(f.read_text())["images"].values()]:
-            (tmp_path / "quick" / "table1" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(root / name, tmp_path / "quick" / "table1" / name)
-    store = ResultStore(tmp_path)
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / name, tmp_path / folder / name)
+    return ResultStore(tmp_path)
+
+
+def test_the_estimate_of_an_experiment_with_nothing_stored_scales_from_the_profiles_other_runs(tmp_path):
+    """The machine's scale comes from every stored run of the profile, not only the chosen experiment's."""
+    store = _store_with(tmp_path, "quick/table1", 3)
     line = runner._estimate_line("quick", None, plan("arch", "quick"), store)
     assert line.startswith("44 runs to compute: about ") and line.endswith("(scaled from 3 stored runs)"), line
 
@@ -375,3 +380,10 @@ def test_reproduce_on_a_complete_store_says_that_nothing_needed_computing(tmp_pa
     total = len(plan("optim", "smoke")) + len(plan("arch", "smoke"))
     out = capsys.readouterr().out
     assert f"nothing to compute: all {total} runs of optim, arch are stored in {tmp_path / 'smoke'}" in out
+
+
+def test_the_estimate_of_an_extra_plan_scales_from_its_own_stored_runs(tmp_path):
+    """The fig8 plan's stored runs scale the estimate of its missing ones (they are no profile experiment's)."""
+    store = _store_with(tmp_path, "paper/fig8", 2)
+    line = runner._estimate_line("paper", None, plan("fig8", "paper")[-3:], store)
+    assert line.startswith("3 runs to compute: about ") and line.endswith("(scaled from 2 stored runs)"), line

@@ -267,9 +267,10 @@ def reproduce(
 
 def _estimate_line(profile: str, device: str | None, missing: list[Run], store: ResultStore) -> str:
     """'N runs to compute: about T of compute (...)': the FLOP prior scaled by every stored run of the
-    profile, not only the chosen experiments' (``seconds_model``: the scale is the machine's and its
-    load's), or the prior alone when nothing is stored yet."""
-    everything = [r for exp in EXPERIMENTS for r in plan(exp, profile, device=device)]
+    profile and of the extra plans being computed, not only the chosen experiments' (``seconds_model``:
+    the scale is the machine's and its load's), or the prior alone when nothing is stored yet."""
+    experiments = dict.fromkeys([*EXPERIMENTS, *(r.experiment for r in missing)])  # with a chosen extra plan
+    everything = [r for exp in experiments for r in plan(exp, profile, device=device)]
     stored = load_records(everything, store, partial=True)
     seconds = estimate_seconds(missing, stored)
     basis = f"scaled from {len(stored)} stored runs" if stored else "a rough guess: no run is stored yet"
