@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when what a state holds changes: older states are discarded
 EVERY_S = 300.0  # the default interval between saves
-RESUMABLE_S = 900.0  # fits estimated longer than this save their state by default
 
 
 class SavedState:

@@ -92,11 +92,12 @@ def _callbacks(iterations: int):
 def execute(run: Run, resume_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Compute one run on its numerics; returns its record and output images (not yet saved).
 
-    ``resume_dir``: a DIP run estimated over ``resume.RESUMABLE_S`` saves its state there every
-    ``resume.EVERY_S`` and continues from a state saved there by an interrupted attempt; the caller
-    removes it once the run is stored (``ResultStore.resume_state``)."""
+    ``resume_dir``: an Adam DIP run saves its state there every ``resume.EVERY_S`` (a shorter run never
+    does) and continues from a state saved there by an interrupted attempt, bit-identically; the caller
+    removes it once the run is stored (``ResultStore.resume_state``). Every run that outlasts a save can
+    resume: a time estimate would decide wrongly (the FLOP prior is several times too fast on a CPU)."""
     from ..core.nets import count_params
-    from ..core.resume import EVERY_S, RESUMABLE_S, SavedState
+    from ..core.resume import EVERY_S, SavedState
     from ..core.solver import fit
 
     image, mask = load_problem(run)
@@ -125,7 +126,7 @@ def execute(run: Run, resume_dir: Path | None = None) -> tuple[dict[str, Any], d
     net, z, cfg = _setup(run, image.shape)
     stopper, drops = _callbacks(cfg.iterations)
     resume = None
-    if resume_dir is not None and cfg.optimizer == "adam" and prior_seconds(run) > RESUMABLE_S:
+    if resume_dir is not None and cfg.optimizer == "adam":
         resume = SavedState(Path(resume_dir) / f"{run.run_id}.pt", key=run.run_id, every_s=EVERY_S)
     result = fit(net, z, image * mask, mask, cfg, ground_truth=image, callbacks=[stopper, drops], resume=resume)
     record, images = _dip_record(result, image, mask, stopper, drops, count_params(net))
