@@ -68,3 +68,39 @@ def test_every_registered_claim_reads_planned_runs():
                 )
             ]
             assert keep, (claim["id"], sel)
+
+
+def _hole_records(images=("house", "library")):
+    """Stored-looking records of every planned large-hole run of ``images``: the hole PSNR is 20 dB plus
+    the seed for the networks, 15 dB for biharmonic; claim 3's runs (with skips, Bernoulli) at 0 dB."""
+    out = []
+    for r in plan("fig8", "paper"):
+        if r.image in images:
+            hole = 15.0 if r.method == "biharmonic" else 20.0 + r.seed
+            if r.net or r.mask == "bernoulli":
+                hole = 0.0
+            out.append((r, {"summary": {"final_hole_psnr": hole, "final_psnr": hole}}))
+    return out
+
+
+def test_the_fig8_page_reads_the_five_networks_on_large_holes_only():
+    df = fig8.hole_table(_hole_records()).df.set_index("image")
+    assert df.loc["house", "depth 6"] == "21.00 ± 1.00 (3)" and df.loc["house", "biharmonic"] == "15.00 (1)"
+    assert df.loc["peppers", "ResNet"] == "-"  # nothing stored for it
+    f = fig8.facts(_hole_records())
+    assert (f["stored"], f["planned"], f["complete"]) == (2 * 5 * 3, 5 * 5 * 3, "house, library")
+    assert fig8.facts([])["complete"] == "none yet"
+
+
+def test_the_fig8_figure_shows_the_first_seed_of_each_network_or_nothing(tmp_path, data_files):
+    from dip_lib.report import plots, registered
+    from dip_lib.report.store import ResultStore
+
+    assert plots.fig8_figure([], ResultStore(tmp_path)) is None
+    assert plots.fig8_grid([], ResultStore(tmp_path), TABLE1_CPU_IMAGES) is None
+    store = ResultStore(ROOT / "results")
+    records = registered.load(store)[0]["fig8"]  # cameraman has all five networks stored
+    titles = [ax.get_title() for ax in plots.fig8_figure(records, store, "cameraman").axes if ax.get_title()]
+    assert titles[:3] == ["cameraman\nground truth", "masked input", titles[2]] and titles[2].startswith("biharmonic\n")
+    assert [t.split("\n")[0] for t in titles[3:]] == list(fig8.NET_NAMES.values())
+    assert all(t.endswith(" dB") for t in titles[2:])

@@ -597,3 +597,36 @@ def cost_quality(panels: list[tuple[str, list, list, Any]]):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def _fig8_panels(records: Records, store: ResultStore, image: str) -> list[tuple[str, np.ndarray]]:
+    """Ground truth, masked input, biharmonic and the five networks' final outputs (the first stored seed
+    of each) on one image's large holes, each titled with its PSNR on the missing pixels (dB)."""
+    from .fig8 import NET_NAMES, holes_runs
+
+    runs = [(r, x) for r, x in holes_runs(records) if r.image == image]
+    if not runs:
+        return []
+    first = {}
+    for r, x in sorted(runs, key=lambda rx: rx[0].seed):
+        first.setdefault(r.preset or r.method, (r, x))
+    gt, _ = load_problem(runs[0][0])
+    panels = [("ground truth", gt), ("masked input", store.image(runs[0][0], "observed"))]
+    for key, name in (("biharmonic", "biharmonic"), *NET_NAMES.items()):
+        if key in first:
+            r, x = first[key]
+            panels.append((f"{name}\n{x['summary']['final_hole_psnr']:.2f} dB", store.image(r, "final")))
+    return panels
+
+
+def fig8_figure(records: Records, store: ResultStore, image: str = "library", size: float = 2.5):
+    """The paper's Fig. 8 for one image (``_fig8_panels``), in rows of four; None while nothing of it is stored."""
+    panels = _fig8_panels(records, store, image)
+    rows = [(image if k == 0 else "", panels[k : k + 4]) for k in range(0, len(panels), 4)]
+    return image_grid(rows, size=size) if rows else None
+
+
+def fig8_grid(records: Records, store: ResultStore, images: Iterable[str]):
+    """Fig. 8's panels (``_fig8_panels``) for several images, one row each; None while none is stored."""
+    rows = [(image, panels) for image in images for panels in [_fig8_panels(records, store, image)] if panels]
+    return image_grid(rows) if rows else None
