@@ -255,3 +255,12 @@ def test_the_seed_reports_own_depth_sweep_is_named_with_its_size_and_cost():
     f = claims.seed_version_facts()
     assert (f["width"], f["depths"], f["masks"]) == ("128", "1, 2, 3, 4, 5, 6, 7, 8", "file, text-seed")
     assert f["runs"] == 8 * 2 * 2 * 2 and f["cost"].startswith("about ")
+
+
+def test_each_claim_row_says_the_scale_of_the_runs_it_reads():
+    depth = [(r, record([20, 30])) for r in plan("claims", "quick") if r.label.startswith("depth")]
+    row = claims.score({"claims": depth}).set_index("claim").loc["5. Deeper is better"]
+    assert row["scale"] == (
+        "reduced: 257 px, 448 px crops resized to 257 px; 16 filters; 3000 iterations; 2 images; seeds 0, 1, 2"
+    )
+    assert claims.scale([]) == "no run stored yet"

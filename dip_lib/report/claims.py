@@ -826,8 +826,33 @@ def tally(verdicts) -> dict[str, int]:
     return out
 
 
+def _size(run: Run) -> str:
+    crop = f"{run.crop} px crops" if run.crop else ""
+    if run.resize:
+        return f"{crop} resized to {run.resize} px" if crop else f"{run.resize} px"
+    return crop or "native size"
+
+
+def scale(runs: Iterable[Run]) -> str:
+    """The scale of a claim's DIP runs for its row: image sizes, filters per layer, iteration counts,
+    images and seeds."""
+    from ..core.presets import get_preset  # imports torch: not at import time (the CLI's parser imports the registry)
+    from .runs import fit_config
+
+    dip = [r for r in runs if r.method == "dip"]
+    if not dip:
+        return "no run stored yet"
+    sizes = {_size(r) for r in dip}
+    width = {replace(get_preset(r.preset).net, **dict(r.net)).channels_down[0] for r in dip}
+    its = {fit_config(r).iterations for r in dip}
+    return (
+        f"reduced: {listing(sorted(sizes))}; {listing(sorted(width))} filters; {listing(sorted(its))} iterations; "
+        f"{n_images(len({r.image for r in dip}))}; seeds {listing(sorted({r.seed for r in dip}))}"
+    )
+
+
 def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] | None = None):
-    """A DataFrame, one row per claim: claim, question, rule, verdict, key (effect and interval),
+    """A DataFrame, one row per claim: claim, scale, question, rule, verdict, key (effect and interval),
     standard, evidence, deciding (the runs that would decide an undecided claim), paper, seed.
 
     ``partial``: experiment -> (its coverage line, its missing runs) for the experiments not completely
@@ -851,9 +876,11 @@ def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] 
         if waiting:
             evidence += f" Partial results ({' '.join(line for line, _ in waiting)}): the verdict waits for the rest."
             verdict, deciding = PARTIAL, [r for _, missing in waiting for r in missing]
+        read = [r for e in claim.needs for r, _ in loaded.get(e, []) if claim.uses(r)]
         rows.append(
             {
                 "claim": claim.title,
+                "scale": scale(read),
                 "question": claim.question,
                 "rule": claim.rule,
                 "verdict": verdict,

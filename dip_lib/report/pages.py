@@ -323,7 +323,7 @@ def optim_people(df) -> Table:
 
 def claims_people(verdicts) -> Table:
     """The scored claims: verdict, effect with its 90% interval, and the evidence standard met."""
-    df = verdicts[["claim", "verdict", "key", "standard"]].rename(
+    df = verdicts[["claim", "verdict", "key", "scale", "standard"]].rename(
         columns={"key": "effect [90% CI] (n)", "standard": "evidence standard"}
     )
     return Table(df, "Computed from the stored results by each claim's rule (below).", wrap_last=True)
