@@ -204,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="run on this device instead of the profile's (other numerics, other run ids)")
     p.add_argument("--budget-seconds", type=float, help="start no new run once this would be exceeded")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="these seeds instead of each plan's own (default: the plan's), e.g. a plan's next replicates",
+    )
     _results_option(p)
     _worker_options(p)
     p.set_defaults(func=_handler("report.runner:cmd_reproduce"))

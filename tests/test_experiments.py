@@ -387,3 +387,19 @@ def test_the_estimate_of_an_extra_plan_scales_from_its_own_stored_runs(tmp_path)
     store = _store_with(tmp_path, "paper/fig8", 2)
     line = runner._estimate_line("paper", None, plan("fig8", "paper")[-3:], store)
     assert line.startswith("3 runs to compute: about ") and line.endswith("(scaled from 2 stored runs)"), line
+
+
+def test_reproduce_computes_the_seeds_asked_for_and_refuses_bad_ones_in_one_line(tmp_path, monkeypatch, capsys):
+    """--seeds replaces each plan's own seeds (a plan's next replicates, computed before the plan names
+    them); a negative seed is one line on stderr and exit 2, before any work."""
+    from dip_lib.cli import main
+
+    asked = []
+    monkeypatch.setattr(ResultStore, "missing", lambda self, runs: asked.extend(runs) or [])
+    base = ["reproduce", "--profile", "paper", "--only", "table1-cpu", "--results-dir", str(tmp_path), "--workers", "1"]
+    assert main(base + ["--seeds", "1"]) == 0
+    n = len(plan("table1-cpu", "paper", seeds=(1,)))
+    assert {r.seed for r in asked if r.method == "dip"} == {1}
+    assert f"table1-cpu: {n} of {n} runs stored" in capsys.readouterr().out
+    assert main(base + ["--seeds", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --seeds must be integers >= 0, got -1"

@@ -218,8 +218,10 @@ def reproduce(
     progress: bool = True,
     workers: int | None = 1,
     scheduler: str | None = None,
+    seeds: Iterable[int] | None = None,
 ) -> dict[str, Outcome]:
     """Compute every missing run of the chosen experiments (resumable); returns each one's outcome.
+    ``seeds``: these seeds instead of each plan's own.
 
     ``workers``: 1 computes here, one run after another; N > 1 on a local Dask cluster of N workers;
     None picks (one per idle core, or per GPU). ``scheduler``: the address of an existing Dask cluster."""
@@ -229,6 +231,10 @@ def reproduce(
         raise DipError(f"--budget-seconds must be a number >= 0, got {budget_seconds}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise DipError(f"--workers must be a positive integer, got {workers}")
+    if seeds is not None:
+        seeds = tuple(seeds)
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise DipError(f"--seeds must be integers >= 0, got {' '.join(map(str, seeds)) or 'none'}")
     if workers not in (None, 1) and scheduler:
         raise DipError("--workers and --scheduler exclude each other: the cluster at --scheduler has its own workers")
     if scheduler:
@@ -239,7 +245,7 @@ def reproduce(
         device = resolve_device(device).type
     store = ResultStore(results_dir)
     chosen = list(only) if only else list(EXPERIMENTS)
-    plans = {exp: plan(exp, profile, device=device) for exp in chosen}
+    plans = {exp: plan(exp, profile, seeds=seeds, device=device) for exp in chosen}
     missing = [r for runs in plans.values() for r in store.missing(runs)]
     fetch_data(missing)  # all of it before the first fit
     if missing and progress:
@@ -288,10 +294,11 @@ def cmd_reproduce(args) -> int:
         args.results_dir,
         workers=args.workers,
         scheduler=args.scheduler,
+        seeds=args.seeds,
     )
     failed = 0
     for exp, out in outcomes.items():
-        total = len(plan(exp, args.profile, device=args.device and resolve_device(args.device).type))
+        total = len(plan(exp, args.profile, seeds=args.seeds, device=args.device and resolve_device(args.device).type))
         left = len(out.remaining) + len(out.failed)
         print(
             f"{exp}: {total - left} of {total} runs stored"
