@@ -96,3 +96,17 @@ def test_the_page_shows_each_registered_statement_question_and_rule_with_its_thr
     assert '"highly detrimental"' in df.loc["6. Skip connections hurt on large holes", "the paper"]
     assert df.loc["1. Early stopping matters", "rule"].endswith("(gap_db = 1, jump_factor = 10)")
     assert all(df["question"].str.endswith("?"))
+
+
+def test_the_cost_of_the_missing_runs_is_scaled_by_the_stored_ones():
+    """Stored runs that took twice the FLOP prior's time make the missing ones' estimate twice the prior's."""
+    from dip_lib.report import compute
+
+    stored = [(r, x) for r, x in fig8_records(1.0, images=("house",)) if r.method == "dip"]
+    slow = [(r, {**x, "summary": {**x["summary"], "wall_time": 2 * compute.prior_seconds(r)}}) for r, x in stored]
+    scored = registered.score({"fig8": slow}, {r.run_id for r, _ in slow})
+    missing = list({r.run_id: r for s in scored for r in s.missing}.values())
+    prior = compute.duration(compute.estimate_seconds(missing, []))
+    twice = compute.duration(compute.estimate_seconds(missing, slow))
+    assert registered.facts(scored)["missing_cost"] == prior != twice
+    assert registered.facts(scored, {"fig8": slow})["missing_cost"] == twice

@@ -374,16 +374,18 @@ def statements(scored: list[Scored]):
     return Table(df, caption, wrap_last=True, css="dip-claims")
 
 
-def facts(scored: list[Scored]) -> dict[str, Any]:
-    """The counts the page's prose cites."""
+def facts(scored: list[Scored], records: dict[str, Records] | None = None) -> dict[str, Any]:
+    """The counts the page's prose cites; the missing runs' cost scaled by the stored ``records`` (the
+    FLOP prior alone is several times too fast on a CPU)."""
     from .compute import duration, estimate_seconds
 
     missing = list({r.run_id: r for s in scored for r in s.missing}.values())
+    stored = [rx for recs in (records or {}).values() for rx in recs]
     return {
         "min_images": registration()["min_images"],
         "decided": sum(s.verdict in (SUPPORTED, NOT_SUPPORTED) for s in scored),
         "waiting": sum(s.verdict == PARTIAL for s in scored),
         "flagged": sum(s.flagged for s in scored),
         "missing": len(missing),
-        "missing_cost": duration(estimate_seconds(missing, [])) if missing else num(0),
+        "missing_cost": duration(estimate_seconds(missing, stored)) if missing else num(0),
     }
