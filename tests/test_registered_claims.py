@@ -110,3 +110,12 @@ def test_the_cost_of_the_missing_runs_is_scaled_by_the_stored_ones():
     twice = compute.duration(compute.estimate_seconds(missing, slow))
     assert registered.facts(scored)["missing_cost"] == prior != twice
     assert registered.facts(scored, {"fig8": slow})["missing_cost"] == twice
+
+
+def test_the_best_check_of_claim_1_is_one_the_run_held_not_an_iterate_the_guard_threw_away():
+    rec = {
+        "summary": {"final_hole_psnr": 20.0},
+        "history": {"psnr_hole": [18.0, 23.0, 30.0, 20.0], "restored": [False, False, True, False]},
+    }
+    assert registered.hole_gap(rec) == pytest.approx(3.0)  # 23 - 20: the 30 dB iterate was thrown away
+    assert registered.hole_gap({"summary": rec["summary"], "history": {"psnr_hole": [18.0, 23.0]}}) == 3.0

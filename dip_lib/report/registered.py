@@ -97,9 +97,12 @@ def _images(n: int) -> str:
 
 
 def hole_gap(rec: dict[str, Any]) -> float | None:
-    """Best check's PSNR on the missing pixels minus the final output's (dB)."""
+    """Best check's PSNR on the missing pixels minus the final output's (dB). A check whose iterate the
+    destabilisation guard threw away (``restored``) is no check a user could stop at: the run held the
+    last good weights there, so it is left out."""
     h = rec.get("history") or {}
-    holes = [v for v in h.get("psnr_hole") or [] if v is not None]
+    restored = h.get("restored") or [False] * len(h.get("psnr_hole") or [])
+    holes = [v for v, r in zip(h.get("psnr_hole") or [], restored) if v is not None and not r]
     final = rec["summary"].get("final_hole_psnr")
     return max(holes) - final if holes and final is not None else None
 
