@@ -119,3 +119,20 @@ def test_the_best_check_of_claim_1_is_one_the_run_held_not_an_iterate_the_guard_
     }
     assert registered.hole_gap(rec) == pytest.approx(3.0)  # 23 - 20: the 30 dB iterate was thrown away
     assert registered.hole_gap({"summary": rec["summary"], "history": {"psnr_hole": [18.0, 23.0]}}) == 3.0
+
+
+def test_claim_1_tells_a_destabilisation_from_a_gradual_decline_and_from_a_kept_best():
+    claim = next(c for c in registered.registration()["claims"] if c["id"] == 1)
+    runs = [r for r in FIG8 if r.method == "dip"][:3]
+
+    def rec(holes, loss):
+        return {"summary": {"final_hole_psnr": holes[-1]}, "history": {"psnr_hole": holes, "loss": loss}}
+
+    recs = [
+        (runs[0], rec([20.0, 25.0, 15.0], [1e-2, 1e-3, 5e-2])),  # the loss jumps 50x
+        (runs[1], rec([20.0, 25.0, 23.0], [1e-2, 1e-3, 5e-4])),  # 2 dB lost, the loss still falling
+        (runs[2], rec([20.0, 25.0, 24.8], [1e-2, 1e-3, 5e-4])),  # within 1 dB of the best check
+    ]
+    _, note, _ = registered.measures(claim, {"fig8": recs})
+    assert note.startswith("1 of 3 runs destabilised") and "1 declined gradually by more than 1 dB" in note
+    assert "1 ended within 1 dB of their best check" in note

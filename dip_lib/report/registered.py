@@ -197,12 +197,15 @@ def measures(claim: dict[str, Any], records: dict[str, Records]) -> tuple[list[C
     if cid == 1:
         dip = [(r, x) for r, x in recs if r.method == "dip"]
         gap = per_image(dip, hole_gap)
-        jumps = sum(destabilised(x, t["jump_factor"]) for _, x in dip)
+        jumped = [destabilised(x, t["jump_factor"]) for _, x in dip]
+        lost = [(hole_gap(x) or 0.0) > t["gap_db"] for _, x in dip]
+        gradual = sum(g and not j for g, j in zip(lost, jumped))
         restores = sum(int(x["summary"].get("guard_restores") or 0) for _, x in dip)
         note = (
-            f"{jumps} of {len(dip)} runs destabilised (the loss grew {t['jump_factor']:g}x or more between two "
-            f"checks), the others declined gradually; the guard restored the weights {restores} times in all, "
-            "which hides those falls from the final output"
+            f"{sum(jumped)} of {len(dip)} runs destabilised (the loss grew {t['jump_factor']:g}x or more between "
+            f"two checks); of the others {gradual} declined gradually by more than {t['gap_db']:g} dB and "
+            f"{len(dip) - sum(jumped) - gradual} ended within {t['gap_db']:g} dB of their best check; the guard "
+            f"restored the weights {restores} times in all, which hides those falls from the final output"
         )
         return [Contrast("best check - final output, hole PSNR", gap.mean)], note, gap
     if cid == 2:
