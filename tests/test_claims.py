@@ -252,7 +252,9 @@ def test_the_claims_table_sets_the_verdict_at_the_papers_setting_beside_the_expl
 
 def test_the_seed_reports_own_depth_sweep_is_named_with_its_size_and_cost():
     """Its version of claims 5 and 6: kate at 128 filters, depths 1..8 with and without skips, both masks."""
-    f = claims.seed_version_facts()
+    from dip_lib.report import pages
+
+    f = pages.seed_version_facts()
     assert (f["width"], f["depths"], f["masks"]) == ("128", "1, 2, 3, 4, 5, 6, 7, 8", "file, text-seed")
     assert f["runs"] == 8 * 2 * 2 * 2 and f["cost"].startswith("about ")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dip_lib.report import fig8
+from dip_lib.report import fig8, plots
 from dip_lib.report.registry import plan
 from dip_lib.report.runs import HOLES, TABLE1_CPU_IMAGES
 
@@ -84,7 +84,7 @@ def _hole_records(images=("house", "library")):
 
 
 def test_the_fig8_page_reads_the_five_networks_on_large_holes_only():
-    df = fig8.hole_table(_hole_records()).df.set_index("image")
+    df = plots.fig8_table(_hole_records()).df.set_index("image")
     assert df.loc["house", "depth 6"] == "21.00 ± 1.00 (3)" and df.loc["house", "biharmonic"] == "15.00 (1)"
     assert df.loc["peppers", "ResNet"] == "-"  # nothing stored for it
     f = fig8.facts(_hole_records())
@@ -93,7 +93,7 @@ def test_the_fig8_page_reads_the_five_networks_on_large_holes_only():
 
 
 def test_the_fig8_figure_shows_the_first_seed_of_each_network_or_nothing(tmp_path, data_files):
-    from dip_lib.report import plots, registered
+    from dip_lib.report import registered
     from dip_lib.report.store import ResultStore
 
     assert plots.fig8_figure([], ResultStore(tmp_path)) is None

@@ -756,23 +756,6 @@ def section_facts(verdicts, stored: Records) -> dict[str, str]:
     return out
 
 
-def seed_version_facts() -> dict[str, Any]:
-    """The seed report's own version of claims 5 and 6 (kate's text masks, its width, depths with and
-    without skips, native size): the paper profile's architecture sweep, its size and estimated GPU time."""
-    from .compute import duration, prior_seconds
-    from .registry import plan
-
-    runs = [r for r in plan("arch", "paper") if r.label.startswith("depth")]
-    return {
-        "runs": len(runs),
-        "width": listing(sorted({r.filters for r in runs})),
-        "depths": listing(sorted({r.depth for r in runs})),
-        "seeds": listing(sorted({r.seed for r in runs})),
-        "masks": listing(sorted({r.mask for r in runs})),
-        "cost": duration(sum(prior_seconds(r) for r in runs)),
-    }
-
-
 def _best_setting(records: Records, key: Callable[[Run], Any], name: str) -> dict[str, Any]:
     """The setting ``key(run)`` with the highest mean oracle over its seeds: name, name_psnr, name_seeds."""
     scored = [(r, x) for r, x in records if oracle(x) is not None]

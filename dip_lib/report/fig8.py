@@ -89,41 +89,12 @@ def holes_runs(records) -> list:
     ]
 
 
-def hole_table(records):
-    """Final-output PSNR on the missing pixels per image and network: mean ± sd over the stored seeds
-    (their count in brackets), biharmonic beside them; a dash where nothing is stored yet."""
-    import pandas as pd
-
-    from .plots import fmt
-    from .scores import mean_std
-    from .tables import Table
-
-    runs = holes_runs(records)
-    rows = []
-    for image, _, _ in IMAGES:
-        row = {"image": image}
-        for key, name in (("biharmonic", "biharmonic"), *NET_NAMES.items()):
-            vals = [
-                x["summary"].get("final_hole_psnr")
-                for r, x in runs
-                if r.image == image and (r.method == key or (r.method == "dip" and r.preset == key))
-            ]
-            m, sd, n = mean_std(vals)
-            row[name] = f"{fmt(m, sd, n)} ({n})" if n else "-"
-        rows.append(row)
-    caption = (
-        "Fig. 8 at native size: the final output's PSNR on the missing pixels (dB), mean ± sd over the stored "
-        "seeds (their number in brackets)."
-    )
-    return Table(pd.DataFrame(rows), caption)
-
-
 def facts(records) -> dict[str, Any]:
     """The page's counts: runs of the five networks stored, planned, and the images with all five."""
     from .facts import listing
-    from .registry import plan as registry_plan
+    from .runs import get_profile
 
-    planned = [r for r in registry_plan("fig8", "paper") if r.method == "dip" and r.preset in NETS and not r.net]
+    planned = [r for r in plan(get_profile("paper")) if r.method == "dip" and r.preset in NETS and not r.net]
     planned = [r for r in planned if r.mask != "bernoulli"]
     runs = [(r, x) for r, x in holes_runs(records) if r.method == "dip"]
     complete = sorted({r.image for r, _ in runs if {q.preset for q, _ in runs if q.image == r.image} >= set(NETS)})

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..core.presets import get_preset
 from . import runner
-from .compute import duration, estimate_seconds
-from .facts import DASH, NBSP, num, number
+from .compute import duration, estimate_seconds, prior_seconds
+from .facts import DASH, NBSP, listing, num, number
 from .registry import get_experiment, plan
 from .runs import Run, get_profile, load_problem
 from .scores import FLAT_DB, LATE_SHARE, oracle, oracle_iteration
@@ -342,6 +342,20 @@ def claims_sides(verdicts, paper_setting=()) -> Table:
     at = {s.id: s.verdict for s in paper_setting}
     df.insert(3, "ours, at the paper's setting", [at.get(n, DASH) for n in range(1, len(df) + 1)])
     return Table(df, "The paper, the seed report and this report, claim by claim.", wrap_last=True, css="dip-claims")
+
+
+def seed_version_facts() -> dict[str, Any]:
+    """The seed report's own version of claims 5 and 6 (kate's text masks, its width, depths with and
+    without skips, native size): the paper profile's architecture sweep, its size and estimated GPU time."""
+    runs = [r for r in plan("arch", "paper") if r.label.startswith("depth")]
+    return {
+        "runs": len(runs),
+        "width": listing(sorted({r.filters for r in runs})),
+        "depths": listing(sorted({r.depth for r in runs})),
+        "seeds": listing(sorted({r.seed for r in runs})),
+        "masks": listing(sorted({r.mask for r in runs})),
+        "cost": duration(sum(prior_seconds(r) for r in runs)),
+    }
 
 
 def compute_total(loaded: dict[str, Loaded]) -> tuple[int, float]:
