@@ -136,3 +136,9 @@ def test_claim_1_tells_a_destabilisation_from_a_gradual_decline_and_from_a_kept_
     _, note, _ = registered.measures(claim, {"fig8": recs})
     assert note.startswith("1 of 3 runs destabilised") and "1 declined gradually by more than 1 dB" in note
     assert "1 ended within 1 dB of their best check" in note
+
+
+def test_the_page_names_the_next_seed_of_the_native_table1_runs_and_its_cost():
+    f = registered.facts(registered.score({}, set()))
+    assert (f["fresh_seed"], f["fresh_runs"], f["missing_plans"]) == (1, 4, "table1-cpu, fig8")
+    assert f["fresh_cost"].startswith("about ")

@@ -384,14 +384,24 @@ def facts(scored: list[Scored], records: dict[str, Records] | None = None) -> di
     """The counts the page's prose cites; the missing runs' cost scaled by the stored ``records`` (the
     FLOP prior alone is several times too fast on a CPU)."""
     from .compute import duration, estimate_seconds
+    from .registry import plan
 
     missing = list({r.run_id: r for s in scored for r in s.missing}.values())
+    ids = {r.run_id for r in missing}
     stored = [rx for recs in (records or {}).values() for rx in recs]
+    have = {r.run_id for r, _ in stored}
+    # the runs that would decide the flagged claims afresh: table1-cpu's DIP runs of its next seed
+    seed = max((r.seed for r in plan("table1-cpu", "paper") if r.method == "dip"), default=0) + 1
+    fresh = [r for r in plan("table1-cpu", "paper", seeds=(seed,)) if r.method == "dip" and r.run_id not in have]
     return {
         "min_images": registration()["min_images"],
         "decided": sum(s.verdict in (SUPPORTED, NOT_SUPPORTED) for s in scored),
         "waiting": sum(s.verdict == PARTIAL for s in scored),
         "flagged": sum(s.flagged for s in scored),
         "missing": len(missing),
+        "missing_plans": listing([p for p in PLANS if {r.run_id for r in plan(p, "paper")} & ids]) or DASH,
         "missing_cost": duration(estimate_seconds(missing, stored)) if missing else num(0),
+        "fresh_seed": seed,
+        "fresh_runs": len(fresh),
+        "fresh_cost": duration(estimate_seconds(fresh, stored)) if fresh else num(0),
     }
