@@ -51,9 +51,17 @@ def test_a_claim_is_decided_either_way_only_when_all_its_runs_are_stored():
     for gain, verdict in ((1.0, SUPPORTED), (-1.0, NOT_SUPPORTED)):
         out = {s.id: s for s in registered.score({"fig8": fig8_records(gain)}, stored)}
         assert out[5].verdict == out[6].verdict == verdict, out[5].evidence
-        assert "higher on" in out[5].evidence and out[5].scale.startswith("native size; 3001 iterations; 5 images")
-    waiting = {s.id: s for s in registered.score({"fig8": fig8_records(1.0)}, stored - {FIG8[-1].run_id})}
-    assert waiting[5].verdict == PARTIAL and len(waiting[5].missing) == 1
+        assert "higher on" in out[5].evidence and out[5].scale.startswith(
+            "native size; skip d2 w16-32 no-skip, skip d4 w16-128 no-skip, skip d6 w16-128 no-skip; 3001 iterations; "
+            "5 images"
+        )
+    skip4 = next(r for r in reversed(FIG8) if r.preset == "fig8-skip4")
+    waiting = {s.id: s for s in registered.score({"fig8": fig8_records(1.0)}, stored - {skip4.run_id})}
+    assert waiting[5].verdict == PARTIAL and waiting[5].missing == [skip4]
+    # claim 3's variant of the depth-6 hourglass (skip channels) is its own: claims 5 and 6 do not wait for it
+    variant = next(r for r in reversed(FIG8) if r.net)
+    others = {s.id: s for s in registered.score({"fig8": fig8_records(1.0)}, stored - {variant.run_id})}
+    assert others[3].verdict == PARTIAL and others[5].verdict == others[6].verdict == SUPPORTED
 
 
 def test_fewer_than_min_images_is_described_not_decided():

@@ -16,7 +16,7 @@ import json
 import subprocess
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -271,13 +271,16 @@ def _scale(recs: Records) -> str:
     dip = [r for r, _ in recs if r.method == "dip"]
     if not dip:
         return "no run stored yet"
+    from ..core.nets import describe_net
+    from ..core.presets import get_preset  # imports torch: not at import time
     from .runs import fit_config
 
     its = sorted({fit_config(r).iterations for r in dip})
     images = sorted({r.image for r in dip})
     seeds = sorted({r.seed for r in dip})
+    nets = sorted({describe_net(replace(get_preset(r.preset).net, **dict(r.net))) for r in dip})
     return (
-        f"native size; {listing(its)} iterations; {_images(len(images))} ({listing(images)}); "
+        f"native size; {listing(nets)}; {listing(its)} iterations; {_images(len(images))} ({listing(images)}); "
         f"seeds {listing(seeds)}; {dict(dip[0].numerics).get('precision', 'fp32')} on {dict(dip[0].numerics)['device']}"
     )
 
@@ -286,6 +289,12 @@ def _stored_since(recs: Records) -> datetime | None:
     dates = [x.get("environment", {}).get("date") for _, x in recs]
     dates = [datetime.fromisoformat(d) for d in dates if d]
     return min(dates) if dates else None
+
+
+def _reads(claim: dict[str, Any], run: Run) -> bool:
+    """Whether the claim's measures read this run of its selection: claims 4-6 are about large holes and
+    the networks as published (claim 3's variants with skip channels and its Bernoulli runs are not theirs)."""
+    return claim["id"] < 4 or (run.mask != "bernoulli" and not run.net)
 
 
 def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | None = None) -> list[Scored]:
@@ -298,10 +307,10 @@ def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | N
     for claim in reg["claims"]:
         contrasts, note, values = measures(claim, records)
         threshold = next(iter(claim["thresholds"].values()))
-        missing = [r for r in planned(claim) if r.run_id not in stored]
+        missing = [r for r in planned(claim) if r.run_id not in stored and _reads(claim, r)]
         # a claim waits for every run it reads: a verdict on part of them could still turn
         verdict = PARTIAL if missing else _verdict(contrasts, threshold, reg["min_images"])
-        recs = _select(records, claim)
+        recs = [(r, x) for r, x in _select(records, claim) if _reads(claim, r)]
         first = _stored_since(recs)
         commit, when = at.get(claim["id"], ("not a git checkout", None))
         parts = [c.text() for c in contrasts] + ([note] if note else [])
