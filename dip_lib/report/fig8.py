@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .runs import CPU_BF16_NUMERICS, HOLES, TABLE1_CPU_IMAGES, Profile, Run
+from .scores import Records
 
 NETS = ("fig8-skip2", "fig8-skip4", "fig8-skip6", "fig8-unet", "fig8-resnet")
 SEEDS = (0, 1, 2)
@@ -80,7 +81,7 @@ NET_NAMES = {
 }
 
 
-def holes_runs(records) -> list:
+def holes_runs(records: Records) -> Records:
     """The large-hole runs of the five networks and biharmonic (claim 3's runs set aside)."""
     return [
         (r, x)
@@ -89,7 +90,7 @@ def holes_runs(records) -> list:
     ]
 
 
-def facts(records) -> dict[str, Any]:
+def facts(records: Records) -> dict[str, Any]:
     """The page's counts: runs of the five networks stored, planned, and the images with all five."""
     from .facts import listing
     from .runs import get_profile
