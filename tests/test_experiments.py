@@ -385,7 +385,7 @@ def test_reproduce_on_a_complete_store_says_that_nothing_needed_computing(tmp_pa
 def test_the_estimate_of_an_extra_plan_scales_from_its_own_stored_runs(tmp_path):
     """The fig8 plan's stored runs scale the estimate of its missing ones (they are no profile experiment's)."""
     store = _store_with(tmp_path, "paper/fig8", 2)
-    line = runner._estimate_line("paper", None, plan("fig8", "paper")[-3:], store)
+    line = runner._estimate_line("paper", None, plan("fig8", "paper")[-3:], store, ["fig8"])
     assert line.startswith("3 runs to compute: about ") and line.endswith("(scaled from 2 stored runs)"), line
 
 

@@ -819,14 +819,13 @@ def _size(run: Run) -> str:
 def scale(runs: Iterable[Run]) -> str:
     """The scale of a claim's DIP runs for its row: image sizes, filters per layer, iteration counts,
     images and seeds."""
-    from ..core.presets import get_preset  # imports torch: not at import time (the CLI's parser imports the registry)
-    from .runs import fit_config
+    from .runs import fit_config, net_config
 
     dip = [r for r in runs if r.method == "dip"]
     if not dip:
         return "no run stored yet"
     sizes = {_size(r) for r in dip}
-    width = {replace(get_preset(r.preset).net, **dict(r.net)).channels_down[0] for r in dip}
+    width = {net_config(r).channels_down[0] for r in dip}
     its = {fit_config(r).iterations for r in dip}
     return (
         f"reduced: {listing(sorted(sizes))}; {listing(sorted(width))} filters; {listing(sorted(its))} iterations; "

@@ -16,7 +16,7 @@ import json
 import subprocess
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -272,13 +272,12 @@ def _scale(recs: Records) -> str:
     if not dip:
         return "no run stored yet"
     from ..core.nets import describe_net
-    from ..core.presets import get_preset  # imports torch: not at import time
-    from .runs import fit_config
+    from .runs import fit_config, net_config
 
     its = sorted({fit_config(r).iterations for r in dip})
     images = sorted({r.image for r in dip})
     seeds = sorted({r.seed for r in dip})
-    nets = sorted({describe_net(replace(get_preset(r.preset).net, **dict(r.net))) for r in dip})
+    nets = sorted({describe_net(net_config(r)) for r in dip})
     return (
         f"native size; {listing(nets)}; {listing(its)} iterations; {_images(len(images))} ({listing(images)}); "
         f"seeds {listing(seeds)}; {dict(dip[0].numerics).get('precision', 'fp32')} on {dict(dip[0].numerics)['device']}"

@@ -249,7 +249,7 @@ def reproduce(
     missing = [r for runs in plans.values() for r in store.missing(runs)]
     fetch_data(missing)  # all of it before the first fit
     if missing and progress:
-        print(_estimate_line(profile, device, missing, store), flush=True)
+        print(_estimate_line(profile, device, missing, store, chosen), flush=True)
     elif progress:  # say so: a silent run looks like one that did not look
         total = sum(len(runs) for runs in plans.values())
         print(f"nothing to compute: all {total} runs of {', '.join(chosen)} are stored in {store.root / profile}")
@@ -271,11 +271,13 @@ def reproduce(
     return outcomes
 
 
-def _estimate_line(profile: str, device: str | None, missing: list[Run], store: ResultStore) -> str:
+def _estimate_line(
+    profile: str, device: str | None, missing: list[Run], store: ResultStore, chosen: Iterable[str] = ()
+) -> str:
     """'N runs to compute: about T of compute (...)': the FLOP prior scaled by every stored run of the
     profile and of the extra plans being computed, not only the chosen experiments' (``seconds_model``:
     the scale is the machine's and its load's), or the prior alone when nothing is stored yet."""
-    experiments = dict.fromkeys([*EXPERIMENTS, *(r.experiment for r in missing)])  # with a chosen extra plan
+    experiments = dict.fromkeys([*EXPERIMENTS, *chosen])  # with a chosen extra plan (fig8, table1-cpu)
     everything = [r for exp in experiments for r in plan(exp, profile, device=device)]
     stored = load_records(everything, store, partial=True)
     seconds = estimate_seconds(missing, stored)

@@ -395,7 +395,7 @@ def spec(run: Run) -> dict[str, Any]:
     from ..core.presets import get_preset
 
     preset = get_preset(run.preset)
-    net = _fields(replace(preset.net, **dict(run.net)), _NET_FIELDS)
+    net = _fields(net_config(run), _NET_FIELDS)
     net.pop("out_channels")  # set from the image, which the problem names
     fit_cfg = fit_config(run)
     cfg = _fields(fit_cfg, _FIT_FIELDS)
@@ -498,6 +498,13 @@ def fit_overrides(run: Run) -> dict[str, Any]:
         progress=False,
         **dict(run.numerics),
     )
+
+
+def net_config(run: Run):
+    """The run's network: its recipe's with the run's overrides (channels from the image aside)."""
+    from ..core.presets import get_preset
+
+    return replace(get_preset(run.preset).net, **dict(run.net))
 
 
 def fit_config(run: Run):
