@@ -136,7 +136,7 @@ def test_skips_hurt_shallow_nets_is_decided_either_way_and_only_when_the_budget_
     no = claims.skips_hurt_shallow({"claims": _depth_records(-1.0)})
     assert no.verdict == claims.NOT_SUPPORTED
     moving = claims.skips_hurt_shallow({"claims": _depth_records(1.0, unstable=True)})
-    assert moving.verdict == claims.UNDECIDED and moving.deciding  # the runs that would decide it are named
+    assert moving.verdict == claims.UNDECIDED and moving.decide == claims._UNSTABLE  # not more of the same runs
     deeper = claims.deeper_is_better({"claims": _depth_records(0.0)})
     assert deeper.verdict == claims.SUPPORTED and deeper.effect.mean == pytest.approx(0.3, abs=0.05)
 
@@ -181,11 +181,38 @@ def test_the_seed_reports_table1_mean_is_its_resized_images():
     assert f["g71_resized"] == pytest.approx(3.96, abs=0.01) and f["g71_other"] == pytest.approx(0.13, abs=0.01)
 
 
-def test_more_seeds_keeps_each_configuration_once():
-    first = plan("claims", "quick")[:4]
-    runs = first + [replace(r, seed=1) for r in first]
-    more = claims._more_seeds(runs, k=2)
-    assert {r.seed for r in more} == {2, 3} and len(more) == 2 * len({replace(r, seed=0).run_id for r in runs})
+def test_an_undecided_interval_says_how_many_images_would_decide_it():
+    """The fewest images at which an interval with the same mean and spread over images would lie on one
+    side of the threshold: its half width at n is below the distance to the threshold, at n - 1 not."""
+    from scipy import stats
+
+    values = [("a", 0.5), ("b", 1.5), ("c", 1.2), ("d", 0.4), ("e", 0.9), ("e", 5.0)]
+    e = claims.over_images(values)
+    assert e.side(1.0) == 0 and e.side(0.0) == 1
+    sd = float(np.std([0.5, 1.5, 1.2, 0.4, 2.95], ddof=1))  # e's seeds averaged first: 2.95
+    n = e.images_to_decide(0.5)
+    half = lambda k: stats.t.ppf(0.95, k - 1) * sd / np.sqrt(k)  # noqa: E731
+    assert half(n) < abs(e.mean - 0.5) <= half(n - 1)
+    assert e.to_decide(0.5) == f"about {n} images at this mean and spread (5 images now)"
+    assert claims.Effect(1.0, 0.0, 2.0, 5).images_to_decide(1.0) is None  # on the threshold: no number will do
+    assert claims.Effect(1.0, float("nan"), float("nan"), 1).images_to_decide(0.0) is None
+
+
+def test_an_undecided_claim_asks_for_images_not_seeds():
+    """Table 1's 11 images all in, an interval over them straddling 0: the page asks for more images
+    (Table 1 has none) and names no runs of more seeds, which narrow only each image's mean."""
+    dip, csc = _table1_runs()
+    rng = np.random.default_rng(0)
+    gain = {img: rng.normal(0.3, 1.5) for img in {r.image for r in dip}}
+    table1 = [(r, record([20, 30, 30 + gain[r.image]])) for r in dip] + [(r, record([30, 30, 30])) for r in csc]
+    s = claims.dip_vs_papyan({"table1": table1})
+    assert s.verdict == claims.UNDECIDED
+    assert s.decide.startswith("More images (more seeds narrow only each image's mean): final: about ")
+    assert "Table 1 has no more images" in s.decide
+    row = claims.score({"table1": table1}).set_index("claim").loc["2. DIP beats Papyan et al."]
+    assert list(row["deciding"]) == [] and row["decide"] == s.decide
+    f = claims.section_facts(claims.score({"table1": table1}), [])
+    assert f["c2_missing"] == s.decide + "."
 
 
 def test_a_task_with_one_recipe_stored_is_no_data_not_a_crash():
@@ -204,7 +231,7 @@ def test_each_claim_section_is_glued_from_its_record_and_its_score():
     df = claims.score({}, partial={"claims": ("3 of 90 missing", depth)})
     f = claims.section_facts(df, [])
     assert {k.split("_")[0] for k in f} == {f"c{n}" for n in range(1, 7)}
-    assert f["c2_missing"] == "None." and f["c2_standard"] == "None yet."
+    assert f["c2_missing"] == "Nothing more: the verdict is decided." and f["c2_standard"] == "None yet."
     assert f["c6_missing"].startswith("3 runs (claims), ") and f["c6_verdict"] == claims.PARTIAL
     assert all(f[f"c{n}_rule"].endswith(".") for n in range(1, 7))
     assert f["c1_rule"].startswith("Per recipe") and f["c2_rule"].startswith("table1-paper - CSC")

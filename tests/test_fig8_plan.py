@@ -29,6 +29,20 @@ def test_the_fig8_plan_runs_each_network_on_each_image_and_seed_once():
     assert all(r.seed == 0 for r in dip[:first_library])  # the cheap images of seed 0 come first
 
 
+def test_more_images_are_table1s_other_seven_with_the_same_runs_each_on_a_gpu():
+    """``fig8-more``: every image of Table 1 that ``fig8`` lacks, each with the runs a 256 px image has
+    there (five networks, claim 3's three depth-6 runs, three seeds, biharmonic), at the paper
+    profile's GPU numerics; no run in common with ``fig8``, whose plan it leaves as it was."""
+    more, base = plan("fig8-more", "paper"), plan("fig8", "paper")
+    assert {r.image for r in more} == set(fig8.MORE_IMAGES) and len(fig8.MORE_IMAGES) == 7
+    assert not {r.image for r in more} & {r.image for r in base}
+    shape = lambda runs, image: sorted((r.method, r.preset, r.mask, r.net, r.seed) for r in runs if r.image == image)  # noqa: E731
+    assert all(shape(more, i) == shape(base, "house") for i in fig8.MORE_IMAGES)
+    assert {dict(r.numerics)["device"] for r in more if r.method == "dip"} == {"cuda"}
+    assert all(dict(r.numerics)["device"] == "cpu" for r in base if r.method == "dip")
+    assert len({r.run_id for r in more + base}) == len(more) + len(base)
+
+
 def test_claim_3_changes_only_the_skip_channels_on_the_same_problems():
     runs = [r for r in plan("fig8", "paper") if r.preset == "fig8-skip6"]
     by = {(r.image, r.mask, r.seed, bool(r.net)): r for r in runs}

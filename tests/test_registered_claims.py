@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dip_lib.report import registered
-from dip_lib.report.claims import NOT_SUPPORTED, PARTIAL, SUPPORTED
+from dip_lib.report.claims import NOT_SUPPORTED, PARTIAL, SUPPORTED, UNDECIDED
 from dip_lib.report.registry import plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,3 +150,27 @@ def test_the_page_names_the_next_seed_of_the_native_table1_runs_and_its_cost():
     f = registered.facts(registered.score({}, set()))
     assert (f["fresh_seed"], f["fresh_runs"], f["missing_plans"]) == (1, 4, "table1-cpu, fig8")
     assert f["fresh_cost"].startswith("about ")
+
+
+def test_an_undecided_claim_says_how_many_images_would_decide_it_and_where_they_come_from():
+    """The depth-6 hourglass's gain differs by image so that the interval over the 5 images straddles 0:
+    the claim names the images its mean and spread would need and the runs on Table 1's other seven
+    images (not part of its rule: reading them would be flagged), with their GPU cost and command."""
+    gains = {"house": 2.0, "peppers": -1.0, "cameraman": 1.5, "montage": -0.5, "library": 0.5}
+    images = tuple(gains)
+    recs = []
+    for r, x in fig8_records(0.0, images):
+        if r.preset == "fig8-skip6" and not r.net:
+            x = rec(x["summary"]["final_hole_psnr"] + gains[r.image])
+        recs.append((r, x))
+    stored = {r.run_id for r in FIG8}
+    out = {s.id: s for s in registered.score({"fig8": recs}, stored)}
+    assert out[5].verdict == out[6].verdict == UNDECIDED
+    n = registered.measures(registered.registration()["claims"][4], {"fig8": recs})[0][0].effect.images_to_decide(0.0)
+    assert n > 5 and f"fig8-skip6 - fig8-skip4, hole PSNR: about {n} images at this mean and spread" in out[5].decide
+    assert "7 more images (barbara, boat, couple, fingerprint, hill, lena, man)" in out[5].decide
+    assert "reproduce --profile paper --only fig8-more" in out[5].decide and "on a GPU" in out[5].decide
+    assert out[4].verdict == SUPPORTED and out[4].decide == ""
+    row = registered.table(list(out.values())).df.set_index("claim").loc["5. Deeper is better"]
+    assert row["to decide it"] == out[5].decide
+    assert registered.more_images(registered.registration()["claims"][4])[0].experiment == "fig8"  # its runs' own

@@ -6,7 +6,8 @@ and a score is the mean over images with a 90% Student-t interval over images. W
 ``MIN_IMAGES`` images a part of a claim is described, not decided (as the registered rules do,
 ``data/claims_registration.json``). A verdict can go either way: "supported", "not supported" or
 "mixed"; "undecided" is given only where an interval straddles the rule's threshold, and the score then
-names the runs that would decide it. These rules were written after most of the reduced-scale runs
+says what would decide it: how many images at the effect's mean and spread (more seeds narrow only each
+image's mean). These rules were written after most of the reduced-scale runs
 they score, so the page calls the verdicts exploratory; the registered ones (``registered``) decide.
 Each verdict says which evidence standard it met:
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ DESCRIBED = "described: too few images"
 NO_DATA = "no data"
 CONFIDENCE = 0.90
 MIN_IMAGES = 4  # the registration's min_images (a test ties them): fewer images are described, not decided
+MAX_PROJECTED = 200  # images: beyond this, "no feasible number of images" would decide a straddling interval
 BUDGETS = (0.5, 0.75, 1.0)  # the comparative standard: the same direction at these shares of the budget
 
 GAP_DB = 1.0  # 1. the fall from the best iterate to the final output that "matters"
@@ -74,6 +76,30 @@ class Effect:
     def decides(self) -> bool:
         """Enough images for an interval-based verdict."""
         return self.n >= MIN_IMAGES
+
+    def images_to_decide(self, threshold: float, cap: int = MAX_PROJECTED) -> int | None:
+        """The fewest images at which an interval with this mean and this spread over images (sd of the
+        per-image values) would lie on one side of ``threshold``: n with t(n - 1) * sd / sqrt(n) <
+        |mean - threshold|. None when no n up to ``cap`` would (or with fewer than 2 images)."""
+        from scipy import stats
+
+        if self.n < 2 or not np.isfinite(self.lo) or self.mean == threshold:
+            return None
+        t = stats.t.ppf(0.5 + CONFIDENCE / 2, self.n - 1)
+        sd = (self.hi - self.lo) / (2 * t) * np.sqrt(self.n)
+        gap = abs(self.mean - threshold)
+        for n in range(max(self.n, 2), cap + 1):
+            if stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sd / np.sqrt(n) < gap:
+                return n
+        return None
+
+    def to_decide(self, threshold: float) -> str:
+        """What would decide an interval that straddles ``threshold``, in words: how many images."""
+        n = self.images_to_decide(threshold)
+        now = f"{n_images(self.n)} now"
+        if n is None:
+            return f"no feasible number of images at this mean and spread ({now}): it sits on the threshold"
+        return f"about {n_images(n)} at this mean and spread ({now})"
 
     def text(self, unit: str = "dB", fmt: str = "+.2f") -> str:
         n = f"n = {n_images(self.n)}"
@@ -162,14 +188,14 @@ def over_images(values: Iterable[tuple[str, float | None]]) -> Effect:
 @dataclass(frozen=True)
 class Score:
     """A claim's result: verdict, headline effect, the standard it met, the evidence in numbers, and for
-    an undecided verdict the runs that would decide it."""
+    an undecided verdict what would decide it, in words."""
 
     verdict: str
     effect: Effect | None
     unit: str
     standard: str
     evidence: str
-    deciding: list[Run] = ()  # type: ignore[assignment]
+    decide: str = ""
     label: str = ""  # what the headline effect measures, where the claim has several parts
 
     @property
@@ -264,18 +290,12 @@ def _verdict(parts: list[tuple[str, Effect, float]]) -> tuple[str, list[str]]:
     return (SUPPORTED if sides[0] == 1 else NOT_SUPPORTED), []
 
 
-def _more_seeds(runs: Iterable[Run], k: int = 2) -> list[Run]:
-    """The runs that would narrow an interval: the same runs with ``k`` more seeds each."""
-    runs = list(runs)
-    top = max((r.seed for r in runs), default=0)
-    seen, out = set(), []
-    for r in runs:
-        key = replace(r, seed=0, label="").run_id
-        if key in seen:
-            continue
-        seen.add(key)
-        out += [replace(r, seed=top + j) for j in range(1, k + 1)]
-    return out
+def _to_decide(parts: list[tuple[str, Effect, float]], straddle: Iterable[str]) -> str:
+    """What would decide the straddling parts: more images, not more seeds (seeds narrow only each
+    image's mean), as many as ``Effect.images_to_decide`` projects."""
+    straddle = set(straddle)
+    named = [f"{lab}: {e.to_decide(t)}" if lab else e.to_decide(t) for lab, e, t in parts if lab in straddle]
+    return "More images (more seeds narrow only each image's mean): " + "; ".join(named) if named else ""
 
 
 def _one_part(e: Effect, threshold: float) -> str:
@@ -322,6 +342,20 @@ def _comparative(verdict: str, stable: bool) -> tuple[str, str]:
         if stable
         else "comparative standard not met"
     )
+
+
+_UNSTABLE = (
+    "Not more runs of the same: the ranking changes with the budget or the seed at this scale; the same claim "
+    "at the paper's setting (above) decides it"
+)
+
+
+def _comparative_decide(verdict: str, e: Effect, threshold: float) -> str:
+    """What would decide an undecided comparative claim: more images where its interval straddles the
+    threshold, else (a ranking that moves with the budget or the seed) not more of the same runs."""
+    if verdict != UNDECIDED:
+        return ""
+    return _to_decide([("", e, threshold)], [""]) if e.side(threshold) == 0 else _UNSTABLE
 
 
 ABSOLUTE = "absolute: runs at their recipe's full iteration count"
@@ -372,8 +406,7 @@ def early_stopping(loaded: dict[str, Records]) -> Score:
             f"{on.count('destabilisation')} of {len(on)} on"
         )
     verdict, straddle = _verdict(scored)
-    deciding = _more_seeds(r for r, _ in runs if f"{r.preset} on {_mask_kind(r)}" in straddle) if straddle else []
-    return Score(verdict, head, "dB", ABSOLUTE, "; ".join(parts) + ".", deciding, head_name)
+    return Score(verdict, head, "dB", ABSOLUTE, "; ".join(parts) + ".", _to_decide(scored, straddle), head_name)
 
 
 # ---------------------------------------------------------------- 2. DIP against Papyan et al.
@@ -415,10 +448,11 @@ def dip_vs_papyan(loaded: dict[str, Records]) -> Score:
             f"Papyan et al.'s published PSNR {e.text()}"
         )
     verdict, straddle = _verdict(scored)
-    deciding = _more_seeds(r for r, _ in dip if r.preset == "table1-paper") if straddle else []
-    return Score(
-        verdict, head, "dB", ABSOLUTE + " (verdict from table1-paper, per iterate)", "; ".join(parts) + ".", deciding
-    )
+    decide = _to_decide(scored, straddle)
+    if decide:  # all 11 Table-1 images are in: more can only come from the paper's setting
+        decide += "; Table 1 has no more images, and the same claim at the paper's setting (above) decides it"
+    standard = ABSOLUTE + " (verdict from table1-paper, per iterate)"
+    return Score(verdict, head, "dB", standard, "; ".join(parts) + ".", decide)
 
 
 # ---------------------------------------------------------------- 3. structure fits the task
@@ -474,9 +508,11 @@ def structure_fits_task(loaded: dict[str, Records]) -> Score:
     else:
         verdict = SUPPORTED if sides[0] != sides[1] else NOT_SUPPORTED
     verdict, standard = _comparative(verdict, all(stable_by_task))
-    kate = [r for r, _ in tasks["kate's text mask"]]
-    deciding = _more_seeds(kate) if verdict == UNDECIDED else []
-    return Score(verdict, interaction, "dB", standard, "; ".join(parts) + ".", deciding)
+    decide = ""
+    if verdict == UNDECIDED:
+        straddle = [name for name, s in zip(tasks, sides) if s == 0]
+        decide = _to_decide([(n, e, TASK_DB) for n, e in zip(tasks, effects)], straddle) or _UNSTABLE
+    return Score(verdict, interaction, "dB", standard, "; ".join(parts) + ".", decide)
 
 
 # ---------------------------------------------------------------- 4. the network is the prior
@@ -523,8 +559,7 @@ def network_is_prior(loaded: dict[str, Records]) -> Score:
     if not scored:
         return Score(NO_DATA, None, "dB", "", "no Fig. 2 runs and no Table-1 runs beside biharmonic")
     verdict, straddle = _verdict(scored)
-    deciding = _more_seeds(r for r, _ in figs if r.mask == "none") if straddle else []
-    return Score(verdict, head, "dB", ABSOLUTE, "; ".join(parts) + ".", deciding)
+    return Score(verdict, head, "dB", ABSOLUTE, "; ".join(parts) + ".", _to_decide(scored, straddle))
 
 
 # ---------------------------------------------------------------- 5, 6. depth and skips
@@ -563,9 +598,7 @@ def deeper_is_better(loaded: dict[str, Records]) -> Score:
         f"with skips, PSNR per extra level of depth, {e.text('dB/level')}; {_per_image(slopes, 'dB/level')}; "
         f"{_fit_note(recs)}."
     )
-    return Score(
-        verdict, e, "dB/level", standard, evidence, _more_seeds(r for r, _ in recs) if verdict == UNDECIDED else []
-    )
+    return Score(verdict, e, "dB/level", standard, evidence, _comparative_decide(verdict, e, SLOPE_DB))
 
 
 def _skip_gain(recs: Records, depths: tuple[int, ...], share: float) -> dict[tuple[str, int], float]:
@@ -594,7 +627,7 @@ def skips_hurt_shallow(loaded: dict[str, Records]) -> Score:
         f"no skip - skip at depths {'/'.join(map(str, SHALLOW))}: {e.text()}; {_per_image(shallow, 'dB')}; "
         f"{_fit_note(recs)}."
     )
-    return Score(verdict, e, "dB", standard, evidence, _more_seeds(r for r, _ in recs) if verdict == UNDECIDED else [])
+    return Score(verdict, e, "dB", standard, evidence, _comparative_decide(verdict, e, SKIP_DB))
 
 
 # ---------------------------------------------------------------- the six records
@@ -738,11 +771,13 @@ def section_facts(verdicts, stored: Records) -> dict[str, str]:
             f"{len(deciding)} runs ({listing(sorted({r.experiment for r in deciding}))}), "
             f"{duration(estimate_seconds(deciding, stored))} of compute on this machine"
             if deciding
+            else _sentence(row.decide)
+            if row.decide
             else (
                 "More images: this profile's runs hold too few; the same claim at the paper's setting (above) "
                 "reads more."
                 if row.verdict == DESCRIBED
-                else "None."
+                else "Nothing more: the verdict is decided."
             )
         )
         out |= {
@@ -835,7 +870,8 @@ def scale(runs: Iterable[Run]) -> str:
 
 def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] | None = None):
     """A DataFrame, one row per claim: claim, scale, question, rule, verdict, key (effect and interval),
-    standard, evidence, deciding (the runs that would decide an undecided claim), paper, seed.
+    standard, evidence, deciding (the missing runs a partial claim waits for), decide (what would decide
+    an undecided one, in words), paper, seed.
 
     ``partial``: experiment -> (its coverage line, its missing runs) for the experiments not completely
     stored; a claim missing runs it uses (``Claim.uses``) is "undecided: partial results", deciding
@@ -846,7 +882,7 @@ def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] 
     rows = []
     for claim in CLAIMS:
         s = claim.score(loaded)
-        verdict, evidence, deciding = s.verdict, s.evidence, list(s.deciding)
+        verdict, evidence, deciding, decide = s.verdict, s.evidence, [], s.decide
         waiting = [
             (line, mine)
             for e in claim.needs
@@ -857,7 +893,7 @@ def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] 
         ]
         if waiting:
             evidence += f" Partial results ({' '.join(line for line, _ in waiting)}): the verdict waits for the rest."
-            verdict, deciding = PARTIAL, [r for _, missing in waiting for r in missing]
+            verdict, deciding, decide = PARTIAL, [r for _, missing in waiting for r in missing], ""
         read = [r for e in claim.needs for r, _ in loaded.get(e, []) if claim.uses(r)]
         rows.append(
             {
@@ -870,6 +906,7 @@ def score(loaded: dict[str, Records], partial: dict[str, tuple[str, list[Run]]] 
                 "standard": s.standard,
                 "evidence": evidence,
                 "deciding": deciding,
+                "decide": decide,
                 "paper": claim.paper.format(**facts),
                 "seed": claim.seed.format(**facts),
             }

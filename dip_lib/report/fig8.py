@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runs import CPU_BF16_NUMERICS, HOLES, TABLE1_CPU_IMAGES, Profile, Run
+from .runs import ALL_TABLE1, CPU_BF16_NUMERICS, HOLES, TABLE1_CPU_IMAGES, Profile, Run
 from .scores import Records
 
 NETS = ("fig8-skip2", "fig8-skip4", "fig8-skip6", "fig8-unet", "fig8-resnet")
@@ -23,16 +23,17 @@ DEPTH6_SKIPS = (("channels_skip", (4,) * 6),)  # claim 3: the one change, skip c
 # (image, source, mask): the 256 px images first (about 30 core-minutes for the five nets), then
 # library (about 2 core-hours: its ResNet alone takes 70 minutes)
 IMAGES = tuple((image, "table1", HOLES) for image in TABLE1_CPU_IMAGES) + (("library", "dip", "file"),)
+MORE_IMAGES = tuple(i for i in ALL_TABLE1 if i not in TABLE1_CPU_IMAGES)  # 512 px: ``plan_more``
 
 
-def _bernoulli(prof: Profile) -> dict[str, dict[str, Any]]:
-    """Table 1's problem (50% Bernoulli, its mask seed) for each 256 px image."""
+def _bernoulli(prof: Profile, images: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Table 1's problem (50% Bernoulli, its mask seed) for each of ``images``."""
     from .table1 import plan as table1_plan
 
     return {
         r.image: dict(mask=r.mask, missing=r.missing, mask_seed=r.mask_seed)
         for r in table1_plan(prof)
-        if r.method == "biharmonic" and r.image in TABLE1_CPU_IMAGES
+        if r.method == "biharmonic" and r.image in images
     }
 
 
@@ -40,18 +41,35 @@ def plan(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
     """The biharmonic peers, then seed by seed: the five networks on each image (the cheap 256 px images
     first), then claim 3's depth-6 hourglass with and without skips on Table 1's Bernoulli masks and
     with skips on the holes (its holes run without skips is ``fig8-skip6`` itself)."""
+    return _plan(prof, seeds, IMAGES, TABLE1_CPU_IMAGES, dict(numerics=CPU_BF16_NUMERICS))
+
+
+def plan_more(prof: Profile, seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """``plan``'s runs on Table 1's seven other images (512 px, native size) with library's holes: the
+    images that could decide a registered claim left undecided on five. A GPU job (the profile's
+    numerics): on one CPU core the five networks take about 3 hours per image and seed."""
+    return _plan(prof, seeds, tuple((i, "table1", HOLES) for i in MORE_IMAGES), MORE_IMAGES, {})
+
+
+def _plan(
+    prof: Profile,
+    seeds: tuple[int, ...] | None,
+    images: tuple[tuple[str, str, str], ...],
+    claim3: tuple[str, ...],
+    numerics: dict[str, Any],
+) -> list[Run]:
     base = dict(experiment="fig8", profile=prof.name, log_every=prof.log_every)
-    bernoulli = _bernoulli(prof)
+    bernoulli = _bernoulli(prof, claim3)
     runs = [
         Run(image=image, source=source, mask=mask, method="biharmonic", preset="", label="biharmonic", **base)
-        for image, source, mask in IMAGES
+        for image, source, mask in images
     ]
-    dip = dict(numerics=CPU_BF16_NUMERICS, **base)
+    dip = dict(**numerics, **base)
     for seed in seeds or SEEDS:
-        for image, source, mask in IMAGES:
+        for image, source, mask in images:
             for preset in NETS:
                 runs.append(Run(image=image, source=source, mask=mask, preset=preset, seed=seed, label=preset, **dip))
-        for image in TABLE1_CPU_IMAGES:
+        for image in claim3:
             for net, label in (((), "fig8-skip6"), (DEPTH6_SKIPS, "fig8-skip6 + skips")):
                 runs.append(
                     Run(image=image, preset="fig8-skip6", net=net, seed=seed, label=label, **bernoulli[image], **dip)

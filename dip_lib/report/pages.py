@@ -17,7 +17,7 @@ from . import runner
 from .compute import duration, estimate_seconds, prior_seconds
 from .facts import DASH, NBSP, listing, num, number
 from .registry import get_experiment, plan
-from .runs import Run, get_profile, load_problem
+from .runs import Run, fit_config, get_profile, load_problem, net_config
 from .scores import FLAT_DB, LATE_SHARE, oracle, oracle_iteration
 from .store import ResultStore
 from .table1 import display_names
@@ -354,6 +354,21 @@ def seed_version_facts() -> dict[str, Any]:
         "depths": listing(sorted({r.depth for r in runs})),
         "seeds": listing(sorted({r.seed for r in runs})),
         "masks": listing(sorted({r.mask for r in runs})),
+        "cost": duration(sum(prior_seconds(r) for r in runs)),
+    }
+
+
+def paper_fig2_facts() -> dict[str, Any]:
+    """Fig. 2 at the paper's width (the paper profile's figures plan, a GPU job): its images, runs,
+    width, iterations, seeds and cost by the FLOP prior, for claim 4 on the claims page."""
+    runs = [r for r in plan("figures", "paper") if r.mask == "none"]
+    return {
+        "images": listing(list(dict.fromkeys(r.image for r in runs))),
+        "n_images": len({r.image for r in runs}),
+        "runs": len(runs),
+        "width": listing(sorted({net_config(r).channels_down[0] for r in runs})),
+        "iterations": listing(sorted({fit_config(r).iterations for r in runs})),
+        "seeds": listing(sorted({r.seed for r in runs})),
         "cost": duration(sum(prior_seconds(r) for r in runs)),
     }
 

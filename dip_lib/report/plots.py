@@ -482,22 +482,27 @@ def reference_table():
 @styled
 def fig2_curves(records: Records):
     """The paper's Fig. 2: the fitting loss (MSE, log scale) against iteration for a natural image,
-    it with noise added, its pixels shuffled, and U(0, 1) noise; one panel per seed, one line per target."""
+    it with noise added, its pixels shuffled, and U(0, 1) noise; one panel per image, one colour per
+    target, one line per seed."""
     runs = [(r, x) for r, x in records if r.method == "dip" and r.mask == "none"]
     if not runs:
         return None
-    seeds = sorted({r.seed for r, _ in runs})
-    fig, axes = plt.subplots(1, len(seeds), figsize=(PAGE_INCHES, 3.9), squeeze=False, sharey=True)
+    images = list(dict.fromkeys(r.image for r, _ in runs))
+    fig, axes = plt.subplots(1, len(images), figsize=(PAGE_INCHES, 3.9), squeeze=False, sharey=True)
     colors = dict(zip(("image", "noisy", "shuffled", "noise"), OKABE_ITO))
-    for ax, seed in zip(axes[0], seeds):
+    for ax, image in zip(axes[0], images):
+        seeds = sorted({r.seed for r, _ in runs if r.image == image})
         for run, rec in runs:
-            if run.seed == seed:
+            if run.image == image:
                 h = rec["history"]
-                ax.plot(h["iteration"], h["loss"], lw=1.2, color=colors.get(run.target), label=run.target)
+                first = run.seed == seeds[0]
+                ax.plot(
+                    h["iteration"], h["loss"], lw=1.2, color=colors.get(run.target), label=run.target if first else None
+                )
         ax.set_yscale("log")
-        ax.set_title(f"seed {seed}")
+        ax.set_title(f"{image} ({len(seeds)} seed{'' if len(seeds) == 1 else 's'})")
         ax.set_xlabel("iteration")
-        ax.set_ylabel("MSE to the target (log)")
+    axes[0][0].set_ylabel("MSE to the target (log)")
     fig.tight_layout()
     _legend_below(fig, axes[0][0], ncol=4)
     return fig

@@ -128,7 +128,7 @@ class PerImage:
     def spread(self) -> str:
         """The within-image variability: the largest seed sd over images."""
         sds = [v for v in self.sd.values() if np.isfinite(v)]
-        return f"{max(sds):.2f} dB" if sds else DASH
+        return f"{max(sds):.2f} dB" if sds else "none yet (one seed per image)"
 
 
 def per_image(records: Records, value: Callable[[dict[str, Any]], float | None]) -> PerImage:
@@ -265,6 +265,7 @@ class Scored:
     registered: str
     flagged: bool
     missing: list[Run]
+    decide: str = ""  # for an undecided claim: how many images would decide it, and where more come from
 
 
 def _scale(recs: Records) -> str:
@@ -296,6 +297,41 @@ def _reads(claim: dict[str, Any], run: Run) -> bool:
     return claim["id"] < 4 or (run.mask != "bernoulli" and not run.net)
 
 
+def more_images(claim: dict[str, Any]) -> list[Run]:
+    """The runs on more images that could decide the claim (``more_images``, not part of its rule)."""
+    from .registry import plan
+
+    sels = claim.get("more_images", [])
+    return [r for sel in sels for r in plan(sel["experiment"], sel["profile"]) if _matches(r, sel) and _reads(claim, r)]
+
+
+def to_decide(claim: dict[str, Any], contrasts: list[Contrast], threshold: float, min_images: int) -> str:
+    """What would decide an undecided or described claim: the images its straddling contrasts need at
+    their mean and spread (or ``min_images``), and the runs on more images with their cost (the FLOP
+    prior on a GPU) and command."""
+    from .claims import n_images
+    from .compute import duration, prior_seconds
+
+    fewest = min(c.effect.n for c in contrasts)
+    if fewest < min_images:
+        need = [f"at least {n_images(min_images)} ({n_images(fewest)} now)"]
+    else:
+        need = [f"{c.name}: {c.effect.to_decide(threshold)}" for c in contrasts if c.effect.side(threshold) == 0]
+    runs = more_images(claim)
+    have = {i for c in contrasts for i in c.values}
+    new = sorted({r.image for r in runs} - have)
+    if not runs or not new:
+        return "; ".join(need) + "; this report plans no more images for it"
+    plans = sorted({sel["experiment"] for sel in claim["more_images"]})
+    gpu = sum(prior_seconds(r) for r in runs if r.method == "dip")
+    command = "; ".join(f"python -m dip_lib reproduce --profile paper --only {p}" for p in plans)
+    return (
+        "; ".join(need) + f"; {len(new)} more images ({listing(new)}) come from {len(runs)} runs of the paper "
+        f"profile's {listing(plans)}, {duration(gpu)} on a GPU by the FLOP prior ({command}, with the rest of "
+        "its plan); reading them changes the registered runs, which this page would flag"
+    )
+
+
 def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | None = None) -> list[Scored]:
     """Every registered claim scored from ``records`` ({plan: [(run, record)]}); ``stored_ids``: the
     run ids stored, so that each claim names the runs it still waits for."""
@@ -314,7 +350,7 @@ def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | N
         commit, when = at.get(claim["id"], ("not a git checkout", None))
         parts = [c.text() for c in contrasts] + ([note] if note else [])
         if values is not None:
-            parts.append(f"largest spread (sd) among one image's runs {values.spread()}")
+            parts.append(f"largest spread (sd) among one image's runs: {values.spread()}")
         out.append(
             Scored(
                 id=claim["id"],
@@ -329,6 +365,9 @@ def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | N
                 registered=f"{commit} ({when:%Y-%m-%d %H:%M} UTC)" if when else commit,
                 flagged=bool(when and first and when > first),
                 missing=missing,
+                decide=to_decide(claim, contrasts, threshold, reg["min_images"])
+                if verdict in (UNDECIDED, DESCRIBED)
+                else "",
             )
         )
     return out
@@ -344,7 +383,8 @@ def load(store) -> tuple[dict[str, Records], set[str]]:
 
 
 def table(scored: list[Scored]):
-    """The registered claims for the page: claim, verdict, scale, registration, runs missing, evidence."""
+    """The registered claims for the page: claim, verdict, scale, registration, what would decide it
+    (the runs it still waits for, or for an undecided claim ``to_decide``), evidence."""
     import pandas as pd
 
     from .tables import Table
@@ -356,7 +396,9 @@ def table(scored: list[Scored]):
                 "verdict": s.verdict,
                 "scale": s.scale,
                 "registered": s.registered + (" (after some of its runs)" if s.flagged else ""),
-                "runs missing": len(s.missing) or "none",
+                "to decide it": f"{len(s.missing)} runs still to compute (below)"
+                if s.missing
+                else s.decide or "decided",
                 "evidence (per image, seeds averaged)": s.evidence,
             }
             for s in scored

@@ -136,6 +136,7 @@ class Profile:
     cost_widths: tuple[int, ...] = ()
     cost_iterations: dict[str, int] = field(default_factory=dict)
     claims: ClaimRuns | None = None
+    fig2_images: tuple[str, ...] = ()  # Table-1 images (native size) Fig. 2 also fits, beside kate
 
     def scale_facts(self) -> dict[str, str]:
         """What every experiment's setup paragraph names: the profile and whether it is the paper's scale."""
@@ -281,6 +282,7 @@ PROFILES: dict[str, Profile] = {
             width=128,
             iterations=6001,
         ),
+        fig2_images=TABLE1_CPU_IMAGES,
     ),
 }
 

@@ -111,17 +111,17 @@ def table1_values(records: Records, preset: str) -> dict[str, dict[str, tuple[fl
     return out
 
 
-def fig2_quarter_losses(records: Records) -> dict[str, float]:
-    """The paper's Fig. 2 in numbers: per target (image, noisy, shuffled, noise), the fitting loss
-    after a quarter of the iterations, mean over seeds, from the unmasked (Fig. 2) DIP runs."""
-    at: dict[str, list[float]] = defaultdict(list)
+def fig2_quarter_losses(records: Records) -> dict[str, dict[str, float]]:
+    """The paper's Fig. 2 in numbers: per image and target (image, noisy, shuffled, noise), the fitting
+    loss after a quarter of the iterations, mean over seeds, from the unmasked (Fig. 2) DIP runs."""
+    at: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r, x in records:
         if r.method != "dip" or r.mask != "none":
             continue
         h = x["history"]
         k = next(i for i, it in enumerate(h["iteration"]) if it >= h["iteration"][-1] / 4)
-        at[r.target].append(h["loss"][k])
-    return {t: float(np.mean(v)) for t, v in at.items()}
+        at[r.image][r.target].append(h["loss"][k])
+    return {image: {t: float(np.mean(v)) for t, v in by.items()} for image, by in at.items()}
 
 
 def interval_drops(
