@@ -403,3 +403,17 @@ def test_reproduce_computes_the_seeds_asked_for_and_refuses_bad_ones_in_one_line
     assert f"table1-cpu: {n} of {n} runs stored" in capsys.readouterr().out
     assert main(base + ["--seeds", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "error: --seeds must be integers >= 0, got -1"
+
+
+def test_reproduce_refuses_a_device_for_plans_that_fix_their_numerics(tmp_path, monkeypatch, capsys):
+    """table1-cpu and fig8 name CPU bf16 numerics in their run ids: --device cuda would compute the same
+    CPU runs, so it is one line on stderr and exit 2, before any work."""
+    from dip_lib.cli import main
+
+    monkeypatch.setattr(ResultStore, "missing", lambda self, runs: pytest.fail("no work before the refusal"))
+    for only in ("fig8", "table1-cpu"):
+        args = ["reproduce", "--profile", "paper", "--only", only, "--device", "cuda", "--results-dir", str(tmp_path)]
+        assert main(args) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"error: --device does not apply to {only}: its runs fix their numerics (bf16 on one CPU thread)"
+        )

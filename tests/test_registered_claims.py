@@ -93,7 +93,21 @@ def test_a_rule_changed_after_its_runs_were_stored_is_flagged(tmp_path):
     out = {s.id: s for s in registered.score({"fig8": old}, stored, root=tmp_path)}
     assert out[5].flagged and out[6].flagged  # both registered after runs dated 2000
     new = {s.id: s for s in registered.score({"fig8": fig8_records(1.0)}, stored, root=tmp_path)}
-    assert not new[5].flagged and new[5].registered.startswith(after[5][0])
+    assert not new[5].flagged and new[5].registered.startswith(after[5][0]) and new[5].fresh == ""
+    assert out[6].fresh == "no run it reads has been stored since its registration yet"
+    # a flagged claim is also scored on the runs stored since its registration alone: here the new
+    # images' runs, where the depth-6 hourglass loses
+    images = ("house", "peppers", "cameraman", "montage", "library")
+    mixed = [rx for rx in old if rx[0].image in images[:1]] + [
+        rx for rx in fig8_records(-1.0, images) if rx[0].image in images[1:]
+    ]
+    both = {s.id: s for s in registered.score({"fig8": mixed}, stored, root=tmp_path)}
+    assert both[6].flagged and both[6].fresh.startswith("on the runs stored since its registration alone: ")
+    assert "higher on 0 of 4 images" in both[6].fresh and both[6].fresh.endswith(f"({registered.NOT_SUPPORTED})")
+    cell = registered.table(list(both.values())).df.set_index("claim").loc["6. Skip connections hurt on large holes"]
+    assert cell["evidence (per image, seeds averaged)"].endswith(
+        " On the runs stored since its registration alone: " + both[6].fresh.split(": ", 1)[1] + "."
+    )
 
 
 def test_the_page_shows_each_registered_statement_question_and_rule_with_its_thresholds():

@@ -266,6 +266,7 @@ class Scored:
     flagged: bool
     missing: list[Run]
     decide: str = ""  # for an undecided claim: how many images would decide it, and where more come from
+    fresh: str = ""  # for a flagged claim: its rule on the runs stored since its registration alone
 
 
 def _scale(recs: Records) -> str:
@@ -289,6 +290,25 @@ def _stored_since(recs: Records) -> datetime | None:
     dates = [x.get("environment", {}).get("date") for _, x in recs]
     dates = [datetime.fromisoformat(d) for d in dates if d]
     return min(dates) if dates else None
+
+
+def _since(records: dict[str, Records], when: datetime) -> dict[str, Records]:
+    """The records stored after ``when`` (their environment's date)."""
+    return {
+        p: [(r, x) for r, x in recs if (d := x.get("environment", {}).get("date")) and datetime.fromisoformat(d) > when]
+        for p, recs in records.items()
+    }
+
+
+def _fresh(claim: dict[str, Any], records: dict[str, Records], when: datetime, min_images: int, waiting: bool) -> str:
+    """A flagged claim's rule on the runs stored since its registration alone (what decides it afresh):
+    its contrasts and the verdict they give, or that none is stored yet."""
+    contrasts, _, _ = measures(claim, _since(records, when))
+    if not any(c.effect.n for c in contrasts):
+        return "no run it reads has been stored since its registration yet"
+    threshold = next(iter(claim["thresholds"].values()))
+    verdict = PARTIAL if waiting else _verdict(contrasts, threshold, min_images)
+    return f"on the runs stored since its registration alone: {'; '.join(c.text() for c in contrasts)} ({verdict})"
 
 
 def _reads(claim: dict[str, Any], run: Run) -> bool:
@@ -351,6 +371,7 @@ def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | N
         parts = [c.text() for c in contrasts] + ([note] if note else [])
         if values is not None:
             parts.append(f"largest spread (sd) among one image's runs: {values.spread()}")
+        flagged = bool(when and first and when > first)
         out.append(
             Scored(
                 id=claim["id"],
@@ -363,11 +384,12 @@ def score(records: dict[str, Records], stored_ids: Iterable[str], root: Path | N
                 evidence="; ".join(parts) + ".",
                 scale=_scale(recs),
                 registered=f"{commit} ({when:%Y-%m-%d %H:%M} UTC)" if when else commit,
-                flagged=bool(when and first and when > first),
+                flagged=flagged,
                 missing=missing,
                 decide=to_decide(claim, contrasts, threshold, reg["min_images"])
                 if verdict in (UNDECIDED, DESCRIBED)
                 else "",
+                fresh=_fresh(claim, records, when, reg["min_images"], bool(missing)) if flagged else "",
             )
         )
     return out
@@ -399,7 +421,8 @@ def table(scored: list[Scored]):
                 "to decide it": f"{len(s.missing)} runs still to compute (below)"
                 if s.missing
                 else s.decide or "decided",
-                "evidence (per image, seeds averaged)": s.evidence,
+                "evidence (per image, seeds averaged)": s.evidence
+                + (f" {s.fresh[:1].upper()}{s.fresh[1:]}." if s.fresh else ""),
             }
             for s in scored
         ]

@@ -32,7 +32,7 @@ from .compute import (
     prepare,
     prior_seconds,
 )
-from .registry import EXPERIMENTS, plan
+from .registry import EXPERIMENTS, get_experiment, plan
 from .runs import Run, get_profile
 from .store import ResultStore
 
@@ -241,10 +241,15 @@ def reproduce(
         from .cluster import check_scheduler
 
         check_scheduler(scheduler)  # an unsecured address is refused before any work
+    chosen = list(only) if only else list(EXPERIMENTS)
     if device is not None:
+        fixed = [e for e in chosen if not get_experiment(e).numerics]
+        if fixed:  # their run ids name CPU numerics: --device would run the same runs, not GPU ones
+            raise DipError(
+                f"--device does not apply to {', '.join(fixed)}: its runs fix their numerics (bf16 on one CPU thread)"
+            )
         device = resolve_device(device).type
     store = ResultStore(results_dir)
-    chosen = list(only) if only else list(EXPERIMENTS)
     plans = {exp: plan(exp, profile, seeds=seeds, device=device) for exp in chosen}
     missing = [r for runs in plans.values() for r in store.missing(runs)]
     fetch_data(missing)  # all of it before the first fit
