@@ -29,7 +29,7 @@ import numpy as np
 
 from .facts import DASH, listing, num, side
 from .runs import SHALLOW, Profile, Run, widths
-from .scores import Records, by, oracle
+from .scores import Records, by, oracle, quarter_loss
 from .table1 import recipe_net
 
 SUPPORTED, NOT_SUPPORTED, MIXED = "supported", "not supported", "mixed"
@@ -290,12 +290,15 @@ def _verdict(parts: list[tuple[str, Effect, float]]) -> tuple[str, list[str]]:
     return (SUPPORTED if sides[0] == 1 else NOT_SUPPORTED), []
 
 
+MORE_IMAGES = "More images (more seeds narrow only each image's mean): "
+
+
 def _to_decide(parts: list[tuple[str, Effect, float]], straddle: Iterable[str]) -> str:
     """What would decide the straddling parts: more images, not more seeds (seeds narrow only each
     image's mean), as many as ``Effect.images_to_decide`` projects."""
     straddle = set(straddle)
-    named = [f"{lab}: {e.to_decide(t)}" if lab else e.to_decide(t) for lab, e, t in parts if lab in straddle]
-    return "More images (more seeds narrow only each image's mean): " + "; ".join(named) if named else ""
+    named = [f"{lab}: {e.to_decide(t)}" for lab, e, t in parts if lab in straddle]
+    return MORE_IMAGES + "; ".join(named) if named else ""
 
 
 def _one_part(e: Effect, threshold: float) -> str:
@@ -355,7 +358,7 @@ def _comparative_decide(verdict: str, e: Effect, threshold: float) -> str:
     threshold, else (a ranking that moves with the budget or the seed) not more of the same runs."""
     if verdict != UNDECIDED:
         return ""
-    return _to_decide([("", e, threshold)], [""]) if e.side(threshold) == 0 else _UNSTABLE
+    return MORE_IMAGES + e.to_decide(threshold) if e.side(threshold) == 0 else _UNSTABLE
 
 
 ABSOLUTE = "absolute: runs at their recipe's full iteration count"
@@ -523,9 +526,7 @@ def network_is_prior(loaded: dict[str, Records]) -> Score:
     quarter = defaultdict(dict)
     for r, x in figs:
         if r.mask == "none":
-            h = x["history"]
-            k = next(i for i, it in enumerate(h["iteration"]) if it >= h["iteration"][-1] / 4)
-            quarter[(r.image, r.seed)][r.target] = h["loss"][k]
+            quarter[(r.image, r.seed)][r.target] = quarter_loss(x)
     scored, parts = [], []
     for target in ("noisy", "shuffled", "noise"):
         logs = [

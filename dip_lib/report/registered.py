@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .claims import DESCRIBED, NOT_SUPPORTED, PARTIAL, SUPPORTED, UNDECIDED, Effect, effect
+from .claims import DESCRIBED, NOT_SUPPORTED, PARTIAL, SUPPORTED, UNDECIDED, Effect, effect, n_images
 from .facts import DASH, listing, num
 from .runs import HOLES, Run
 from .scores import Records
@@ -90,10 +90,6 @@ def planned(claim: dict[str, Any]) -> list[Run]:
 
 
 # ---------------------------------------------------------------- per-run values, per-image means
-
-
-def _images(n: int) -> str:
-    return f"{n} image{'' if n == 1 else 's'}"
 
 
 def hole_gap(rec: dict[str, Any]) -> float | None:
@@ -169,7 +165,7 @@ class Contrast:
         if not e.n:
             return f"{self.name}: no image yet"
         interval = f" [{e.lo:+.2f}, {e.hi:+.2f}]" if e.n > 1 else ""
-        return f"{self.name}: {e.mean:+.2f} dB{interval}, higher on {self.k} of {_images(e.n)}"
+        return f"{self.name}: {e.mean:+.2f} dB{interval}, higher on {self.k} of {n_images(e.n)}"
 
 
 # ---------------------------------------------------------------- the six claims' registered measures
@@ -281,7 +277,7 @@ def _scale(recs: Records) -> str:
     seeds = sorted({r.seed for r in dip})
     nets = sorted({describe_net(net_config(r)) for r in dip})
     return (
-        f"native size; {listing(nets)}; {listing(its)} iterations; {_images(len(images))} ({listing(images)}); "
+        f"native size; {listing(nets)}; {listing(its)} iterations; {n_images(len(images))} ({listing(images)}); "
         f"seeds {listing(seeds)}; {dict(dip[0].numerics).get('precision', 'fp32')} on {dict(dip[0].numerics)['device']}"
     )
 
@@ -329,7 +325,6 @@ def to_decide(claim: dict[str, Any], contrasts: list[Contrast], threshold: float
     """What would decide an undecided or described claim: the images its straddling contrasts need at
     their mean and spread (or ``min_images``), and the runs on more images with their cost (the FLOP
     prior on a GPU) and command."""
-    from .claims import n_images
     from .compute import duration, prior_seconds
 
     fewest = min(c.effect.n for c in contrasts)

@@ -111,6 +111,12 @@ def table1_values(records: Records, preset: str) -> dict[str, dict[str, tuple[fl
     return out
 
 
+def quarter_loss(rec: dict[str, Any]) -> float:
+    """A Fig. 2 run's fitting loss at its first check a quarter into the fit."""
+    h = rec["history"]
+    return h["loss"][next(i for i, it in enumerate(h["iteration"]) if it >= h["iteration"][-1] / 4)]
+
+
 def fig2_quarter_losses(records: Records) -> dict[str, dict[str, float]]:
     """The paper's Fig. 2 in numbers: per image and target (image, noisy, shuffled, noise), the fitting
     loss after a quarter of the iterations, mean over seeds, from the unmasked (Fig. 2) DIP runs."""
@@ -118,9 +124,7 @@ def fig2_quarter_losses(records: Records) -> dict[str, dict[str, float]]:
     for r, x in records:
         if r.method != "dip" or r.mask != "none":
             continue
-        h = x["history"]
-        k = next(i for i, it in enumerate(h["iteration"]) if it >= h["iteration"][-1] / 4)
-        at[r.image][r.target].append(h["loss"][k])
+        at[r.image][r.target].append(quarter_loss(x))
     return {image: {t: float(np.mean(v)) for t, v in by.items()} for image, by in at.items()}
 
 
